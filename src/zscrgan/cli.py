@@ -1,0 +1,49 @@
+"""The `zscrgan` command: one subcommand per job, each owned by its own module.
+
+    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.train)
+    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.train)
+    zscrgan report    RUN_DIR                plots and an HTML page of a run (zscrgan.report)
+    zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.compare)
+    zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.featurize)
+    zscrgan data      build|check|convert    make and validate data sets (zscrgan.datatools)
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .data import DataError
+
+COMMANDS = {
+    "train": ("zscrgan.train", "train_main"),
+    "evaluate": ("zscrgan.train", "evaluate_main"),
+    "report": ("zscrgan.report", "main"),
+    "compare": ("zscrgan.compare", "main"),
+    "featurize": ("zscrgan.featurize", "main"),
+    "data": ("zscrgan.datatools", "main"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"zscrgan: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[command]
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return func(rest) or 0
+    except DataError as exc:
+        print(f"zscrgan {command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"zscrgan {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

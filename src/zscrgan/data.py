@@ -1,0 +1,282 @@
+"""The seed data format: load, validate, save.
+
+A data set is a folder with four pickles (see docs of the seed, ALGORITHM.md):
+
+    txt_embed_dict.pkl    {class id: text vectors, a list of 1-d vectors or a 2-d array}
+    image_embed_dict.pkl  {class id: image feature vectors, same rule}
+    trainids.pkl          [seen class ids]
+    testids.pkl           [unseen class ids]
+
+and optionally ``classnames.json`` ({"<class id>": "name"}).
+
+Pickles are read through a restricted unpickler that admits only what the format
+needs (containers, numbers, numpy arrays), so a hostile pickle is refused, never run.
+Every problem is raised as :class:`DataError` with a one-line message naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TEXT_FILE = "txt_embed_dict.pkl"
+IMAGE_FILE = "image_embed_dict.pkl"
+SEEN_FILE = "trainids.pkl"
+UNSEEN_FILE = "testids.pkl"
+CLASSNAMES_FILE = "classnames.json"
+
+
+class DataError(ValueError):
+    """Bad input data; the message is one line and names the file."""
+
+
+def _latin1_encode(text, encoding="latin1"):
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refused: it encodes bytes with {encoding!r}")
+    return text.encode("latin1")
+
+
+# (module, name) pairs a seed-format pickle may reference. numpy moved its core
+# module in 2.0, and Python 2 pickles name the old one, so both spellings map here.
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    table = {}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(module, "_reconstruct")] = _reconstruct
+        table[(module, "scalar")] = scalar
+    table[("_codecs", "encode")] = _latin1_encode  # how protocol 2 stores bytes
+    table[("numpy", "ndarray")] = np.ndarray
+    table[("numpy", "dtype")] = np.dtype
+    return table
+
+
+class _SeedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the numpy constructors the seed format uses."""
+
+    _allowed = None
+
+    def find_class(self, module, name):
+        if _SeedUnpickler._allowed is None:
+            _SeedUnpickler._allowed = _allowed_globals()
+        obj = _SeedUnpickler._allowed.get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(
+                f"refused: it references {module}.{name}, which the seed format never uses"
+            )
+        return obj
+
+
+def read_pickle(path: Path):
+    """Load one seed-format pickle safely (Python 2 pickles too, via latin1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as fh:
+            return _SeedUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        if not msg.startswith("refused"):
+            msg = f"not a readable pickle ({msg})"
+        raise DataError(f"{path}: {msg}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, UnicodeDecodeError, OverflowError) as exc:
+        raise DataError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Write bytes to ``path`` via a temporary file and rename, so no half file is left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_pickle(path: Path, obj) -> None:
+    write_atomic(path, pickle.dumps(obj, protocol=2))
+
+
+@dataclass
+class ZeroShotData:
+    """A validated zero-shot data set: float32 2-d arrays per class, disjoint splits."""
+
+    texts: dict  # class id -> float32 [n_texts, text_dim]
+    images: dict  # class id -> float32 [n_images, image_dim]
+    seen: list
+    unseen: list
+    name: str = "data"
+    classnames: dict = field(default_factory=dict)  # class id -> readable name
+
+    @property
+    def text_dim(self) -> int:
+        return next(iter(self.texts.values())).shape[1]
+
+    @property
+    def image_dim(self) -> int:
+        return next(iter(self.images.values())).shape[1]
+
+    def stacked_images(self, classes) -> tuple[np.ndarray, np.ndarray]:
+        """All images of ``classes`` as one array, with their class ids per row."""
+        feats = np.concatenate([self.images[c] for c in classes])
+        labels = np.concatenate([np.full(len(self.images[c]), i) for i, c in enumerate(classes)])
+        return feats, labels
+
+    def stacked_texts(self, classes) -> tuple[np.ndarray, np.ndarray]:
+        """All texts of ``classes`` as one array, with class positions per row."""
+        feats = np.concatenate([self.texts[c] for c in classes])
+        labels = np.concatenate([np.full(len(self.texts[c]), i) for i, c in enumerate(classes)])
+        return feats, labels
+
+    def summary(self) -> str:
+        n_img = sum(len(self.images[c]) for c in self.seen + self.unseen)
+        return (f"{self.name}: {len(self.seen)} seen / {len(self.unseen)} unseen classes, "
+                f"{n_img} images of dim {self.image_dim}, texts of dim {self.text_dim}")
+
+
+def _as_matrix(value, path: Path, cls, what: str) -> np.ndarray:
+    """One class's vectors as a float32 2-d array, or a DataError saying why not."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype != object:
+        value = value[None, :]  # a single vector stored bare
+    try:
+        if isinstance(value, (list, tuple)):
+            if len(value) == 0:
+                raise DataError(f"{path}: class {cls!r} has no {what} vectors")
+            lengths = {np.asarray(v).reshape(-1).shape[0] for v in value}
+            if len(lengths) > 1:
+                raise DataError(f"{path}: class {cls!r} has {what} vectors of different lengths {sorted(lengths)}")
+            value = np.stack([np.asarray(v).reshape(-1) for v in value])
+        arr = np.asarray(value)
+    except DataError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: class {cls!r}: {what} vectors are not numeric ({exc})") from None
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{path}: class {cls!r}: {what} vectors have dtype {arr.dtype}, expected numbers")
+    if arr.ndim != 2:
+        raise DataError(f"{path}: class {cls!r}: expected a 2-d array or a list of 1-d vectors, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{path}: class {cls!r} has no {what} vectors")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: class {cls!r} has NaN or infinite {what} values")
+    return arr
+
+
+def _read_dict(path: Path, classes, what: str) -> dict:
+    raw = read_pickle(path)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a dict of class id -> vectors, got {type(raw).__name__}")
+    out, dim = {}, None
+    for cls in classes:
+        if cls not in raw:
+            raise DataError(f"{path}: class {cls!r} (listed in the class id files) is missing")
+        arr = _as_matrix(raw[cls], path, cls, what)
+        if dim is None:
+            dim = arr.shape[1]
+        elif arr.shape[1] != dim:
+            raise DataError(f"{path}: class {cls!r} has {what} vectors of length {arr.shape[1]}, others have {dim}")
+        out[cls] = arr
+    return out
+
+
+def _read_ids(path: Path) -> list:
+    raw = read_pickle(path)
+    if isinstance(raw, np.ndarray):
+        raw = raw.tolist()
+    if not isinstance(raw, (list, tuple)) or len(raw) == 0:
+        raise DataError(f"{path}: expected a non-empty list of class ids")
+    ids = [int(c) if isinstance(c, (np.integer,)) else c for c in raw]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: a class id is listed twice")
+    return ids
+
+
+def resolve_dataset_dir(name_or_path: str, data_root: str = "datasets") -> Path:
+    """A NAME is looked up as ``<data_root>/<NAME>/``; an existing path is used as is."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    candidate = Path(data_root) / name_or_path
+    if candidate.is_dir():
+        return candidate
+    raise DataError(f"{candidate}: data set folder not found (nor {path})")
+
+
+def load_dataset(folder: str | Path, name: str | None = None) -> ZeroShotData:
+    """Read and validate a seed-format data set folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: data set folder not found")
+    seen = _read_ids(folder / SEEN_FILE)
+    unseen = _read_ids(folder / UNSEEN_FILE)
+    overlap = set(seen) & set(unseen)
+    if overlap:
+        raise DataError(f"{folder / UNSEEN_FILE}: classes {sorted(overlap)[:5]} are also in {SEEN_FILE}; seen and unseen must be disjoint")
+    classes = seen + unseen
+    texts = _read_dict(folder / TEXT_FILE, classes, "text")
+    images = _read_dict(folder / IMAGE_FILE, classes, "image")
+    return ZeroShotData(texts, images, seen, unseen, name or folder.resolve().name,
+                        read_classnames(folder))
+
+
+def read_classnames(folder: Path) -> dict:
+    path = Path(folder) / CLASSNAMES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected an object mapping class id to name")
+    out = {}
+    for key, val in raw.items():
+        out[int(key) if str(key).lstrip("-").isdigit() else key] = str(val)
+    return out
+
+
+def save_dataset(data: ZeroShotData, folder: str | Path) -> Path:
+    """Write ``data`` in the seed format (protocol-2 pickles, atomic writes)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_pickle(folder / TEXT_FILE, {c: np.asarray(v, np.float32) for c, v in data.texts.items()})
+    write_pickle(folder / IMAGE_FILE, {c: np.asarray(v, np.float32) for c, v in data.images.items()})
+    write_pickle(folder / SEEN_FILE, list(data.seen))
+    write_pickle(folder / UNSEEN_FILE, list(data.unseen))
+    if data.classnames:
+        text = json.dumps({str(k): v for k, v in data.classnames.items()}, indent=1, sort_keys=True)
+        write_atomic(folder / CLASSNAMES_FILE, text.encode())
+    return folder
+
+
+def split_validation(data: ZeroShotData, fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out ``fraction`` of the seen classes (at least one) as validation classes."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.seen))
+    n_val = max(1, int(round(fraction * len(data.seen))))
+    if n_val >= len(data.seen):
+        raise DataError(f"{data.name}: too few seen classes ({len(data.seen)}) to hold out validation classes")
+    val = [data.seen[i] for i in sorted(order[:n_val])]
+    train = [c for c in data.seen if c not in set(val)]
+    return train, val
+
+
+__all__ = ["DataError", "ZeroShotData", "load_dataset", "save_dataset", "read_pickle",
+           "write_pickle", "write_atomic", "resolve_dataset_dir", "split_validation"]
