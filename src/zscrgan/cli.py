@@ -1,7 +1,7 @@
 """The `zscrgan` command: one subcommand per job, each owned by its own module.
 
-    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.train)
-    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.train)
+    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.run)
+    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.run)
     zscrgan report    RUN_DIR                plots and an HTML page of a run (zscrgan.report)
     zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.compare)
     zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.featurize)
@@ -15,8 +15,8 @@ import sys
 from .data import DataError
 
 COMMANDS = {
-    "train": ("zscrgan.train", "train_main"),
-    "evaluate": ("zscrgan.train", "evaluate_main"),
+    "train": ("zscrgan.run", "train_main"),
+    "evaluate": ("zscrgan.run", "evaluate_main"),
     "report": ("zscrgan.report", "main"),
     "compare": ("zscrgan.compare", "main"),
     "featurize": ("zscrgan.featurize", "main"),

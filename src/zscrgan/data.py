@@ -143,7 +143,7 @@ class ZeroShotData:
         return feats, labels
 
     def summary(self) -> str:
-        n_img = sum(len(self.images[c]) for c in self.seen + self.unseen)
+        n_img = sum(len(v) for v in self.images.values())
         return (f"{self.name}: {len(self.seen)} seen / {len(self.unseen)} unseen classes, "
                 f"{n_img} images of dim {self.image_dim}, texts of dim {self.text_dim}")
 
@@ -217,8 +217,14 @@ def resolve_dataset_dir(name_or_path: str, data_root: str = "datasets") -> Path:
     raise DataError(f"{candidate}: data set folder not found (nor {path})")
 
 
-def load_dataset(folder: str | Path, name: str | None = None) -> ZeroShotData:
-    """Read and validate a seed-format data set folder."""
+def load_dataset(folder: str | Path, name: str | None = None,
+                 splits: tuple[str, ...] = ("seen", "unseen")) -> ZeroShotData:
+    """Read and validate a seed-format data set folder.
+
+    ``splits=("seen",)`` reads both id lists but keeps and checks the vectors of the seen
+    classes only: a run that selects on validation classes then cannot look at (or even
+    validate) the unseen classes before its selection is done.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: data set folder not found")
@@ -227,7 +233,7 @@ def load_dataset(folder: str | Path, name: str | None = None) -> ZeroShotData:
     overlap = set(seen) & set(unseen)
     if overlap:
         raise DataError(f"{folder / UNSEEN_FILE}: classes {sorted(overlap)[:5]} are also in {SEEN_FILE}; seen and unseen must be disjoint")
-    classes = seen + unseen
+    classes = (seen if "seen" in splits else []) + (unseen if "unseen" in splits else [])
     texts = _read_dict(folder / TEXT_FILE, classes, "text")
     images = _read_dict(folder / IMAGE_FILE, classes, "image")
     return ZeroShotData(texts, images, seen, unseen, name or folder.resolve().name,

@@ -1,0 +1,127 @@
+"""Run configuration: one dataclass whose fields are the command-line flags.
+
+Hyperparameter names and defaults are the seed's (run_exp.py), so its commands still
+work; each field's ``help`` is the flag's help text. A recipe fills the fields left at
+``None``: ``original`` reproduces the authors' code quirk for quirk, ``improved`` fixes
+each quirk behind its own flag (see docs/results.md for what each fix is worth).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # --- the seed's hyperparameters, same names and defaults ---
+    dataset: str = _f("", "data set NAME (looked up as <data_root>/NAME/) or a folder path; empty: the built-in demo data")
+    batch_size: int = _f(32, "rows per batch (one seen class per row)")
+    gf_dim: int = _f(2048, "generator hidden width (its second hidden layer is 2*gf_dim)")
+    df_dim: int = _f(1024, "critic hidden width")
+    embed_dim: int = _f(1024, "size of mu and of sigma, and of the common space")
+    CSEM_lr: float = _f(0.002, "Adam learning rate of the CSEM")
+    generator_lr: float = _f(0.0002, "RMSProp learning rate of text encoder + generator")
+    discriminator_lr: float = _f(0.0002, "RMSProp learning rate of the critic")
+    epochs: int = _f(0, "number of EM rounds (the seed left it unused); 0: 5000 as the seed, or 8 on the built-in data")
+    kl_div_coefficient: float = _f(1.0, "weight of the KL term")
+    mm_reg_coeff: float = _f(2.0, "weight of the max-margin regulariser")
+    z_dim: int = _f(256, "noise size")
+    clip_val: float = _f(0.01, "WGAN weight clipping of the critic (0 disables clipping)")
+    # --- where things are ---
+    data_root: str = _f("datasets", "folder holding data sets by NAME")
+    out_dir: str = _f(".", "folder under which retrieved_res/ and ckt_logs/ are written")
+    # --- run control ---
+    seed: int = _f(0, "random seed of the run (model init, batches, noise)")
+    seeds: str = _f("", "comma list of seeds, e.g. 0,1,2: one run each, then mean +- sd of every figure")
+    device: str = _f("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    resume: bool = _f(False, "continue from the last round's checkpoint of this run, if any")
+    report: bool = _f(True, "write plots and report.html into the run folder at the end")
+    # --- schedule (the seed's fixed values; smaller for smoke tests) ---
+    e_steps: int = _f(100, "generator steps per E-step")
+    n_critic: int = _f(5, "critic steps before each generator step")
+    m_steps: int = _f(100, "CSEM steps per M-step")
+    # --- evaluation and model selection ---
+    select: str = _f("test", "round selection: test (the seed's, optimistic) or val (held-out seen classes)", choices=("test", "val"))
+    val_fraction: float = _f(0.2, "with --select val: fraction of seen classes held out for validation")
+    track_test: bool = _f(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
+    eval_k: str = _f("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 always included)")
+    eval_samples: int = _f(None, "average the query's common-space embedding over N noise draws (original: 1)")
+    eval_mean: bool = _f(None, "embed queries with mu and z = 0, no noise (original: off)")
+    # --- recipe and its switches (None: taken from the recipe) ---
+    recipe: str = _f("original", "original (the authors' code, quirks included) or improved", choices=("original", "improved"))
+    mmr_hinge: bool = _f(None, "fix: hinge max(0, .) on the max-margin term")
+    csem_per_row: bool = _f(None, "fix: mean of per-row softplus in the CSEM loss")
+    kl_standard: bool = _f(None, "fix: the standard KL(N(mu, sigma^2) || N(0, I))")
+    all_texts: bool = _f(None, "fix: train on all texts of a class (one drawn per row), not only the first")
+    optimizer: str = _f(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
+
+    def resolved(self) -> "Config":
+        """A copy with the recipe's values filled into the fields left at None."""
+        values = asdict(self)
+        for key, value in RECIPES[self.recipe].items():
+            if values[key] is None:
+                values[key] = value
+        return Config(**values)
+
+
+RECIPES = {
+    "original": dict(mmr_hinge=False, csem_per_row=False, kl_standard=False, all_texts=False,
+                     optimizer="tf1", eval_samples=1, eval_mean=False),
+    "improved": dict(mmr_hinge=True, csem_per_row=True, kl_standard=True, all_texts=True,
+                     optimizer="tf1", eval_samples=1, eval_mean=True),
+}
+
+
+def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Train and evaluate ZSCRGAN.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(Config):
+        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
+        kw = dict(default=None if f.default is MISSING else f.default, help=f.metadata["help"])
+        if kind is bool:
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(f"--{f.name}", type=kind, choices=f.metadata.get("choices"), **kw)
+    return parser
+
+
+def parse_config(argv: list[str], prog: str = "zscrgan train") -> Config:
+    """Flags -> resolved Config; bad values exit with argparse's one-line error."""
+    parser = build_parser(prog)
+    cfg = Config(**vars(parser.parse_args(argv))).resolved()
+    problems = check_config(cfg)
+    if problems:
+        parser.error(problems[0])
+    return cfg
+
+
+def check_config(cfg: Config) -> list[str]:
+    """Values no run could use, each as one line."""
+    problems = []
+    for name in ("batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "e_steps", "n_critic", "m_steps", "eval_samples"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("CSEM_lr", "generator_lr", "discriminator_lr"):
+        if not getattr(cfg, name) > 0:
+            problems.append(f"--{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.epochs < 0:
+        problems.append(f"--epochs must be >= 0, got {cfg.epochs}")
+    if cfg.clip_val < 0:
+        problems.append(f"--clip_val must be >= 0, got {cfg.clip_val}")
+    if not 0 < cfg.val_fraction < 1:
+        problems.append(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    return problems
+
+
+def run_name(cfg: Config) -> str:
+    """NAME of the outputs: retrieved_res/NAME_res/, ckt_logs/NAME_logs/."""
+    from pathlib import Path
+
+    base = Path(cfg.dataset.rstrip("/")).name if cfg.dataset else BUILTIN
+    return f"{base}_seed{cfg.seed}" if cfg.seeds else base

@@ -1,0 +1,71 @@
+"""Retrieval with a trained model (ALGORITHM.md, "Evaluation").
+
+Query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM;
+cosine similarity, top K. Every text of a class is a query; the gallery is every image of
+the classes evaluated. Noise comes from a generator seeded per (seed, round), so the same
+checkpoint scores the same on the same device.
+"""
+from __future__ import annotations
+
+import torch
+
+from .metrics import RetrievalScores, score_retrieval
+from .networks import ZSCRGAN, truncated_normal
+
+
+def eval_generator(seed: int, round_: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + round_)
+
+
+@torch.no_grad()
+def embed_queries(model: ZSCRGAN, texts: torch.Tensor, samples: int = 1, use_mean: bool = False,
+                  generator: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:
+    """Common-space query embeddings; the mean over ``samples`` noise draws."""
+    out = []
+    for t in texts.split(chunk):
+        mu, log_sigma = model.encoder.stats(t)
+        if use_mean:
+            z = torch.zeros(len(t), model.z_dim, device=t.device)
+            out.append(model.csem(model.generator(mu, z)))
+            continue
+        acc = 0
+        for _ in range(samples):
+            eps = truncated_normal(mu.shape, generator=generator, device=t.device)
+            z = torch.randn(len(t), model.z_dim, generator=generator, device=t.device)
+            acc = acc + model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z))
+        out.append(acc / samples)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_gallery(model: ZSCRGAN, images: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    return torch.cat([model.csem(x) for x in images.split(chunk)])
+
+
+def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
+                     device) -> tuple[RetrievalScores, list]:
+    """Score retrieval among ``classes``; returns the scores and the retrieval lists.
+
+    The retrieval lists are the seed's output: one {query class id: [class ids of the
+    top-50 images, best first]} per query, in query order.
+    """
+    device = torch.device(device)
+    texts, q_labels = data.stacked_texts(classes)
+    images, g_labels = data.stacked_images(classes)
+    gen = eval_generator(cfg.seed, round_, device)
+    model.eval()
+    queries = embed_queries(model, torch.from_numpy(texts).to(device), cfg.eval_samples,
+                            cfg.eval_mean, gen)
+    gallery = embed_gallery(model, torch.from_numpy(images).to(device))
+    model.train()
+    q_labels_t = torch.from_numpy(q_labels).to(device)
+    g_labels_t = torch.from_numpy(g_labels).to(device)
+    scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks)
+    top50 = g_labels[scores.topk[:, :50].cpu().numpy()]
+    lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top50)]
+    return scores, lists
+
+
+def _plain(class_id):
+    """numpy scalars -> Python ints, so pickles need nothing but builtins."""
+    return class_id.item() if hasattr(class_id, "item") else class_id

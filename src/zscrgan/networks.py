@@ -1,0 +1,126 @@
+"""The four networks of ZSCRGAN, as in the authors' code (ALGORITHM.md, "Networks").
+
+Every layer is initialised N(0, 0.02) with zero biases; LeakyReLU has slope 0.2.
+Noise is never drawn inside a network: callers pass ``eps`` and ``z`` in, so a step is a
+pure function of its inputs and a test can replay it with the same draws.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAK = 0.2
+
+
+def init_weights(module: nn.Module) -> None:
+    """N(0, 0.02) weights and zero biases, the init of the reference code."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+            nn.init.zeros_(layer.bias)
+
+
+def truncated_normal(shape, generator=None, device=None, bound: float = 2.0) -> torch.Tensor:
+    """Standard normal truncated at +-bound (TF's truncated_normal), by inverse CDF.
+
+    TF redraws values beyond the bound; sampling the truncated CDF gives the same law
+    with one uniform draw per value.
+    """
+    cdf_lo = 0.5 * (1.0 + math.erf(-bound / math.sqrt(2.0)))
+    u = torch.rand(shape, generator=generator, device=device)
+    u = cdf_lo + (1.0 - 2.0 * cdf_lo) * u
+    return (torch.erfinv(2.0 * u - 1.0) * math.sqrt(2.0)).clamp_(-bound, bound)
+
+
+class TextEncoder(nn.Module):
+    """Conditioning augmentation: text -> (mu, log_sigma); c = mu + exp(log_sigma) * eps."""
+
+    def __init__(self, text_dim: int, embed_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(text_dim, 2 * embed_dim)
+        self.embed_dim = embed_dim
+
+    def stats(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.leaky_relu(self.fc(text), LEAK)
+        return h[:, : self.embed_dim], h[:, self.embed_dim :]
+
+    @staticmethod
+    def sample(mu: torch.Tensor, log_sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return mu + torch.exp(log_sigma) * eps
+
+
+class Generator(nn.Module):
+    """[c, z] -> gf_dim -> 2*gf_dim -> image_dim (ReLU): a representative image embedding."""
+
+    def __init__(self, embed_dim: int, z_dim: int, gf_dim: int, image_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim + z_dim, gf_dim)
+        self.fc2 = nn.Linear(gf_dim, 2 * gf_dim)
+        self.fc3 = nn.Linear(2 * gf_dim, image_dim)
+
+    def forward(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.fc1(torch.cat([c, z], dim=1)), LEAK)
+        h = F.leaky_relu(self.fc2(h), LEAK)
+        return F.relu(self.fc3(h))
+
+
+class Critic(nn.Module):
+    """WGAN critic on [image feature, raw text vector] (conditioned on t, not on c)."""
+
+    def __init__(self, image_dim: int, text_dim: int, df_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(image_dim + text_dim, df_dim)
+        self.fc2 = nn.Linear(df_dim, 1)
+        self.image_dim = image_dim
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.fc1(torch.cat([image, text], dim=1)), LEAK)
+        return self.fc2(h).squeeze(1)
+
+    def score_shared_text(self, images: list[torch.Tensor], text: torch.Tensor) -> list[torch.Tensor]:
+        """D(x_k, t) for several image batches that share one text batch, in one product.
+
+        fc1([x, t]) = W_x x + (W_t t + b): the text half is computed once and the image
+        halves are stacked, an exact rewrite of ``[self(x, text) for x in images]``.
+        """
+        w_img, w_txt = self.fc1.weight[:, : self.image_dim], self.fc1.weight[:, self.image_dim :]
+        text_part = F.linear(text, w_txt, self.fc1.bias)
+        h = F.linear(torch.cat(images), w_img).view(len(images), *text_part.shape) + text_part
+        return list(self.fc2(F.leaky_relu(h, LEAK)).squeeze(-1).unbind(0))
+
+
+class CSEM(nn.Module):
+    """Common space embedding mapper: image feature (real or generated) -> embed_dim."""
+
+    def __init__(self, image_dim: int, embed_dim: int):
+        super().__init__()
+        self.fc = nn.Linear(image_dim, embed_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.fc(image), LEAK)
+
+
+class ZSCRGAN(nn.Module):
+    """The four networks together, built from the data dims and the hyperparameters."""
+
+    def __init__(self, text_dim: int, image_dim: int, embed_dim: int, z_dim: int, gf_dim: int, df_dim: int):
+        super().__init__()
+        self.encoder = TextEncoder(text_dim, embed_dim)
+        self.generator = Generator(embed_dim, z_dim, gf_dim, image_dim)
+        self.critic = Critic(image_dim, text_dim, df_dim)
+        self.csem = CSEM(image_dim, embed_dim)
+        self.z_dim = z_dim
+        init_weights(self)
+
+    def generator_params(self) -> list[nn.Parameter]:
+        """What the E-step's generator update trains: text encoder + generator."""
+        return list(self.encoder.parameters()) + list(self.generator.parameters())
+
+    def generate(self, text: torch.Tensor, eps: torch.Tensor, z: torch.Tensor):
+        """t -> (x_hat, c, mu, log_sigma) for given noise draws."""
+        mu, log_sigma = self.encoder.stats(text)
+        c = self.encoder.sample(mu, log_sigma, eps)
+        return self.generator(c, z), c, mu, log_sigma

@@ -1,0 +1,289 @@
+"""`zscrgan train` and `zscrgan evaluate`: a run's data, loop, outputs and checkpoints.
+
+    zscrgan train                          # built-in demo data, about 2 minutes on 2 cores
+    zscrgan train --dataset FLO --data_root ../shared/data --epochs 20
+    zscrgan train --dataset FLO --select val --seeds 0,1,2
+    zscrgan evaluate ckt_logs/FLO_logs/best.pt
+
+Outputs (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>``
+with --seeds), as the seed's plus machine-readable records:
+    retrieved_res/NAME_res/acc<Prec@50>.pkl   retrieval lists of the selected round
+    ckt_logs/NAME_logs/args.txt, config.json  the arguments of the run
+    ckt_logs/NAME_logs/best.pt, last.pt       checkpoints (plain dicts, weights_only-loadable)
+    ckt_logs/NAME_logs/metrics.jsonl          one JSON object per EM round
+    ckt_logs/NAME_logs/summary.json           the selected and best-on-test figures
+Every file is written atomically; --resume continues from last.pt after a crash or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import BUILTIN, Config, parse_config, run_name
+from .data import DataError, load_dataset, resolve_dataset_dir, split_validation, write_atomic, write_pickle
+from .evaluate import evaluate_classes
+from .metrics import parse_ks
+from .networks import ZSCRGAN
+from .synthetic import make_builtin_dataset
+from .trainer import EMTrainer
+
+BUILTIN_EPOCHS, SEED_EPOCHS = 8, 5000
+# Flags that may change between a run and its resumption; any other change is refused.
+RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds"}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def load_run_data(cfg: Config, splits=("seen", "unseen")):
+    """The run's data set and its folder (None for the built-in data)."""
+    if not cfg.dataset:
+        return make_builtin_dataset(), None
+    folder = resolve_dataset_dir(cfg.dataset, cfg.data_root)
+    return load_dataset(folder, splits=splits), folder
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise DataError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
+
+
+class Run:
+    """One seed's training run: its folders, its trainer and what it has selected so far."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.name = run_name(cfg)
+        self.run_dir = Path(cfg.out_dir) / "ckt_logs" / f"{self.name}_logs"
+        self.res_dir = Path(cfg.out_dir) / "retrieved_res" / f"{self.name}_res"
+        self.scores_test = cfg.select == "test" or cfg.track_test
+        self.ks = parse_ks(cfg.eval_k)
+        self.device = pick_device(cfg.device)
+        splits = ("seen", "unseen") if self.scores_test else ("seen",)
+        self.data, self.data_dir = load_run_data(cfg, splits)
+        if cfg.select == "val":
+            self.train_classes, self.val_classes = split_validation(self.data, cfg.val_fraction, cfg.seed)
+        else:
+            self.train_classes, self.val_classes = list(self.data.seen), []
+        torch.manual_seed(cfg.seed)
+        self.trainer = EMTrainer(cfg, self.data, self.train_classes, self.device)
+        self.history: list[dict] = []
+        self.best = {"selected": -math.inf, "selected_round": None, "test": -math.inf, "test_round": None}
+        self.per_class: dict = {}
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, round_: int) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"config": asdict(self.cfg), "round": round_, "trainer": self.trainer.state_dict(),
+                "rng": rng, "history": self.history, "best": self.best, "per_class": self.per_class,
+                "classes": {"train": self.train_classes, "val": self.val_classes}}
+
+    def restore(self, path: Path) -> int:
+        state = load_checkpoint(path)
+        changed = [k for k, v in state["config"].items() if k not in RESUMABLE and getattr(self.cfg, k) != v]
+        if changed:
+            k = changed[0]
+            raise DataError(f"{path}: made with --{k} {state['config'][k]}, this run asks {getattr(self.cfg, k)}; "
+                            "drop --resume to start over")
+        self.trainer.load_state_dict(state["trainer"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.history, self.best, self.per_class = state["history"], state["best"], state["per_class"]
+        return state["round"]
+
+    # ---- outputs -------------------------------------------------------------------------
+    def write_config(self) -> None:
+        args = "\n".join(f"{k}: {v}" for k, v in asdict(self.cfg).items())
+        write_atomic(self.run_dir / "args.txt", (args + "\n").encode())
+        write_atomic(self.run_dir / "config.json", json.dumps(asdict(self.cfg), indent=1).encode())
+
+    def write_metrics(self) -> None:
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        write_atomic(self.run_dir / "metrics.jsonl", lines.encode())
+
+    def write_retrieval(self, prec: float, lists: list) -> Path:
+        path = self.res_dir / f"acc{prec:.3f}.pkl"
+        write_pickle(path, lists)
+        return path
+
+    def per_class_table(self, scores, classes) -> dict:
+        return {key: {str(c): float(v) for c, v in zip(classes, values)}
+                for key, values in scores.per_class.items()}
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def round(self, r: int) -> dict:
+        cfg, data = self.cfg, self.data
+        start = time.perf_counter()
+        record = {"round": r, **self.trainer.run_round()}
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        start = time.perf_counter()
+        if self.val_classes:
+            val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device)
+            record["val"] = val.as_dict()
+        if self.scores_test:
+            test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device)
+            record["test"] = test.as_dict()
+            record["prec_at_50"] = record["test"]["prec@50"]
+        record["eval_seconds"] = round(time.perf_counter() - start, 3)
+        self.history.append(record)
+        self.write_metrics()
+
+        if self.scores_test and record["prec_at_50"] > self.best["test"]:
+            self.best.update(test=record["prec_at_50"], test_round=r)
+        chosen = record["val"]["prec@50"] if self.val_classes else record["prec_at_50"]
+        if chosen > self.best["selected"]:
+            self.best.update(selected=chosen, selected_round=r)
+            save_checkpoint(self.run_dir / "best.pt", self.checkpoint(r))
+            if cfg.select == "test":
+                self.per_class = self.per_class_table(test, data.unseen)
+                self.write_retrieval(record["prec_at_50"], lists)
+        save_checkpoint(self.run_dir / "last.pt", self.checkpoint(r))
+        return record
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        first = 1
+        if cfg.resume and (self.run_dir / "last.pt").is_file():
+            first = self.restore(self.run_dir / "last.pt") + 1
+            tqdm.write(f"resuming {self.name} after round {first - 1}")
+        self.write_config()
+        epochs = cfg.epochs or (SEED_EPOCHS if cfg.dataset else BUILTIN_EPOCHS)
+        tqdm.write(f"{self.data.summary()}; training on {len(self.train_classes)} classes"
+                   f"{f', validating on {len(self.val_classes)}' if self.val_classes else ''}; device {self.device}")
+        bar = tqdm(range(first, epochs + 1), desc=self.name, unit="round", initial=first - 1, total=epochs)
+        for r in bar:
+            rec = self.round(r)
+            shown = {k: rec[k]["prec@50"] for k in ("val", "test") if k in rec}
+            tqdm.write(f"round {r}: " + "  ".join(f"{k} Prec@50 {v:.4f}" for k, v in shown.items())
+                       + f"  ({rec['seconds']:.1f} s train, {rec['eval_seconds']:.1f} s eval)")
+            bar.set_postfix(best=f"{self.best['selected']:.4f}@{self.best['selected_round']}")
+        return self.finish()
+
+    def finish(self) -> dict:
+        """Score the selected round on the unseen classes (val mode) and write the summary."""
+        cfg, best = self.cfg, self.best
+        selected = next((h for h in self.history if h["round"] == best["selected_round"]), None)
+        if selected is None:
+            raise DataError(f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
+        selected = {k: selected[k] for k in ("val", "test") if k in selected}
+        if cfg.select == "val":
+            state = load_checkpoint(self.run_dir / "best.pt")
+            self.trainer.model.load_state_dict(state["trainer"]["model"])
+            if not self.scores_test:  # only now are the unseen classes read
+                full, _ = load_run_data(cfg)
+                self.data.images.update({c: full.images[c] for c in full.unseen})
+                self.data.texts.update({c: full.texts[c] for c in full.unseen})
+            test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
+                                           best["selected_round"], self.device)
+            selected["test"] = test.as_dict()
+            self.per_class = self.per_class_table(test, self.data.unseen)
+            self.write_retrieval(selected["test"]["prec@50"], lists)
+        summary = {"dataset": self.data.name, "data_dir": str(self.data_dir) if self.data_dir else None,
+                   "run_name": self.name, "select": cfg.select, "recipe": cfg.recipe,
+                   "rounds": len(self.history), "selected_round": best["selected_round"],
+                   "selected": selected, "per_class": self.per_class,
+                   "train_seconds": round(sum(h["seconds"] for h in self.history), 2)}
+        if best["test_round"] is not None:
+            at_best = next(h for h in self.history if h["round"] == best["test_round"])
+            summary.update(best_on_test_round=best["test_round"], best_on_test={"test": at_best["test"]})
+        write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1).encode())
+        if cfg.report:
+            from .report import write_report
+            write_report(self.run_dir)
+        print(describe(summary))
+        return summary
+
+
+def describe(summary: dict) -> str:
+    """The run's result in two lines: the honest figure and the seed's optimistic one."""
+    lines = []
+    sel = summary["selected"]["test"]
+    how = "validation-selected" if summary["select"] == "val" else "best-on-test (optimistic: chosen on the test classes)"
+    lines.append(f"{summary['run_name']}: unseen Prec@50 {sel['prec@50']:.4f}, mAP@50 {sel['map@50']:.4f} "
+                 f"at round {summary['selected_round']} [{how}]")
+    if summary["select"] == "val" and "best_on_test" in summary:
+        b = summary["best_on_test"]["test"]
+        lines.append(f"  best-on-test (optimistic) Prec@50 {b['prec@50']:.4f} at round {summary['best_on_test_round']}")
+    return "\n".join(lines)
+
+
+def aggregate(summaries: list[dict]) -> dict:
+    """mean and sd over seeds of every reported figure."""
+    table = {}
+    for view in ("selected", "best_on_test"):
+        rows = [s[view]["test"] for s in summaries if view in s]
+        if len(rows) == len(summaries):
+            table[view] = {k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows], ddof=1)
+                                                                        if len(rows) > 1 else 0.0))
+                           for k in rows[0]}
+    return table
+
+
+def train_main(argv: list[str]) -> int:
+    cfg = parse_config(argv)
+    if not cfg.seeds:
+        Run(cfg).train()
+        return 0
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise DataError(f"--seeds {cfg.seeds!r}: expected a comma list of integers") from None
+    summaries = [Run(replace(cfg, seed=s)).train() for s in seeds]
+    table = aggregate(summaries)
+    base = run_name(replace(cfg, seeds=""))
+    write_atomic(Path(cfg.out_dir) / "ckt_logs" / f"{base}_seeds.json",
+                 json.dumps({"seeds": seeds, "mean_sd": table, "runs": summaries}, indent=1).encode())
+    print(f"over seeds {seeds}:")
+    for view, figures in table.items():
+        print(f"  {view}: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in figures.items()))
+    return 0
+
+
+def evaluate_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zscrgan evaluate", description="Recompute every metric from a checkpoint.")
+    parser.add_argument("checkpoint", help="a best.pt or last.pt written by zscrgan train")
+    parser.add_argument("--dataset", help="data set NAME or folder (default: the checkpoint's)")
+    parser.add_argument("--data_root", help="folder holding data sets by NAME (default: the checkpoint's)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--eval_k", help="comma list of K (default: the checkpoint's)")
+    parser.add_argument("--eval_samples", type=int, help="noise draws averaged per query")
+    parser.add_argument("--eval_mean", action=argparse.BooleanOptionalAction, default=None, help="use mu and z = 0")
+    args = parser.parse_args(argv)
+    state = load_checkpoint(Path(args.checkpoint))
+    overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}
+    cfg = replace(Config(**state["config"]), **overrides)
+    data, _ = load_run_data(cfg)
+    device = pick_device(args.device)
+    model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim).to(device)
+    model.load_state_dict(state["trainer"]["model"])
+    scores, _ = evaluate_classes(model, data, data.unseen, parse_ks(cfg.eval_k), cfg, state["round"], device)
+    result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
+    print(json.dumps(result, indent=1))
+    return 0

@@ -1,0 +1,81 @@
+"""Training batches as index tensors, a whole EM round at a time (ALGORITHM.md, "A batch").
+
+Each row of a batch is one seen class:
+- fewer rows than classes: consecutive slices of a shuffled class list, reshuffled when
+  used up. The reference pads the short last slice with zero rows of class 0; here the
+  class stream simply runs on into the next shuffle, so every batch is full and real.
+- at least as many rows as classes: each class floor(B/n) times plus a random sample of
+  the rest, in random order.
+Each row's image is the next one of its class in a per-class round-robin. Drawing a
+round's indices at once keeps per-step Python work constant and lets them move to the
+device in one copy.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class BatchSampler:
+    """Draws [n_batches, batch_size] class rows and image rows; state is tensors only."""
+
+    def __init__(self, images_per_class: list[int], batch_size: int, seed: int,
+                 texts_per_class: list[int] | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.counts = torch.tensor(images_per_class, dtype=torch.long)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.text_counts = torch.tensor(texts_per_class or [1] * len(images_per_class), dtype=torch.long)
+        self.text_offsets = torch.cumsum(self.text_counts, 0) - self.text_counts
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pointers = torch.zeros(len(images_per_class), dtype=torch.long)
+        self.pending = torch.zeros(0, dtype=torch.long)  # rest of the current class shuffle
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.counts)
+
+    def _class_stream(self, n_batches: int) -> torch.Tensor:
+        n, b = self.n_classes, self.batch_size
+        if b < n:
+            needed = n_batches * b - len(self.pending)
+            n_perms = max(0, -(-needed // n))
+            perms = torch.rand(n_perms, n, generator=self.generator).argsort(1).reshape(-1)
+            stream = torch.cat([self.pending, perms])
+            self.pending = stream[n_batches * b:]
+            return stream[: n_batches * b].view(n_batches, b)
+        repeats, rest = divmod(b, n)
+        base = torch.arange(n).repeat(repeats).expand(n_batches, -1)
+        extra = torch.rand(n_batches, n, generator=self.generator).argsort(1)[:, :rest]
+        rows = torch.cat([base, extra], 1)
+        order = torch.rand(n_batches, b, generator=self.generator).argsort(1)
+        return rows.gather(1, order)
+
+    def _round_robin(self, classes: torch.Tensor) -> torch.Tensor:
+        """Image row of each class occurrence, in stream order, advancing the pointers."""
+        flat = classes.reshape(-1)
+        order = torch.sort(flat, stable=True).indices
+        sorted_cls = flat[order]
+        first = torch.searchsorted(sorted_cls, sorted_cls, right=False)
+        rank = torch.empty_like(flat)
+        rank[order] = torch.arange(len(flat)) - first
+        within = (self.pointers[flat] + rank) % self.counts[flat]
+        self.pointers = (self.pointers + torch.bincount(flat, minlength=self.n_classes)) % self.counts
+        return (self.offsets[flat] + within).view_as(classes)
+
+    def sample(self, n_batches: int) -> dict[str, torch.Tensor]:
+        """Class rows, image rows and (one random text each) text rows for n_batches."""
+        classes = self._class_stream(n_batches)
+        images = self._round_robin(classes)
+        pick = (torch.rand(classes.shape, generator=self.generator) * self.text_counts[classes]).long()
+        texts = self.text_offsets[classes] + pick
+        return {"classes": classes, "images": images, "texts": texts}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "pointers": self.pointers.clone(),
+                "pending": self.pending.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.pointers = state["pointers"].clone()
+        self.pending = state["pending"].clone()

@@ -1,0 +1,168 @@
+"""One EM round of ZSCRGAN (ALGORITHM.md, "Schedule"), fast and exact.
+
+E-step: e_steps times (n_critic critic steps, then one generator step); M-step: m_steps
+CSEM steps; every step on a fresh batch. Savings that change no result:
+- the generator is frozen during the critic steps and the M-step, so the generator
+  forwards of all those batches run as one batched, gradient-free product;
+- the critic's three calls of a step share their text, so its text half is computed once
+  (Critic.score_shared_text);
+- the wrong text is the batch rolled by one and the encoder acts row by row, so the wrong
+  pair's (mu, log_sigma) is the rolled (mu, log_sigma): one encoder pass, not two;
+- losses are summed on the device and read once per round (no per-step syncs).
+tests/test_trainer.py checks these against a plain step-by-step loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .losses import critic_loss, csem_loss, kl_quirk, kl_standard, max_margin
+from .networks import ZSCRGAN, truncated_normal
+from .optim import make_optimizers
+from .sampler import BatchSampler
+
+LOSS_NAMES = ("critic", "generator", "adversarial", "mmr", "kl", "csem_e", "csem")
+
+
+class EMTrainer:
+    """Model, optimisers, sampler and the training data of one run, on one device."""
+
+    def __init__(self, cfg, data, train_classes: list, device: torch.device):
+        self.cfg, self.device = cfg, torch.device(device)
+        images = [data.images[c] for c in train_classes]
+        texts = [data.texts[c] for c in train_classes]
+        self.images = torch.from_numpy(_concat(images)).to(self.device)
+        self.texts = torch.from_numpy(_concat(texts)).to(self.device)
+        self.model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim,
+                             cfg.gf_dim, cfg.df_dim).to(self.device)
+        self.optimizers = make_optimizers(self.model, cfg)
+        self.sampler = BatchSampler([len(x) for x in images], cfg.batch_size, cfg.seed,
+                                    [len(t) for t in texts])
+        self.kl = kl_standard if cfg.kl_standard else kl_quirk
+        self._gen_params = self.model.generator_params()
+        self._critic_params = list(self.model.critic.parameters())
+        self._csem_params = list(self.model.csem.parameters())
+
+    # ---- noise -------------------------------------------------------------------
+    def draw_noise(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = truncated_normal((rows, self.cfg.embed_dim), device=self.device)
+        z = torch.randn(rows, self.cfg.z_dim, device=self.device)
+        return eps, z
+
+    # ---- the three kinds of step ---------------------------------------------------
+    def critic_steps(self, image_rows: torch.Tensor, text_rows: torch.Tensor, noise) -> torch.Tensor:
+        """n_critic critic updates on batches [k, B]; returns the summed critic loss."""
+        k, b = image_rows.shape
+        x, t = self.images[image_rows], self.texts[text_rows]
+        with torch.no_grad():
+            x_hat = self.model.generate(t.reshape(k * b, -1), *noise)[0].view(k, b, -1)
+        total = torch.zeros((), device=self.device)
+        for j in range(k):
+            x_real = x[j]
+            d_fake, d_wrong, d_real = self.model.critic.score_shared_text(
+                [x_hat[j], x_real.roll(1, 0), x_real], t[j])
+            loss = critic_loss(d_fake, d_wrong, d_real)
+            self._apply(self.optimizers["critic"], self._critic_params, loss)
+            if self.cfg.clip_val > 0:
+                with torch.no_grad():
+                    torch._foreach_clamp_min_(self._critic_params, -self.cfg.clip_val)
+                    torch._foreach_clamp_max_(self._critic_params, self.cfg.clip_val)
+            total = total + loss.detach()
+        return total
+
+    def generator_losses(self, image_rows: torch.Tensor, text_rows: torch.Tensor, noise) -> dict:
+        """The generator objective L_G and its parts on one batch [B]."""
+        cfg, model = self.cfg, self.model
+        x, t = self.images[image_rows], self.texts[text_rows]
+        b = len(x)
+        eps, z = noise
+        mu, log_sigma = model.encoder.stats(t)
+        mu_w, log_sigma_w = mu.roll(1, 0), log_sigma.roll(1, 0)
+        c = model.encoder.sample(mu, log_sigma, eps[:b])
+        c_w = model.encoder.sample(mu_w, log_sigma_w, eps[b:])
+        x_both = model.generator(torch.cat([c, c_w]), z)
+        x_hat = x_both[:b]
+        emb = model.csem(x_both)
+        parts = {
+            "adversarial": -model.critic(x_hat, t).mean(),
+            "csem_e": csem_loss(emb[:b], emb[b:], c, cfg.csem_per_row),
+            "mmr": max_margin(x_hat, x, x.roll(1, 0), cfg.mmr_hinge),
+            "kl": (self.kl(mu, log_sigma) + self.kl(mu_w, log_sigma_w)) / 2,
+        }
+        parts["generator"] = (parts["adversarial"] + parts["csem_e"] + cfg.mm_reg_coeff * parts["mmr"]
+                              + cfg.kl_div_coefficient * parts["kl"])
+        return parts
+
+    def generator_step(self, image_rows, text_rows, noise) -> dict:
+        parts = self.generator_losses(image_rows, text_rows, noise)
+        self._apply(self.optimizers["generator"], self._gen_params, parts["generator"])
+        return {k: v.detach() for k, v in parts.items()}
+
+    def csem_steps(self, text_rows: torch.Tensor, noise) -> torch.Tensor:
+        """m_steps CSEM updates on batches [m, B] (encoder and generator frozen)."""
+        m, b = text_rows.shape
+        with torch.no_grad():
+            mu, log_sigma = self.model.encoder.stats(self.texts[text_rows].reshape(m * b, -1))
+            mu, log_sigma = mu.view(m, b, -1), log_sigma.view(m, b, -1)
+            mu_w, log_sigma_w = mu.roll(1, 1), log_sigma.roll(1, 1)
+            eps, z = noise  # [2*m*b, .]: the right rows first, then the wrong rows
+            c = self.model.encoder.sample(mu, log_sigma, eps[: m * b].view(m, b, -1))
+            c_w = self.model.encoder.sample(mu_w, log_sigma_w, eps[m * b:].view(m, b, -1))
+            x_hat = self.model.generator(torch.cat([c, c_w]).view(2 * m * b, -1), z).view(2, m, b, -1)
+        total = torch.zeros((), device=self.device)
+        for j in range(m):
+            emb = self.model.csem(torch.cat([x_hat[0, j], x_hat[1, j]]))
+            loss = csem_loss(emb[:b], emb[b:], c[j], self.cfg.csem_per_row)
+            self._apply(self.optimizers["csem"], self._csem_params, loss)
+            total = total + loss.detach()
+        return total
+
+    @staticmethod
+    def _apply(optimizer, params, loss) -> None:
+        for p, g in zip(params, torch.autograd.grad(loss, params)):
+            p.grad = g
+        optimizer.step()
+
+    # ---- a whole round ----------------------------------------------------------------
+    def round_batches(self) -> dict[str, torch.Tensor]:
+        """Index tensors of every batch of one round, on the device, in schedule order."""
+        cfg = self.cfg
+        n = cfg.e_steps * (cfg.n_critic + 1) + cfg.m_steps
+        idx = self.sampler.sample(n)
+        text_rows = idx["texts"] if cfg.all_texts else self.sampler.text_offsets[idx["classes"]]
+        return {"images": idx["images"].to(self.device), "texts": text_rows.to(self.device)}
+
+    def run_round(self) -> dict[str, float]:
+        """One EM round; returns the mean of each loss over its steps."""
+        cfg, b = self.cfg, self.cfg.batch_size
+        batches = self.round_batches()
+        img, txt = batches["images"], batches["texts"]
+        sums = {name: torch.zeros((), device=self.device) for name in LOSS_NAMES}
+        per = cfg.n_critic + 1
+        for i in range(cfg.e_steps):
+            crit = slice(i * per, i * per + cfg.n_critic)
+            sums["critic"] += self.critic_steps(img[crit], txt[crit], self.draw_noise(cfg.n_critic * b))
+            parts = self.generator_step(img[i * per + cfg.n_critic], txt[i * per + cfg.n_critic],
+                                        self.draw_noise(2 * b))
+            for name, value in parts.items():
+                sums[name] += value
+        m_rows = txt[cfg.e_steps * per:]
+        sums["csem"] += self.csem_steps(m_rows, self.draw_noise(2 * m_rows.numel()))
+        counts = {"critic": cfg.e_steps * cfg.n_critic, "csem": cfg.m_steps}
+        return {f"loss_{k}": v.item() / counts.get(k, cfg.e_steps) for k, v in sums.items()}
+
+    # ---- state for checkpoints ----------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.sampler.load_state_dict(state["sampler"])
+
+
+def _concat(arrays):
+    return np.ascontiguousarray(np.concatenate(arrays), dtype=np.float32)
