@@ -85,7 +85,7 @@ def read_pickle(path: Path):
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if not msg.startswith("refused"):
-            msg = f"not a readable pickle ({msg})"
+            msg = f"truncated or corrupt pickle ({msg})"
         raise DataError(f"{path}: {msg}") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, UnicodeDecodeError, OverflowError) as exc:
