@@ -1,0 +1,133 @@
+"""The real entry point with a tiny budget: outputs, resume, selection, evaluate, bad flags."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from zscrgan.cli import main
+from zscrgan.data import save_dataset
+from zscrgan.synthetic import make_builtin_dataset
+
+TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "4",
+        "--m_steps", "4", "--n_critic", "2", "--batch_size", "8", "--no-report"]
+
+
+def small_set(folder, nan_unseen=False):
+    data = make_builtin_dataset(n_seen=12, n_unseen=4, images_per_class=12, texts_per_class=2)
+    if nan_unseen:
+        for c in data.unseen:
+            data.images[c] = np.full_like(data.images[c], np.nan)
+    return save_dataset(data, folder)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_train_writes_the_seed_outputs(tmp_path):
+    folder = small_set(tmp_path / "data" / "TOY")
+    assert main(["train", "--dataset", "TOY", "--data_root", str(tmp_path / "data"), "--epochs", "3",
+                 "--out_dir", str(tmp_path), *TINY]) == 0
+    logs = tmp_path / "ckt_logs" / "TOY_logs"
+    history = read_jsonl(logs / "metrics.jsonl")
+    assert [h["round"] for h in history] == [1, 2, 3]
+    for h in history:
+        assert {"prec_at_50", "seconds", "loss_critic", "loss_generator", "loss_csem"} <= set(h)
+        assert h["prec_at_50"] == h["test"]["prec@50"]
+    assert "batch_size: 8" in (logs / "args.txt").read_text()
+    summary = json.loads((logs / "summary.json").read_text())
+    best = max(history, key=lambda h: h["prec_at_50"])
+    assert summary["selected_round"] == best["round"]
+    files = list((tmp_path / "retrieved_res" / "TOY_res").glob("acc*.pkl"))
+    assert f"acc{best['prec_at_50']:.3f}.pkl" in [f.name for f in files]
+    lists = pickle.loads(files[0].read_bytes())
+    data_unseen = pickle.loads((folder / "testids.pkl").read_bytes())
+    assert len(lists) == 4 * 2  # one entry per query: 4 unseen classes x 2 texts
+    for entry in lists:
+        (query, retrieved), = entry.items()
+        assert query in data_unseen and len(retrieved) == 48 or len(retrieved) == 50
+        assert set(retrieved) <= set(data_unseen)
+    ckpt = torch.load(logs / "best.pt", weights_only=True)
+    assert ckpt["config"]["batch_size"] == 8 and ckpt["round"] == best["round"]
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
+    args = ["train", "--epochs", "3", *TINY]
+    assert main([*args, "--out_dir", str(tmp_path / "whole")]) == 0
+    assert main(["train", "--epochs", "2", *TINY, "--out_dir", str(tmp_path / "split")]) == 0
+    assert main([*args, "--out_dir", str(tmp_path / "split"), "--resume"]) == 0
+    whole = read_jsonl(tmp_path / "whole" / "ckt_logs" / "builtin_logs" / "metrics.jsonl")
+    split = read_jsonl(tmp_path / "split" / "ckt_logs" / "builtin_logs" / "metrics.jsonl")
+    drop = {"seconds", "eval_seconds"}
+    assert [{k: v for k, v in h.items() if k not in drop} for h in whole] == \
+           [{k: v for k, v in h.items() if k not in drop} for h in split]
+
+
+def test_resume_refuses_a_changed_hyperparameter(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", *TINY, "--out_dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    changed = [a if a != "32" else "64" for a in TINY]
+    assert main(["train", "--epochs", "2", *changed, "--out_dir", str(tmp_path), "--resume"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "last.pt: made with --gf_dim 32, this run asks 64" in err[0]
+
+
+def test_val_selection_never_reads_unseen_before_selecting(tmp_path, capsys):
+    small_set(tmp_path / "NANS", nan_unseen=True)
+    code = main(["train", "--dataset", str(tmp_path / "NANS"), "--select", "val", "--epochs", "2",
+                 "--out_dir", str(tmp_path), *TINY])
+    # every round trained and was scored on validation classes; only the final scoring of the
+    # selected round reads the unseen classes, and that is where the NaNs are found
+    assert code == 1
+    assert "image_embed_dict.pkl: class" in capsys.readouterr().err
+    history = read_jsonl(tmp_path / "ckt_logs" / "NANS_logs" / "metrics.jsonl")
+    assert [h["round"] for h in history] == [1, 2]
+    assert all("val" in h and "test" not in h for h in history)
+    assert (tmp_path / "ckt_logs" / "NANS_logs" / "best.pt").is_file()
+
+
+def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys):
+    small_set(tmp_path / "TOY")
+    assert main(["train", "--dataset", str(tmp_path / "TOY"), "--select", "val", "--track_test",
+                 "--epochs", "2", "--out_dir", str(tmp_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "validation-selected" in out and "best-on-test (optimistic)" in out
+    logs = tmp_path / "ckt_logs" / "TOY_logs"
+    summary = json.loads((logs / "summary.json").read_text())
+    assert {"val", "test"} <= set(summary["selected"]) and "best_on_test" in summary
+    history = {h["round"]: h for h in read_jsonl(logs / "metrics.jsonl")}
+    selected = summary["selected_round"]
+    assert summary["selected"]["test"] == history[selected]["test"]
+    assert history[selected]["val"]["prec@50"] == max(h["val"]["prec@50"] for h in history.values())
+    assert main(["evaluate", str(logs / "best.pt"), "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test"] == summary["selected"]["test"]
+
+
+def test_seeds_report_mean_and_sd(tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--seeds", "0,1", *TINY, "--out_dir", str(tmp_path)]) == 0
+    combined = json.loads((tmp_path / "ckt_logs" / "builtin_seeds.json").read_text())
+    p = [r["selected"]["test"]["prec@50"] for r in combined["runs"]]
+    mean, sd = combined["mean_sd"]["selected"]["prec@50"]
+    assert mean == pytest.approx(np.mean(p)) and sd == pytest.approx(np.std(p, ddof=1))
+    assert "prec@50" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+    (["train", "--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+    (["train", "--recipe", "magic"], "invalid choice: 'magic'"),
+])
+def test_bad_flags_exit_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_dataset_is_one_line_error(tmp_path, capsys):
+    assert main(["train", "--dataset", "NOPE", "--data_root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NOPE: data set folder not found" in err[0]
