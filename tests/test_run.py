@@ -119,6 +119,7 @@ def test_seeds_report_mean_and_sd(tmp_path, capsys):
     (["train", "--batch_size", "0"], "--batch_size must be at least 1, got 0"),
     (["train", "--no_such_flag"], "unrecognized arguments: --no_such_flag"),
     (["train", "--recipe", "magic"], "invalid choice: 'magic'"),
+    (["train", "--eval_k", "10,x"], "--eval_k: invalid K 'x'"),
 ])
 def test_bad_flags_exit_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

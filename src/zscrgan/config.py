@@ -114,6 +114,12 @@ def check_config(cfg: Config) -> list[str]:
         problems.append(f"--epochs must be >= 0, got {cfg.epochs}")
     if cfg.clip_val < 0:
         problems.append(f"--clip_val must be >= 0, got {cfg.clip_val}")
+    try:
+        from .metrics import parse_ks
+
+        parse_ks(cfg.eval_k)
+    except ValueError as exc:
+        problems.append(f"--eval_k: {exc}")
     if not 0 < cfg.val_fraction < 1:
         problems.append(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
     return problems

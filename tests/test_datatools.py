@@ -1,0 +1,200 @@
+"""data build / check / convert: real photos end to end, xlsa17 .mat files, checks of bad sets."""
+import json
+
+import numpy as np
+import pytest
+import scipy.io as sio
+from conftest import shared_path
+from test_featurize import small_tree
+
+from zscrgan import cli
+from zscrgan.data import DataError, ZeroShotData, load_dataset, save_dataset, write_pickle
+from zscrgan.datatools import build_dataset, choose_unseen, convert_xlsa17
+
+DESCRIPTIONS = {
+    "barbeton_daisy": ["A daisy with long narrow orange or pink petals around a yellow centre."],
+    "bolero_deep_blue": ["Small deep blue lisianthus flowers with rounded petals.",
+                         "A violet-blue cup-shaped flower with a pale centre."],
+    "canterbury_bells": ["Bell-shaped lilac or blue flowers hanging from a tall stem."],
+    "daffodil": ["A yellow daffodil with a trumpet-shaped corona.",
+                 "Six pale yellow petals around a long yellow trumpet."],
+    "english_marigold": ["A bright orange marigold with many layered petals."],
+    "hard-leaved_pocket_orchid": ["A yellow orchid with a pouch-shaped lip and spotted petals."],
+    "pink_primrose": ["A pale pink primrose with four broad petals and a yellow centre."],
+    "poinsettia": ["A poinsettia with large bright red leaf-like bracts.",
+                   "Red star-shaped bracts around small yellow buds."],
+    "sweet_pea": ["Ruffled pink and purple sweet pea flowers on a climbing vine."],
+    "sword_lily": ["A gladiolus with funnel-shaped red flowers along a tall spike."],
+}
+UNSEEN = ["canterbury_bells", "daffodil", "pink_primrose", "sweet_pea", "sword_lily"]
+
+
+def write_descriptions(path, classes=DESCRIPTIONS):
+    lines = ["class,text"] + [f'{name},"{text}"' for name in classes for text in DESCRIPTIONS[name]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def flower_set(tmp_path_factory):
+    """The flower photos featurized and built once for the module: (photos, data set folder)."""
+    photos = shared_path("data", "flower_photos")
+    tmp = tmp_path_factory.mktemp("flowers")
+    out = tmp / "datasets" / "flowers"
+    build_dataset(photos, write_descriptions(tmp / "descriptions.csv"), out, unseen=UNSEEN, device="cpu")
+    return photos, out
+
+
+def test_build_writes_a_loadable_seed_set_with_manifest(flower_set):
+    photos, out = flower_set
+    data = load_dataset(out)
+    names = sorted(DESCRIPTIONS)
+    assert data.image_dim == 1280 and data.text_dim == 384
+    assert data.classnames == {i + 1: name for i, name in enumerate(names)}
+    assert data.unseen == [names.index(n) + 1 for n in UNSEEN] and len(data.seen) == 5
+    for cid, name in data.classnames.items():
+        assert len(data.images[cid]) == 6 and len(data.texts[cid]) == len(DESCRIPTIONS[name])
+        np.testing.assert_allclose(np.linalg.norm(data.texts[cid], axis=1), 1.0, atol=1e-5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image_encoder"] == "efficientnet-lite0" and manifest["unreadable_skipped"] == 0
+    assert len(manifest["images"]) == 60
+    for entry in manifest["images"]:
+        assert entry["path"].split("/")[0] == data.classnames[entry["class"]]
+        assert (photos / entry["path"]).is_file() and 0 <= entry["row"] < 6
+    assert {(e["class"], e["row"]) for e in manifest["images"]} == {(c, r) for c in range(1, 11) for r in range(6)}
+
+
+def test_image_features_separate_the_flowers(flower_set):
+    """Leave-one-out nearest class mean on the photo features beats chance (10 %) by far."""
+    data = load_dataset(flower_set[1])
+    feats, labels = data.stacked_images(data.seen + data.unseen)
+    feats = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    correct = 0
+    for i in range(len(feats)):
+        rest = np.arange(len(feats)) != i
+        means = np.stack([feats[rest & (labels == k)].mean(axis=0) for k in range(10)])
+        correct += int(np.argmax(means @ feats[i]) == labels[i])
+    assert correct / len(feats) > 0.5
+
+
+def test_check_summarises_a_good_set(flower_set, capsys):
+    assert cli.main(["data", "check", str(flower_set[1]), "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "5 seen / 5 unseen classes, 60 images of dim 1280, texts of dim 384" in out
+    assert "images per class: min 6 / median 6 / max 6" in out
+    assert "texts per class: min 1 / median 1 / max 2" in out
+    assert "text vectors: dim 384" in out and out.rstrip().endswith("problems: none")
+
+
+def test_build_cli_from_npz_files_and_class_mismatch(flower_photos_dir, tmp_path, capsys):
+    classes = ("daffodil", "poinsettia", "sweet_pea")
+    small_tree(flower_photos_dir, tmp_path / "photos", classes)
+    images, texts, everything = tmp_path / "images.npz", tmp_path / "texts.npz", tmp_path / "all.npz"
+    assert cli.main(["featurize", "images", str(tmp_path / "photos"), "--out", str(images)]) == 0
+    for csv_file, npz in ((write_descriptions(tmp_path / "d.csv", classes), texts),
+                          (write_descriptions(tmp_path / "a.csv"), everything)):
+        assert cli.main(["featurize", "texts", str(csv_file), "--out", str(npz)]) == 0
+    out = tmp_path / "small"
+    args = ["data", "build", "--images", str(images), "--out", str(out), "--unseen_fraction", "0.4", "--seed", "3"]
+    assert cli.main(args + ["--texts", str(texts)]) == 0
+    data = load_dataset(out)
+    assert len(data.seen) == 2 and len(data.unseen) == 1 and data.text_dim == 384
+    assert data.unseen == [classes.index(choose_unseen(list(classes), fraction=0.4, seed=3)[0]) + 1]
+    capsys.readouterr()
+    assert cli.main(args + ["--texts", str(everything)]) == 1
+    err = capsys.readouterr().err
+    assert "with text in" in err and "but no images in" in err and "sword_lily" in err and "poinsettia" not in err
+    # from a photo folder the mismatch is found from the folder names, before any photo is encoded
+    args[args.index("--images") + 1] = str(tmp_path / "photos")
+    assert cli.main(args + ["--texts", str(tmp_path / "a.csv")]) == 1
+    assert "canterbury_bells" in capsys.readouterr().err
+
+
+def test_choose_unseen():
+    names = ["a", "b", "c", "d", "e"]
+    assert choose_unseen(names, "d, b") == ["b", "d"]
+    picked = choose_unseen(names, fraction=0.4, seed=7)
+    assert len(picked) == 2 and picked == choose_unseen(names, fraction=0.4, seed=7)
+    for kwargs, message in [({}, "exactly one"), ({"unseen": "a", "fraction": 0.5}, "exactly one"),
+                            ({"unseen": "a,zz"}, "no class named zz"), ({"unseen": names}, "at least one seen"),
+                            ({"fraction": 1.5}, r"in \(0, 1\)")]:
+        with pytest.raises(DataError, match=message):
+            choose_unseen(names, **kwargs)
+
+
+def tiny_set(folder, images=None, texts=None):
+    rng = np.random.default_rng(0)
+    images = images or {c: rng.normal(size=(3, 4)).astype(np.float32) for c in (1, 2, 3)}
+    texts = texts or {c: rng.normal(size=(1, 2)).astype(np.float32) for c in (1, 2, 3)}
+    return save_dataset(ZeroShotData(texts, images, [1, 2], [3]), folder)
+
+
+def test_check_reports_problems_and_loader_errors(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    images = {c: rng.normal(size=(3, 4)).astype(np.float32) for c in (1, 2, 3)}
+    images[3][1] = images[1][0]  # a photo in two classes
+    images[2][:, 0] = images[1][:, 0] = images[3][:, 0] = 7.0  # a dead feature
+    text = rng.normal(size=(1, 2)).astype(np.float32)
+    bad = tiny_set(tmp_path / "bad", images, {1: text, 2: text.copy(), 3: text + 1})
+    assert cli.main(["data", "check", str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "problems: 3" in out and "1 image vectors duplicate another one (classes [1, 3])" in out
+    assert "classes [1, 2] have identical text vectors" in out and "1 of 4 image features are constant" in out
+    assert cli.main(["data", "check", str(bad), "--strict"]) == 1
+
+    broken = tiny_set(tmp_path / "broken")
+    write_pickle(broken / "image_embed_dict.pkl", {1: np.ones((2, 4)), 2: np.ones((2, 4))})
+    overlapping = tiny_set(tmp_path / "overlap")
+    write_pickle(overlapping / "testids.pkl", [2, 3])
+    for folder, message in [(broken, "class 3 (listed in the class id files) is missing"),
+                            (overlapping, "seen and unseen must be disjoint"),
+                            (tmp_path / "nowhere", "data set folder not found")]:
+        capsys.readouterr()
+        assert cli.main(["data", "check", str(folder)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
+def write_xlsa17(folder, rng):
+    """A 4-class xlsa17 pair: classes 1 and 3 seen, 2 and 4 unseen, 14 images of dim 5."""
+    folder.mkdir()
+    labels = np.array([1, 3, 2, 1, 4, 3, 2, 1, 3, 4, 1, 2, 3, 4])
+    features = rng.random((5, len(labels)))
+    names = np.empty((4, 1), dtype=object)
+    names[:, 0] = ["001.Acacia", "002.Birch", "003.Cedar", "004.Dogwood"]
+    splits = {"att": rng.random((3, 4)), "original_att": rng.random((3, 4)) * 100, "allclasses_names": names,
+              "trainval_loc": np.array([[1], [2], [4], [6], [8]]), "test_seen_loc": np.array([[9], [11], [13]]),
+              "test_unseen_loc": np.array([[3], [5], [7], [10], [12], [14]])}
+    sio.savemat(folder / "res101.mat", {"features": features, "labels": labels[:, None]})
+    sio.savemat(folder / "att_splits.mat", splits)
+    return features, labels, splits
+
+
+def test_convert_xlsa17_value_by_value(tmp_path):
+    features, labels, splits = write_xlsa17(tmp_path / "xlsa", np.random.default_rng(2))
+    assert cli.main(["data", "convert", "--xlsa17", str(tmp_path / "xlsa"), "--out", str(tmp_path / "S")]) == 0
+    data = load_dataset(tmp_path / "S")
+    assert data.seen == [1, 3] and data.unseen == [2, 4]
+    assert data.classnames == {1: "001.Acacia", 2: "002.Birch", 3: "003.Cedar", 4: "004.Dogwood"}
+    expected_rows = {1: [1, 4, 8, 11], 3: [2, 6, 9, 13], 2: [3, 7, 12], 4: [5, 10, 14]}  # 1-based, split order
+    for c, rows in expected_rows.items():
+        assert labels[np.array(rows) - 1].tolist() == [c] * len(rows)
+        np.testing.assert_array_equal(data.images[c], features[:, np.array(rows) - 1].T.astype(np.float32))
+        np.testing.assert_array_equal(data.texts[c], splits["att"][:, c - 1][None].astype(np.float32))
+    other = convert_xlsa17(tmp_path / "xlsa", tmp_path / "O", text_key="original_att")
+    np.testing.assert_array_equal(other.texts[4][0], splits["original_att"][:, 3].astype(np.float32))
+
+
+def test_convert_xlsa17_errors(tmp_path):
+    features, labels, splits = write_xlsa17(tmp_path / "x", np.random.default_rng(3))
+    with pytest.raises(DataError, match=r"no w2v \(it has .*original_att"):
+        convert_xlsa17(tmp_path / "x", tmp_path / "o", text_key="w2v")
+    sio.savemat(tmp_path / "x" / "att_splits.mat", {**splits, "test_unseen_loc": np.array([[3], [99]])})
+    with pytest.raises(DataError, match=r"test_unseen_loc must lie in 1\.\.14"):
+        convert_xlsa17(tmp_path / "x", tmp_path / "o")
+    sio.savemat(tmp_path / "x" / "att_splits.mat", {**splits, "test_unseen_loc": np.array([[3], [1]])})
+    with pytest.raises(DataError, match=r"classes \[1\] are in both trainval_loc and test_unseen_loc"):
+        convert_xlsa17(tmp_path / "x", tmp_path / "o")
+    (tmp_path / "x" / "res101.mat").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="res101.mat: not a readable .mat file"):
+        convert_xlsa17(tmp_path / "x", tmp_path / "o")
