@@ -34,6 +34,7 @@ class Config:
     z_dim: int = _f(256, "noise size")
     clip_val: float = _f(0.01, "WGAN weight clipping of the critic (0 disables clipping)")
     # --- where things are ---
+    name: str = _f("", "NAME of the outputs (retrieved_res/NAME_res/, ckt_logs/NAME_logs/); default: the data set's")
     data_root: str = _f("datasets", "folder holding data sets by NAME")
     out_dir: str = _f(".", "folder under which retrieved_res/ and ckt_logs/ are written")
     # --- run control ---
@@ -120,6 +121,10 @@ def check_config(cfg: Config) -> list[str]:
         parse_ks(cfg.eval_k)
     except ValueError as exc:
         problems.append(f"--eval_k: {exc}")
+    try:
+        parse_seeds(cfg.seeds)
+    except ValueError as exc:
+        problems.append(str(exc))
     if not 0 < cfg.val_fraction < 1:
         problems.append(f"--val_fraction must be in (0, 1), got {cfg.val_fraction}")
     return problems
@@ -129,5 +134,13 @@ def run_name(cfg: Config) -> str:
     """NAME of the outputs: retrieved_res/NAME_res/, ckt_logs/NAME_logs/."""
     from pathlib import Path
 
-    base = Path(cfg.dataset.rstrip("/")).name if cfg.dataset else BUILTIN
+    base = cfg.name or (Path(cfg.dataset.rstrip("/")).name if cfg.dataset else BUILTIN)
     return f"{base}_seed{cfg.seed}" if cfg.seeds else base
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds "0,1,2" -> [0, 1, 2], or a ValueError naming the flag."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected a comma list of integers") from None

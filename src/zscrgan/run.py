@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import BUILTIN, Config, parse_config, run_name
+from .config import Config, parse_config, parse_seeds, run_name
 from .data import DataError, load_dataset, resolve_dataset_dir, split_validation, write_atomic, write_pickle
 from .evaluate import evaluate_classes
 from .metrics import parse_ks
@@ -38,7 +38,7 @@ from .trainer import EMTrainer
 
 BUILTIN_EPOCHS, SEED_EPOCHS = 8, 5000
 # Flags that may change between a run and its resumption; any other change is refused.
-RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds"}
+RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -251,10 +251,7 @@ def train_main(argv: list[str]) -> int:
     if not cfg.seeds:
         Run(cfg).train()
         return 0
-    try:
-        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise DataError(f"--seeds {cfg.seeds!r}: expected a comma list of integers") from None
+    seeds = parse_seeds(cfg.seeds)
     summaries = [Run(replace(cfg, seed=s)).train() for s in seeds]
     table = aggregate(summaries)
     base = run_name(replace(cfg, seeds=""))
