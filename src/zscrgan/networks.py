@@ -20,7 +20,8 @@ def init_weights(module: nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.normal_(layer.weight, 0.0, 0.02)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 def truncated_normal(shape, generator=None, device=None, bound: float = 2.0) -> torch.Tensor:
@@ -68,27 +69,26 @@ class Generator(nn.Module):
 
 
 class Critic(nn.Module):
-    """WGAN critic on [image feature, raw text vector] (conditioned on t, not on c)."""
+    """WGAN critic on [image feature, raw text vector] (conditioned on t, not on c).
+
+    Its first layer, Linear([x, t]), is held as an image half (with the bias) and a text
+    half: the same function and parameters, but a step that scores several image batches
+    against one text batch computes the text half once and needs no slicing of a weight.
+    """
 
     def __init__(self, image_dim: int, text_dim: int, df_dim: int):
         super().__init__()
-        self.fc1 = nn.Linear(image_dim + text_dim, df_dim)
+        self.fc_image = nn.Linear(image_dim, df_dim)
+        self.fc_text = nn.Linear(text_dim, df_dim, bias=False)
         self.fc2 = nn.Linear(df_dim, 1)
-        self.image_dim = image_dim
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.fc1(torch.cat([image, text], dim=1)), LEAK)
-        return self.fc2(h).squeeze(1)
+        return self.fc2(F.leaky_relu(self.fc_image(image) + self.fc_text(text), LEAK)).squeeze(1)
 
     def score_shared_text(self, images: list[torch.Tensor], text: torch.Tensor) -> list[torch.Tensor]:
-        """D(x_k, t) for several image batches that share one text batch, in one product.
-
-        fc1([x, t]) = W_x x + (W_t t + b): the text half is computed once and the image
-        halves are stacked, an exact rewrite of ``[self(x, text) for x in images]``.
-        """
-        w_img, w_txt = self.fc1.weight[:, : self.image_dim], self.fc1.weight[:, self.image_dim :]
-        text_part = F.linear(text, w_txt, self.fc1.bias)
-        h = F.linear(torch.cat(images), w_img).view(len(images), *text_part.shape) + text_part
+        """D(x_k, t) for several image batches that share one text batch, in one product."""
+        text_part = self.fc_text(text)
+        h = self.fc_image(torch.cat(images)).view(len(images), *text_part.shape) + text_part
         return list(self.fc2(F.leaky_relu(h, LEAK)).squeeze(-1).unbind(0))
 
 

@@ -1,0 +1,139 @@
+"""Training and evaluation speed against the hardware's own ceiling (not a test).
+
+    python benchmarks/speed.py                               # FLO from ../shared, default sizes
+    python benchmarks/speed.py --synthetic 200,100,1024,2048 # classes, images/class, text dim, image dim
+    python benchmarks/speed.py --device cuda --rounds 3
+
+Prints seconds per EM round, optimizer steps per second, evaluation milliseconds, peak
+memory, the FLOPs of a round counted from the layer sizes, the peak matrix-product rate
+measured here in the same process, their ratio (the round's distance from its FLOP
+floor), and the same round through the plain step-by-step loop (zscrgan.reference) as
+the baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from zscrgan import reference
+from zscrgan.config import Config
+from zscrgan.data import load_dataset
+from zscrgan.evaluate import evaluate_classes
+from zscrgan.run import pick_device
+from zscrgan.synthetic import make_builtin_dataset
+from zscrgan.trainer import EMTrainer
+
+DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"
+
+
+def round_flops(cfg: Config, text_dim: int, image_dim: int) -> float:
+    """Multiply-adds x 2 of one EM round as EMTrainer computes it (its exact savings included)."""
+    T, D, E, Z, G1, F, B = text_dim, image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim, cfg.batch_size
+    G2 = 2 * G1
+    enc, gen = T * 2 * E, (E + Z) * G1 + G1 * G2 + G2 * D
+    critic_step = B * (enc + gen) + 2 * (3 * B * D * F + B * T * F)           # frozen G fwd; D fwd + weight grads
+    gen_step = (2 * B * enc                                                  # encoder fwd + weight grads
+                + 3 * 2 * B * gen                                            # G fwd, weight grads, input grads
+                + 2 * B * (D + T) * F                                        # critic fwd + grad to x_hat
+                + 2 * 2 * 2 * B * D * E)                                     # CSEM fwd + grad to x_hat (2B rows)
+    csem_step = B * enc + 2 * B * gen + 2 * 2 * B * D * E                    # frozen fwd; CSEM fwd + weight grads
+    macs = cfg.e_steps * (cfg.n_critic * critic_step + gen_step) + cfg.m_steps * csem_step
+    return 2.0 * macs
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_matmul_rate(device, n=2048, repeats=5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default=str(DEFAULT_FLO), help="seed-format folder (default: ../shared/data/FLO)")
+    p.add_argument("--synthetic", help="classes,images_per_class,text_dim,image_dim: generated data instead")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
+    p.add_argument("--e_steps", type=int, default=100)
+    p.add_argument("--m_steps", type=int, default=100)
+    p.add_argument("--baseline_fraction", type=float, default=0.2,
+                   help="fraction of a round the plain loop runs (its time is scaled up)")
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.synthetic:
+        n, per, t_dim, i_dim = (int(v) for v in args.synthetic.split(","))
+        data = make_builtin_dataset(n_seen=int(n * 0.8), n_unseen=n - int(n * 0.8), images_per_class=per,
+                                    text_dim=t_dim, image_dim=i_dim)
+    else:
+        data = load_dataset(args.dataset)
+    cfg = Config(e_steps=args.e_steps, m_steps=args.m_steps, device=str(device)).resolved()
+    torch.manual_seed(0)
+    trainer = EMTrainer(cfg, data, data.seen, device)
+    steps = cfg.e_steps * (cfg.n_critic + 1) + cfg.m_steps
+    flops = round_flops(cfg, data.text_dim, data.image_dim)
+    rate = peak_matmul_rate(device)
+
+    trainer.run_round()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    round_times = [timed(trainer.run_round, device) for _ in range(args.rounds)]
+    fast = sorted(round_times)[len(round_times) // 2]
+
+    small = copy.copy(cfg)
+    small.e_steps = max(1, int(cfg.e_steps * args.baseline_fraction))
+    small.m_steps = max(1, int(cfg.m_steps * args.baseline_fraction))
+    plain = EMTrainer(small, data, data.seen, device)
+    reference.run_round(plain, plain.model, plain.optimizers)  # warm-up
+    plain_time = timed(lambda: reference.run_round(plain, plain.model, plain.optimizers), device)
+    plain_time *= steps / (small.e_steps * (cfg.n_critic + 1) + small.m_steps)
+
+    ks = (10, 50, 100)
+    evaluate_classes(trainer.model, data, data.unseen, ks, cfg, 1, device)
+    eval_ms = 1000 * timed(lambda: evaluate_classes(trainer.model, data, data.unseen, ks, cfg, 1, device), device)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    floor = flops / rate
+    print(f"data: {data.summary()}")
+    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"FLOPs per EM round: {flops / 1e12:.3f} TFLOP ({steps} optimizer steps)")
+    print(f"peak matmul rate measured here: {rate / 1e9:.1f} GFLOP/s  -> FLOP floor {floor:.2f} s/round")
+    print(f"fast trainer:  {fast:.2f} s/round (median of {len(round_times)}), {steps / fast:.1f} steps/s, "
+          f"{flops / fast / 1e9:.1f} GFLOP/s, {fast / floor:.2f}x the floor")
+    print(f"plain loop:    {plain_time:.2f} s/round (scaled from {args.baseline_fraction:.0%} of a round), "
+          f"{steps / plain_time:.1f} steps/s; fast is {plain_time / fast:.2f}x faster")
+    print(f"evaluation of the unseen classes: {eval_ms:.1f} ms")
+    print(f"peak RSS {rss_mb:.0f} MB" + (f", CUDA max allocated {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
+                                          if device.type == "cuda" else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
