@@ -132,3 +132,12 @@ def test_missing_dataset_is_one_line_error(tmp_path, capsys):
     assert main(["train", "--dataset", "NOPE", "--data_root", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "NOPE: data set folder not found" in err[0]
+
+
+def test_flo_few_rounds_well_above_chance(flo_dir, tmp_path):
+    """Real data, real entry point: 20 unseen flower classes, chance Prec@50 = 0.05."""
+    assert main(["train", "--dataset", str(flo_dir), "--out_dir", str(tmp_path), "--recipe", "improved",
+                 "--epochs", "4", "--gf_dim", "256", "--df_dim", "256", "--embed_dim", "256", "--z_dim", "64",
+                 "--no-report"]) == 0
+    history = read_jsonl(tmp_path / "ckt_logs" / "FLO_logs" / "metrics.jsonl")
+    assert history[-1]["prec_at_50"] > 0.15, [h["prec_at_50"] for h in history]
