@@ -243,20 +243,24 @@ def load_dataset(folder: str | Path, name: str | None = None,
                         read_classnames(folder))
 
 
-def read_classnames(folder: Path) -> dict:
-    path = Path(folder) / CLASSNAMES_FILE
+def read_json_object(path: Path) -> dict:
+    """A JSON object from ``path``, or {} when the file is absent; DataError when malformed."""
+    path = Path(path)
     if not path.is_file():
         return {}
     try:
-        raw = json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected an object mapping class id to name")
-    out = {}
-    for key, val in raw.items():
-        out[int(key) if str(key).lstrip("-").isdigit() else key] = str(val)
-    return out
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return value
+
+
+def read_classnames(folder: Path) -> dict:
+    """classnames.json as {class id: name}; ids that look like integers become ints."""
+    raw = read_json_object(Path(folder) / CLASSNAMES_FILE)
+    return {int(k) if str(k).lstrip("-").isdigit() else k: str(v) for k, v in raw.items()}
 
 
 def save_dataset(data: ZeroShotData, folder: str | Path) -> Path:

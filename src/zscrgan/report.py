@@ -31,7 +31,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .data import DataError, read_classnames, write_atomic
+from .data import DataError, read_classnames, read_json_object, write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -64,19 +64,6 @@ def read_rounds(path: Path) -> list[dict]:
     if not rounds:
         raise DataError(f"{path}: no rounds recorded yet")
     return rounds
-
-
-def read_optional_json(path: Path) -> dict:
-    """A JSON object from ``path``, or {} when the file is absent."""
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return value
 
 
 def _number(value) -> float | None:
@@ -276,8 +263,8 @@ def write_report(run_dir: str | Path) -> Path:
     """Write the PNGs and report.html into ``run_dir``; returns the HTML path."""
     run_dir = Path(run_dir)
     rounds = read_rounds(run_dir / METRICS_FILE)
-    config = read_optional_json(run_dir / CONFIG_FILE)
-    summary = read_optional_json(run_dir / SUMMARY_FILE)
+    config = read_json_object(run_dir / CONFIG_FILE)
+    summary = read_json_object(run_dir / SUMMARY_FILE)
     images = {"prec_at_k.png": plot_precision(rounds, summary), "losses.png": plot_losses(rounds)}
     per_class = class_bars(summary, run_dir)
     if per_class:

@@ -205,7 +205,7 @@ class Run:
             selected["test"] = test.as_dict()
             self.per_class = self.per_class_table(test, self.data.unseen)
             self.write_retrieval(selected["test"]["prec@50"], lists)
-        summary = {"dataset": self.data.name, "data_dir": str(self.data_dir) if self.data_dir else None,
+        summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
                    "run_name": self.name, "select": cfg.select, "recipe": cfg.recipe,
                    "rounds": len(self.history), "selected_round": best["selected_round"],
                    "selected": selected, "per_class": self.per_class,
