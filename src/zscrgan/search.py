@@ -48,18 +48,21 @@ class GalleryIndex:
     """Cosine top-K over a large gallery embedded once; exact by default.
 
     ``nlist``/``nprobe`` tune ``"ivf"`` (more probes: better recall, slower search);
-    ``hnsw_m``/``ef_search`` tune ``"hnsw"`` (graph degree, search beam width, widened
-    here to at least K since a beam narrower than K loses most of the top K). ``device="cuda"`` runs on the GPU: faiss-gpu for all
-    kinds but ``"hnsw"`` (faiss has no GPU HNSW); without faiss-gpu, ``"exact"`` uses the
-    torch path on the GPU and the others raise.
+    ``hnsw_m``/``ef_search``/``ef_construction`` tune ``"hnsw"`` (graph degree, search
+    beam width, widened here to at least K since a narrower beam loses much of the top K,
+    and build beam width: raising it buys recall with build time).
+
+    ``device="cuda"`` runs on the GPU: faiss-gpu for all kinds but ``"hnsw"`` (faiss has
+    no GPU HNSW); without faiss-gpu, ``"exact"`` uses the torch path on the GPU and the
+    others raise.
     """
 
     def __init__(self, dim: int, kind: str = "exact", nlist: int = 1024, nprobe: int = 16,
-                 hnsw_m: int = 32, device="cpu", ef_search: int = 128):
+                 hnsw_m: int = 32, device="cpu", ef_search: int = 128, ef_construction: int = 40):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
-        for name, value in (("dim", dim), ("nlist", nlist), ("nprobe", nprobe),
-                            ("hnsw_m", hnsw_m), ("ef_search", ef_search)):
+        for name, value in (("dim", dim), ("nlist", nlist), ("nprobe", nprobe), ("hnsw_m", hnsw_m),
+                            ("ef_search", ef_search), ("ef_construction", ef_construction)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.dim, self.kind, self.nlist = dim, kind, nlist
@@ -71,9 +74,10 @@ class GalleryIndex:
         self._size = 0
         self._pending: list[np.ndarray] = []  # ivf: chunks added before training
         self._blocks: list[torch.Tensor] = []  # torch path: the normalised gallery
-        self._index = self._make_faiss_index(nprobe, hnsw_m, ef_search)
+        self._ef_search = ef_search
+        self._index = self._make_faiss_index(nprobe, hnsw_m, ef_construction)
 
-    def _make_faiss_index(self, nprobe: int, hnsw_m: int, ef_search: int):
+    def _make_faiss_index(self, nprobe: int, hnsw_m: int, ef_construction: int):
         """The faiss index for this kind, or None where the torch path does the work."""
         on_gpu = self.device.type == "cuda"
         if faiss is None or (on_gpu and not _faiss_gpu_available()):
@@ -86,8 +90,9 @@ class GalleryIndex:
         if self.kind == "hnsw":
             if on_gpu:
                 raise ValueError("faiss has no GPU HNSW: use kind='ivf' or 'exact' on cuda, or device='cpu'")
-            self._ef_search = ef_search
-            return faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+            return index
         if self.kind == "exact":
             index = faiss.IndexFlatIP(self.dim)
         else:
@@ -135,7 +140,8 @@ class GalleryIndex:
         if n < self.nlist:
             raise ValueError(f"ivf with nlist={self.nlist} needs at least that many vectors to train, "
                              f"got {n}: add more or lower nlist")
-        picks = np.sort(np.random.default_rng(0).choice(n, min(n, _TRAIN_PER_CELL * self.nlist), replace=False))
+        n_train = min(n, _TRAIN_PER_CELL * self.nlist)
+        picks = np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))
         sample, start = [], 0
         for chunk in self._pending:
             here = picks[(picks >= start) & (picks < start + len(chunk))] - start
@@ -146,7 +152,11 @@ class GalleryIndex:
             self._index.add(self._pending.pop(0))
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [Q, k] float32, ids [Q, k] int64), best first; k is clamped to len(self)."""
+        """(scores [Q, k] float32, ids [Q, k] int64), best first; k is clamped to len(self).
+
+        ``"ivf"`` pads a row with id -1 (and a huge negative score) when its ``nprobe``
+        cells hold fewer than k vectors; :func:`recall_at_k` counts those as misses.
+        """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if self._size == 0:
