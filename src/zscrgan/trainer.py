@@ -31,8 +31,9 @@ class EMTrainer:
         self.cfg, self.device = cfg, torch.device(device)
         images = [data.images[c] for c in train_classes]
         texts = [data.texts[c] for c in train_classes]
-        self.images = torch.from_numpy(_concat(images)).to(self.device)
-        self.texts = torch.from_numpy(_concat(texts)).to(self.device)
+        dtype = torch.get_default_dtype()  # float32 unless a caller (a float64 test) changes it
+        self.images = torch.from_numpy(_concat(images)).to(self.device, dtype)
+        self.texts = torch.from_numpy(_concat(texts)).to(self.device, dtype)
         self.model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim,
                              cfg.gf_dim, cfg.df_dim).to(self.device)
         self.optimizers = make_optimizers(self.model, cfg)
