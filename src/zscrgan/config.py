@@ -28,7 +28,7 @@ class Config:
     CSEM_lr: float = _f(0.002, "Adam learning rate of the CSEM")
     generator_lr: float = _f(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, the seed's; improved: 0.003)")
     discriminator_lr: float = _f(None, "RMSProp learning rate of the critic (original: 0.0002, the seed's; improved: 0.003)")
-    epochs: int = _f(0, "number of EM rounds (the seed left it unused); 0: 5000 as the seed, or 8 on the built-in data")
+    epochs: int = _f(0, "number of EM rounds (the seed left it unused); 0: 5000 as the seed, or 5 on the built-in data")
     kl_div_coefficient: float = _f(1.0, "weight of the KL term")
     mm_reg_coeff: float = _f(2.0, "weight of the max-margin regulariser")
     z_dim: int = _f(256, "noise size")

@@ -36,7 +36,7 @@ from .networks import ZSCRGAN
 from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer
 
-BUILTIN_EPOCHS, SEED_EPOCHS = 8, 5000
+BUILTIN_EPOCHS, SEED_EPOCHS = 5, 5000
 # Flags that may change between a run and its resumption; any other change is refused.
 RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name"}
 
