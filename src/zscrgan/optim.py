@@ -11,6 +11,15 @@ import torch
 from torch.optim import Optimizer
 
 
+def _with_state(optimizer: Optimizer, group: dict, init) -> tuple[list, list]:
+    """The group's params that have a gradient, and their grads; ``init(p)`` fills new state."""
+    params = [p for p in group["params"] if p.grad is not None]
+    for p in params:
+        if not optimizer.state[p]:
+            optimizer.state[p].update(init(p))
+    return params, [p.grad for p in params]
+
+
 class TF1RMSProp(Optimizer):
     """ms <- decay*ms + (1-decay)*g^2 (ms starts at 1);  p <- p - lr * g / sqrt(ms + eps)."""
 
@@ -20,13 +29,9 @@ class TF1RMSProp(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = _with_state(self, group, lambda p: {"ms": torch.ones_like(p)})
             if not params:
                 continue
-            grads = [p.grad for p in params]
-            for p in params:
-                if "ms" not in self.state[p]:
-                    self.state[p]["ms"] = torch.ones_like(p)
             ms = [self.state[p]["ms"] for p in params]
             torch._foreach_mul_(ms, group["decay"])
             torch._foreach_addcmul_(ms, grads, grads, value=1.0 - group["decay"])
@@ -44,14 +49,11 @@ class TF1Adam(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params, grads = _with_state(
+                self, group, lambda p: {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "step": 0})
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            grads = [p.grad for p in params]
-            for p in params:
-                if "m" not in self.state[p]:
-                    self.state[p].update(m=torch.zeros_like(p), v=torch.zeros_like(p), step=0)
             m = [self.state[p]["m"] for p in params]
             v = [self.state[p]["v"] for p in params]
             step = self.state[params[0]]["step"] + 1
