@@ -13,11 +13,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from zscrgan.config import Config, build_parser, parse_seeds
 from zscrgan.data import write_atomic
-from zscrgan.run import Run
+from zscrgan.run import Run, mean_sd
 
 # The fixes of `improved`, each named by the flags that revert it to `original`.
 FIXES = {
@@ -39,7 +37,7 @@ def run_variant(cfg: Config, index: int, overrides: dict, recipe: str, seeds: li
         summary = Run(run_cfg).train()
         figures["val"].append(summary["selected"]["val"]["prec@50"])
         figures["test"].append(summary["selected"]["test"]["prec@50"])
-    return {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for k, v in figures.items()}
+    return {k: mean_sd(v) for k, v in figures.items()}
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,8 @@
 """`zscrgan compare` end to end on the built-in data with a tiny budget."""
 import csv
 
+import pytest
+
 from zscrgan.cli import main
 
 TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "3",
@@ -25,8 +27,7 @@ def test_compare_runs_every_method_and_writes_tables(tmp_path, capsys):
 
 
 def test_compare_rejects_an_unknown_method(capsys):
-    try:
+    with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--methods", "ridge,magic"])
-    except SystemExit as exc:
-        assert exc.code == 2
+    assert exit_info.value.code == 2
     assert "--methods: unknown 'magic'" in capsys.readouterr().err

@@ -16,14 +16,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .baselines import BASELINES, fit_baseline
 from .config import RECIPES, Config, build_parser, check_config, parse_seeds, run_name
 from .data import split_validation, write_atomic
 from .metrics import parse_ks, score_retrieval
-from .run import Run, load_run_data, pick_device
+from .run import Run, load_run_data, mean_sd, pick_device
 
 METHODS = (*BASELINES, *RECIPES)
 
@@ -38,10 +37,12 @@ def score_baseline(model, data, classes, ks, device) -> dict:
                            torch.from_numpy(g_labels).to(device), ks=ks).as_dict()
 
 
-def run_method(method: str, cfg: Config, seed: int) -> tuple[dict, float]:
+def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     """Unseen-class figures of one method and seed, and its training seconds.
 
     ``cfg`` is unresolved: the recipe switches left at None take the method's recipe values.
+    ``data`` is the loaded data set the baselines fit on (ZSCRGAN runs load their own, so
+    that validation selection reads the unseen classes only after selecting).
     """
     if method in RECIPES:
         base = run_name(replace(cfg, seeds=""))
@@ -50,7 +51,6 @@ def run_method(method: str, cfg: Config, seed: int) -> tuple[dict, float]:
         summary = Run(run_cfg).train()
         return summary["selected"]["test"], summary["train_seconds"]
     device = pick_device(cfg.device)
-    data, _ = load_run_data(cfg)
     train, val = split_validation(data, cfg.val_fraction, seed)
     start = time.perf_counter()
     model = fit_baseline(method, data, train, val, seed=seed, device=device)
@@ -62,11 +62,9 @@ def table(results: dict, seeds: list[int]) -> tuple[str, str]:
     """Markdown and CSV of mean +- sd over seeds per method."""
     rows = []
     for method, runs in results.items():
-        prec = [r[0]["prec@50"] for r in runs]
-        mAP = [r[0]["map@50"] for r in runs]
-        secs = [r[1] for r in runs]
-        sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
-        rows.append((method, np.mean(prec), sd(prec), np.mean(mAP), sd(mAP), np.mean(secs)))
+        prec = mean_sd([figures["prec@50"] for figures, _ in runs])
+        mAP = mean_sd([figures["map@50"] for figures, _ in runs])
+        rows.append((method, *prec, *mAP, mean_sd([seconds for _, seconds in runs])[0]))
     md = [f"Unseen classes; every method selected on validation classes; mean ± sd over seeds "
           f"{','.join(map(str, seeds))}.", "", "| method | Prec@50 | mAP@50 | train s |", "|---|---|---|---|"]
     md += [f"| {m} | {p:.4f} ± {ps:.4f} | {a:.4f} ± {as_:.4f} | {s:.1f} |" for m, p, ps, a, as_, s in rows]
@@ -93,7 +91,8 @@ def main(argv: list[str]) -> int:
     if problems:
         parser.error(problems[0])
     seeds = parse_seeds(cfg.seeds)
-    results = {m: [run_method(m, cfg, s) for s in seeds] for m in methods}
+    data = load_run_data(cfg)[0] if set(methods) & set(BASELINES) else None
+    results = {m: [run_method(m, cfg, s, data) for s in seeds] for m in methods}
     md, csv_text = table(results, seeds)
     out = Path(cfg.out_dir) / f"compare_{run_name(replace(cfg, seeds=''))}"
     write_atomic(out.with_suffix(".md"), md.encode())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
 
@@ -138,8 +139,6 @@ def check_config(cfg: Config) -> list[str]:
 
 def run_name(cfg: Config) -> str:
     """NAME of the outputs: retrieved_res/NAME_res/, ckt_logs/NAME_logs/."""
-    from pathlib import Path
-
     base = cfg.name or (Path(cfg.dataset.rstrip("/")).name if cfg.dataset else BUILTIN)
     return f"{base}_seed{cfg.seed}" if cfg.seeds else base
 

@@ -57,10 +57,10 @@ def load_run_data(cfg: Config, splits=("seen", "unseen")):
     return load_dataset(folder, splits=splits), folder
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
+def checkpoint_bytes(payload: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -133,7 +133,8 @@ class Run:
         write_pickle(path, lists)
         return path
 
-    def per_class_table(self, scores, classes) -> dict:
+    @staticmethod
+    def per_class_table(scores, classes) -> dict:
         return {key: {str(c): float(v) for c, v in zip(classes, values)}
                 for key, values in scores.per_class.items()}
 
@@ -158,13 +159,16 @@ class Run:
         if self.scores_test and record["prec_at_50"] > self.best["test"]:
             self.best.update(test=record["prec_at_50"], test_round=r)
         chosen = record["val"]["prec@50"] if self.val_classes else record["prec_at_50"]
-        if chosen > self.best["selected"]:
+        new_best = chosen > self.best["selected"]
+        if new_best:
             self.best.update(selected=chosen, selected_round=r)
-            save_checkpoint(self.run_dir / "best.pt", self.checkpoint(r))
             if cfg.select == "test":
                 self.per_class = self.per_class_table(test, data.unseen)
                 self.write_retrieval(record["prec_at_50"], lists)
-        save_checkpoint(self.run_dir / "last.pt", self.checkpoint(r))
+        state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
+        if new_best:
+            write_atomic(self.run_dir / "best.pt", state)
+        write_atomic(self.run_dir / "last.pt", state)
         return record
 
     def train(self) -> dict:
@@ -234,15 +238,19 @@ def describe(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def aggregate(summaries: list[dict]) -> dict:
     """mean and sd over seeds of every reported figure."""
     table = {}
     for view in ("selected", "best_on_test"):
         rows = [s[view]["test"] for s in summaries if view in s]
         if len(rows) == len(summaries):
-            table[view] = {k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows], ddof=1)
-                                                                        if len(rows) > 1 else 0.0))
-                           for k in rows[0]}
+            table[view] = {k: mean_sd([r[k] for r in rows]) for k in rows[0]}
     return table
 
 
