@@ -1,5 +1,6 @@
 """data build / check / convert: real photos end to end, xlsa17 .mat files, checks of bad sets."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,22 +11,13 @@ from test_featurize import small_tree
 from zscrgan import cli
 from zscrgan.data import DataError, ZeroShotData, load_dataset, save_dataset, write_pickle
 from zscrgan.datatools import build_dataset, choose_unseen, convert_xlsa17
+from zscrgan.featurize import read_descriptions
 
-DESCRIPTIONS = {
-    "barbeton_daisy": ["A daisy with long narrow orange or pink petals around a yellow centre."],
-    "bolero_deep_blue": ["Small deep blue lisianthus flowers with rounded petals.",
-                         "A violet-blue cup-shaped flower with a pale centre."],
-    "canterbury_bells": ["Bell-shaped lilac or blue flowers hanging from a tall stem."],
-    "daffodil": ["A yellow daffodil with a trumpet-shaped corona.",
-                 "Six pale yellow petals around a long yellow trumpet."],
-    "english_marigold": ["A bright orange marigold with many layered petals."],
-    "hard-leaved_pocket_orchid": ["A yellow orchid with a pouch-shaped lip and spotted petals."],
-    "pink_primrose": ["A pale pink primrose with four broad petals and a yellow centre."],
-    "poinsettia": ["A poinsettia with large bright red leaf-like bracts.",
-                   "Red star-shaped bracts around small yellow buds."],
-    "sweet_pea": ["Ruffled pink and purple sweet pea flowers on a climbing vine."],
-    "sword_lily": ["A gladiolus with funnel-shaped red flowers along a tall spike."],
-}
+# Three descriptions per class, shipped with the repo for the README's flower-photo commands.
+EXAMPLE_TEXTS = Path(__file__).resolve().parents[1] / "examples" / "flower_descriptions.csv"
+DESCRIPTIONS: dict = {}
+for _name, _text in read_descriptions(EXAMPLE_TEXTS):
+    DESCRIPTIONS.setdefault(_name, []).append(_text)
 UNSEEN = ["canterbury_bells", "daffodil", "pink_primrose", "sweet_pea", "sword_lily"]
 
 
@@ -82,7 +74,7 @@ def test_check_summarises_a_good_set(flower_set, capsys):
     out = capsys.readouterr().out
     assert "5 seen / 5 unseen classes, 60 images of dim 1280, texts of dim 384" in out
     assert "images per class: min 6 / median 6 / max 6" in out
-    assert "texts per class: min 1 / median 1 / max 2" in out
+    assert "texts per class: min 3 / median 3 / max 3" in out
     assert "text vectors: dim 384" in out and out.rstrip().endswith("problems: none")
 
 
@@ -200,19 +192,26 @@ def test_convert_xlsa17_errors(tmp_path):
         convert_xlsa17(tmp_path / "x", tmp_path / "o")
 
 
-def test_zscrgan_trains_on_the_built_flower_set(flower_set, tmp_path):
-    """The set made from real photos trains end to end through the real entry point.
+def test_zscrgan_beats_chance_on_the_built_flower_set(flower_set, tmp_path):
+    """The set made from real photos trains through the real entry point, and retrieves better than chance.
 
-    Quality is NOT asserted here: with 5 seen classes ZSCRGAN stays at chance (Prec@5 0.18-0.24
-    against 0.20 over 10 rounds, docs/data.md); the photo features themselves separate the
-    classes (test_image_features_separate_the_flowers).
+    5 seen classes are little to learn a text-to-image map from, so the figure is the mean over 3
+    seeds of the final round (``--select last``: no selection on the unseen classes). Chance
+    Prec@5 is 6/30 = 0.20; measured 0.31 (seeds 0-2: 0.39, 0.24, 0.31; docs/data.md).
     """
     code = cli.main(["train", "--dataset", str(flower_set[1]), "--out_dir", str(tmp_path), "--recipe", "improved",
-                     "--epochs", "2", "--gf_dim", "64", "--df_dim", "64", "--embed_dim", "32", "--z_dim", "8",
-                     "--e_steps", "10", "--m_steps", "10", "--eval_k", "5", "--no-report"])
+                     "--seeds", "0,1,2", "--select", "last", "--epochs", "10", "--e_steps", "30", "--m_steps", "30",
+                     "--gf_dim", "64", "--df_dim", "64", "--embed_dim", "32", "--z_dim", "8", "--eval_k", "5",
+                     "--no-report"])
     assert code == 0
-    history = [json.loads(line) for line in (tmp_path / "ckt_logs" / "flowers_logs" / "metrics.jsonl").open()]
-    assert [h["round"] for h in history] == [1, 2]
-    assert all(0.0 <= h["test"]["prec@5"] <= 1.0 for h in history)
-    lists = list((tmp_path / "retrieved_res" / "flowers_res").glob("acc*.pkl"))
-    assert len(lists) == 1
+    result = json.loads((tmp_path / "ckt_logs" / "flowers_seeds.json").read_text())
+    finals = []
+    for seed, run in zip((0, 1, 2), result["runs"]):
+        history = [json.loads(line) for line in (tmp_path / "ckt_logs" / f"flowers_seed{seed}_logs" / "metrics.jsonl").open()]
+        assert [h["round"] for h in history] == list(range(1, 11)) and run["selected_round"] == 10
+        assert run["selected"]["test"] == history[-1]["test"]
+        assert len(list((tmp_path / "retrieved_res" / f"flowers_seed{seed}_res").glob("acc*.pkl"))) == 1
+        finals.append(history[-1]["test"]["prec@5"])
+    mean = result["mean_sd"]["selected"]["prec@5"][0]
+    assert mean == pytest.approx(sum(finals) / 3)
+    assert mean > 0.25, f"Prec@5 {finals} does not beat chance 0.20"

@@ -49,7 +49,8 @@ class Config:
     n_critic: int = _f(5, "critic steps before each generator step")
     m_steps: int = _f(100, "CSEM steps per M-step")
     # --- evaluation and model selection ---
-    select: str = _f("test", "round selection: test (the seed's, optimistic) or val (held-out seen classes)", choices=("test", "val"))
+    select: str = _f("test", "round selection: test (the seed's, optimistic), val (held-out seen classes) or last (no selection: the final round)",
+                     choices=("test", "val", "last"))
     val_fraction: float = _f(0.2, "with --select val: fraction of seen classes held out for validation")
     track_test: bool = _f(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
     eval_k: str = _f("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 always included)")

@@ -80,7 +80,7 @@ class Run:
         self.name = run_name(cfg)
         self.run_dir = Path(cfg.out_dir) / "ckt_logs" / f"{self.name}_logs"
         self.res_dir = Path(cfg.out_dir) / "retrieved_res" / f"{self.name}_res"
-        self.scores_test = cfg.select == "test" or cfg.track_test
+        self.scores_test = cfg.select != "val" or cfg.track_test
         self.ks = parse_ks(cfg.eval_k)
         self.device = pick_device(cfg.device)
         splits = ("seen", "unseen") if self.scores_test else ("seen",)
@@ -158,12 +158,15 @@ class Run:
 
         if self.scores_test and record["prec_at_50"] > self.best["test"]:
             self.best.update(test=record["prec_at_50"], test_round=r)
-        chosen = record["val"]["prec@50"] if self.val_classes else record["prec_at_50"]
+        chosen = {"val": record.get("val", {}).get("prec@50"), "test": record.get("prec_at_50"), "last": r}[cfg.select]
         new_best = chosen > self.best["selected"]
         if new_best:
             self.best.update(selected=chosen, selected_round=r)
-            if cfg.select == "test":
+            if cfg.select != "val":
                 self.per_class = self.per_class_table(test, data.unseen)
+                if cfg.select == "last":  # one retrieval file: the final round's
+                    for old in self.res_dir.glob("acc*.pkl"):
+                        old.unlink()
                 self.write_retrieval(record["prec_at_50"], lists)
         state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
         if new_best:
@@ -229,7 +232,8 @@ def describe(summary: dict) -> str:
     """The run's result in two lines: the honest figure and the seed's optimistic one."""
     lines = []
     sel = summary["selected"]["test"]
-    how = "validation-selected" if summary["select"] == "val" else "best-on-test (optimistic: chosen on the test classes)"
+    how = {"val": "validation-selected", "last": "final round, no selection"}.get(
+        summary["select"], "best-on-test (optimistic: chosen on the test classes)")
     lines.append(f"{summary['run_name']}: unseen Prec@50 {sel['prec@50']:.4f}, mAP@50 {sel['map@50']:.4f} "
                  f"at round {summary['selected_round']} [{how}]")
     if summary["select"] == "val" and "best_on_test" in summary:
