@@ -175,6 +175,12 @@ def test_convert_xlsa17_value_by_value(tmp_path):
         np.testing.assert_array_equal(data.texts[c], splits["att"][:, c - 1][None].astype(np.float32))
     other = convert_xlsa17(tmp_path / "xlsa", tmp_path / "O", text_key="original_att")
     np.testing.assert_array_equal(other.texts[4][0], splits["original_att"][:, 3].astype(np.float32))
+    # the converted set trains through the real entry point
+    assert cli.main(["train", "--dataset", str(tmp_path / "S"), "--out_dir", str(tmp_path / "run"), "--epochs", "1",
+                     "--e_steps", "2", "--m_steps", "2", "--gf_dim", "8", "--df_dim", "8", "--embed_dim", "4",
+                     "--z_dim", "2", "--batch_size", "4", "--eval_k", "2", "--no-report"]) == 0
+    summary = json.loads((tmp_path / "run" / "ckt_logs" / "S_logs" / "summary.json").read_text())
+    assert summary["rounds"] == 1 and 0 <= summary["selected"]["test"]["prec@2"] <= 1
 
 
 def test_convert_xlsa17_errors(tmp_path):
