@@ -27,6 +27,7 @@ from zscrgan.data import load_dataset
 from zscrgan.evaluate import evaluate_classes
 from zscrgan.run import pick_device
 from zscrgan.synthetic import make_builtin_dataset
+from zscrgan import trainer as trainer_module
 from zscrgan.trainer import EMTrainer
 
 DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"
@@ -45,6 +46,15 @@ def round_flops(cfg: Config, text_dim: int, image_dim: int) -> float:
     csem_step = B * enc + 2 * B * gen + 2 * 2 * B * D * E                    # frozen fwd; CSEM fwd + weight grads
     macs = cfg.e_steps * (cfg.n_critic * critic_step + gen_step) + cfg.m_steps * csem_step
     return 2.0 * macs
+
+
+def plain_round_flops(cfg: Config, text_dim: int, image_dim: int) -> float:
+    """The same for the plain loop, which computes the critic's text half 3 times a step and
+    encodes the wrong texts separately (what EMTrainer's exact savings skip)."""
+    T, E, F, B = text_dim, cfg.embed_dim, cfg.df_dim, cfg.batch_size
+    extra = (cfg.e_steps * (cfg.n_critic * 2 * 2 * B * T * F + 2 * B * T * 2 * E)
+             + cfg.m_steps * B * T * 2 * E)
+    return round_flops(cfg, text_dim, image_dim) + 2.0 * extra
 
 
 def sync(device):
@@ -80,10 +90,14 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
     p.add_argument("--e_steps", type=int, default=100)
     p.add_argument("--m_steps", type=int, default=100)
+    p.add_argument("--malloc_default", action="store_true",
+                   help="leave glibc's malloc settings alone (to measure what retain_freed_memory saves)")
     p.add_argument("--baseline_fraction", type=float, default=0.2,
                    help="fraction of a round the plain loop runs (its time is scaled up)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
+    if args.malloc_default:
+        trainer_module._retained = True  # makes retain_freed_memory a no-op
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.synthetic:
@@ -121,7 +135,9 @@ def main(argv=None) -> int:
     floor = flops / rate
     print(f"data: {data.summary()}")
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"FLOPs per EM round: {flops / 1e12:.3f} TFLOP ({steps} optimizer steps)")
+    print(f"FLOPs per EM round: {flops / 1e12:.3f} TFLOP as computed ({steps} optimizer steps); "
+          f"the plain loop computes {plain_round_flops(cfg, data.text_dim, data.image_dim) / 1e12:.3f}")
+    print(f"malloc: {'glibc defaults' if args.malloc_default else 'freed memory retained (retain_freed_memory)'}")
     print(f"peak matmul rate measured here: {rate / 1e9:.1f} GFLOP/s  -> FLOP floor {floor:.2f} s/round")
     print(f"fast trainer:  {fast:.2f} s/round (median of {len(round_times)}), {steps / fast:.1f} steps/s, "
           f"{flops / fast / 1e9:.1f} GFLOP/s, {fast / floor:.2f}x the floor")

@@ -115,6 +115,25 @@ def test_seeds_report_mean_and_sd(tmp_path, capsys):
     assert "prec@50" in capsys.readouterr().out
 
 
+def test_seeds_in_worker_processes_match_runs_one_after_another(tmp_path):
+    """--workers 2 trains the seeds in 2 processes of 1 thread; each matches a 1-thread run here."""
+    args = ["train", "--epochs", "2", "--seeds", "0,1", *TINY]
+    assert main(args + ["--workers", "2", "--out_dir", str(tmp_path / "par")]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        assert main(args + ["--out_dir", str(tmp_path / "seq")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for seed in (0, 1):
+        par, seq = (read_jsonl(tmp_path / d / "ckt_logs" / f"builtin_seed{seed}_logs" / "metrics.jsonl")
+                    for d in ("par", "seq"))
+        assert [(h["test"], h["loss_generator"]) for h in par] == [(h["test"], h["loss_generator"]) for h in seq]
+    par, seq = (json.loads((tmp_path / d / "ckt_logs" / "builtin_seeds.json").read_text())["mean_sd"]
+                for d in ("par", "seq"))
+    assert par == seq
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--batch_size", "0"], "--batch_size must be at least 1, got 0"),
     (["train", "--no_such_flag"], "unrecognized arguments: --no_such_flag"),

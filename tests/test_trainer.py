@@ -1,5 +1,7 @@
 """The fast EM steps against a plain step-by-step loop with the same noise draws."""
 import copy
+import resource
+import sys
 
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from zscrgan.config import Config
 from zscrgan import reference
 from zscrgan.synthetic import make_builtin_dataset
-from zscrgan.trainer import EMTrainer
+from zscrgan.trainer import EMTrainer, retain_freed_memory
 
 
 def tiny_config(**kw):
@@ -64,3 +66,24 @@ def test_run_round_is_reproducible_from_seed():
     assert la == lb
     for pa, pb in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(pa, pb)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_generator_steps_reuse_freed_memory_instead_of_page_faulting():
+    """Each step's fresh gradients land in memory the last step freed, not in new pages.
+
+    Without retain_freed_memory this measured ~16,600 page faults per step (the gradients
+    are 9,318 pages, the rest activations and temporaries); with it 1,400 to 3,000.
+    """
+    data = make_builtin_dataset()
+    cfg = Config(gf_dim=2048, df_dim=64, embed_dim=256, z_dim=32).resolved()
+    trainer = EMTrainer(cfg, data, data.seen, "cpu")
+    assert retain_freed_memory() is True
+    grad_pages = sum(p.numel() for p in trainer._gen_params) * 4 // 4096
+    rows = trainer.round_batches()
+    for i in range(8):
+        if i == 3:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        trainer.generator_step(rows["images"][i], rows["texts"][i], trainer.draw_noise(2 * cfg.batch_size))
+    per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+    assert per_step < grad_pages / 2, f"{per_step:.0f} page faults per step; the gradients are {grad_pages} pages"

@@ -41,6 +41,8 @@ class Config:
     # --- run control ---
     seed: int = _f(0, "random seed of the run (model init, batches, noise)")
     seeds: str = _f("", "comma list of seeds, e.g. 0,1,2: one run each, then mean +- sd of every figure")
+    workers: int = _f(1, "with --seeds: train this many seeds at once, each in its own process with an equal share "
+                         "of the CPU threads (on a CPU, small products use the cores better this way)")
     device: str = _f("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
     resume: bool = _f(False, "continue from the last round's checkpoint of this run, if any")
     report: bool = _f(True, "write plots and report.html into the run folder at the end")
@@ -113,7 +115,7 @@ def parse_config(argv: list[str], prog: str = "zscrgan train") -> Config:
 def check_config(cfg: Config) -> list[str]:
     """Values no run could use, each as one line."""
     problems = []
-    for name in ("batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "e_steps", "n_critic", "m_steps", "eval_samples"):
+    for name in ("workers", "batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "e_steps", "n_critic", "m_steps", "eval_samples"):
         if getattr(cfg, name) < 1:
             problems.append(f"--{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ("CSEM_lr", "generator_lr", "discriminator_lr"):

@@ -10,8 +10,16 @@ CSEM steps; every step on a fresh batch. Savings that change no result:
   pair's (mu, log_sigma) is the rolled (mu, log_sigma): one encoder pass, not two;
 - losses are summed on the device and read once per round (no per-step syncs).
 tests/test_trainer.py checks these against the plain loop of reference.py.
+
+On the CPU, glibc serves large blocks by mmap and unmaps them on free (and trims free space
+at the heap top), so each step's fresh 74 MB of generator gradients page-faulted back in:
+40% of a generator step. ``retain_freed_memory`` keeps freed blocks
+for reuse instead (docs/performance.md); the process's RSS then stays at its peak.
 """
 from __future__ import annotations
+
+import ctypes
+import sys
 
 import numpy as np
 import torch
@@ -24,11 +32,32 @@ from .sampler import BatchSampler
 LOSS_NAMES = ("critic", "generator", "adversarial", "mmr", "kl", "csem_e", "csem")
 
 
+_MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_TOP_PAD": -2, "M_MMAP_MAX": -4}
+_retained = False
+
+
+def retain_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse (once per process); False where not glibc."""
+    global _retained
+    if not _retained and sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+        except OSError:
+            return False
+        _retained = all(mallopt(_MALLOPT[name], value) == 1 for name, value in (
+            ("M_MMAP_MAX", 0),  # large blocks from the heap too, not from fresh mmaps
+            ("M_TRIM_THRESHOLD", 2**31 - 1),  # (a C int) trim the heap top only past 2 GiB free
+            ("M_TOP_PAD", 256 << 20)))  # grow the heap in large steps
+    return _retained
+
+
 class EMTrainer:
     """Model, optimisers, sampler and the training data of one run, on one device."""
 
     def __init__(self, cfg, data, train_classes: list, device: torch.device):
         self.cfg, self.device = cfg, torch.device(device)
+        if self.device.type == "cpu":
+            retain_freed_memory()
         images = [data.images[c] for c in train_classes]
         texts = [data.texts[c] for c in train_classes]
         dtype = torch.get_default_dtype()  # float32 unless a caller (a float64 test) changes it
