@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     trainer.run_round()  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     round_times = [timed(trainer.run_round, device) for _ in range(args.rounds)]
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.rounds
     fast = sorted(round_times)[len(round_times) // 2]
 
     small = copy.copy(cfg)
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     print(f"malloc: {'glibc defaults' if args.malloc_default else 'freed memory retained (retain_freed_memory)'}")
     print(f"peak matmul rate measured here: {rate / 1e9:.1f} GFLOP/s  -> FLOP floor {floor:.2f} s/round")
     print(f"fast trainer:  {fast:.2f} s/round (median of {len(round_times)}), {steps / fast:.1f} steps/s, "
-          f"{flops / fast / 1e9:.1f} GFLOP/s, {fast / floor:.2f}x the floor")
+          f"{flops / fast / 1e9:.1f} GFLOP/s, {fast / floor:.2f}x the floor; {faults:.0f} page faults per round")
     print(f"plain loop:    {plain_time:.2f} s/round (scaled from {args.baseline_fraction:.0%} of a round), "
           f"{steps / plain_time:.1f} steps/s; fast is {plain_time / fast:.2f}x faster")
     print(f"evaluation of the unseen classes: {eval_ms:.1f} ms")
