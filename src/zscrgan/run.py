@@ -189,8 +189,7 @@ class Run:
         bar = tqdm(range(first, epochs + 1), desc=self.name, unit="round", initial=first - 1, total=epochs)
         for r in bar:
             rec = self.round(r)
-            shown = {k: rec[k]["prec@50"] for k in ("val", "test") if k in rec}
-            tqdm.write(f"round {r}: " + "  ".join(f"{k} Prec@50 {v:.4f}" for k, v in shown.items())
+            tqdm.write(f"round {r}: " + "  ".join(f"{k} {precisions(rec[k])}" for k in ("val", "test") if k in rec)
                        + f"  ({rec['seconds']:.1f} s train, {rec['eval_seconds']:.1f} s eval)")
             bar.set_postfix(best=f"{self.best['selected']:.4f}@{self.best['selected_round']}")
         return self.finish()
@@ -230,17 +229,23 @@ class Run:
         return summary
 
 
+def precisions(figures: dict) -> str:
+    """'Prec@10 0.1234 Prec@50 0.2345' for every K scored (small galleries need small K)."""
+    ks = sorted(int(key[5:]) for key in figures if key.startswith("prec@"))
+    return " ".join(f"Prec@{k} {figures[f'prec@{k}']:.4f}" for k in ks)
+
+
 def describe(summary: dict) -> str:
     """The run's result in two lines: the honest figure and the seed's optimistic one."""
     lines = []
     sel = summary["selected"]["test"]
     how = {"val": "validation-selected", "last": "final round, no selection"}.get(
         summary["select"], "best-on-test (optimistic: chosen on the test classes)")
-    lines.append(f"{summary['run_name']}: unseen Prec@50 {sel['prec@50']:.4f}, mAP@50 {sel['map@50']:.4f} "
+    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@50 {sel['map@50']:.4f} "
                  f"at round {summary['selected_round']} [{how}]")
     if summary["select"] == "val" and "best_on_test" in summary:
         b = summary["best_on_test"]["test"]
-        lines.append(f"  best-on-test (optimistic) Prec@50 {b['prec@50']:.4f} at round {summary['best_on_test_round']}")
+        lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
     return "\n".join(lines)
 
 
