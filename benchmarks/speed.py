@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
     p.add_argument("--e_steps", type=int, default=100)
     p.add_argument("--m_steps", type=int, default=100)
+    p.add_argument("--compile", action="store_true", help="compile the optimiser updates (zscrgan train --compile)")
     p.add_argument("--malloc_default", action="store_true",
                    help="leave glibc's malloc settings alone (to measure what retain_freed_memory saves)")
     p.add_argument("--baseline_fraction", type=float, default=0.2,
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
                                     text_dim=t_dim, image_dim=i_dim)
     else:
         data = load_dataset(args.dataset)
-    cfg = Config(e_steps=args.e_steps, m_steps=args.m_steps, device=str(device)).resolved()
+    cfg = Config(e_steps=args.e_steps, m_steps=args.m_steps, device=str(device), compile=args.compile).resolved()
     torch.manual_seed(0)
     trainer = EMTrainer(cfg, data, data.seen, device)
     steps = cfg.e_steps * (cfg.n_critic + 1) + cfg.m_steps
@@ -139,6 +140,7 @@ def main(argv=None) -> int:
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"FLOPs per EM round: {flops / 1e12:.3f} TFLOP as computed ({steps} optimizer steps); "
           f"the plain loop computes {plain_round_flops(cfg, data.text_dim, data.image_dim) / 1e12:.3f}")
+    print(f"optimiser updates: {'compiled' if args.compile else 'eager'}")
     print(f"malloc: {'glibc defaults' if args.malloc_default else 'freed memory retained (retain_freed_memory)'}")
     print(f"peak matmul rate measured here: {rate / 1e9:.1f} GFLOP/s  -> FLOP floor {floor:.2f} s/round")
     print(f"fast trainer:  {fast:.2f} s/round (median of {len(round_times)}), {steps / fast:.1f} steps/s, "

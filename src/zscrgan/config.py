@@ -65,6 +65,9 @@ class Config:
     kl_standard: bool = _f(None, "fix: the standard KL(N(mu, sigma^2) || N(0, I))")
     all_texts: bool = _f(None, "fix: train on all texts of a class (one drawn per row), not only the first")
     optimizer: str = _f(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
+    # --- speed (changes no result beyond float rounding) ---
+    compile: bool = _f(False, "compile the optimiser updates with torch.compile: about 30 s once per process (needs a "
+                              "C++ compiler on the CPU), then each update one fused pass (docs/performance.md)")
 
     def resolved(self) -> "Config":
         """A copy with the recipe's values filled into the fields left at None."""

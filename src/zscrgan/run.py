@@ -40,7 +40,7 @@ from .trainer import EMTrainer
 
 BUILTIN_EPOCHS, SEED_EPOCHS = 5, 5000
 # Flags that may change between a run and its resumption; any other change is refused.
-RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name", "workers"}
+RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name", "workers", "compile"}
 
 
 def pick_device(name: str) -> torch.device:
