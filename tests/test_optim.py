@@ -100,3 +100,11 @@ def test_compiled_updates_equal_eager_updates():
         results.append([p.detach() for p in ps])
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-8)
+
+
+def test_rmsprop_clips_weights_after_the_update():
+    p = torch.nn.Parameter(torch.tensor([0.0, 0.005, -0.5]))
+    opt = RMSProp([p], lr=1.0, clip=0.01)
+    p.grad = torch.tensor([-1.0, 0.0, 0.0])  # the first weight jumps far past the clip
+    opt.step()
+    assert p.detach().tolist() == pytest.approx([0.01, 0.005, -0.01])

@@ -18,11 +18,14 @@ import torch
 from torch.optim import Optimizer
 
 
-def rmsprop_update(params, grads, mean_squares, lr: float, decay: float, eps: float, tf1: bool) -> None:
+def rmsprop_update(params, grads, mean_squares, lr: float, decay: float, eps: float, tf1: bool,
+                   clip: float) -> None:
     for p, g, ms in zip(params, grads, mean_squares):
         ms.mul_(decay).addcmul_(g, g, value=1.0 - decay)
         denom = (ms + eps).sqrt() if tf1 else ms.sqrt().add_(eps)
         p.addcdiv_(g, denom, value=-lr)
+        if clip > 0:
+            p.clamp_(-clip, clip)
 
 
 def adam_update(params, grads, firsts, seconds, step_size: torch.Tensor, eps_scale: torch.Tensor,
@@ -52,12 +55,13 @@ class _ListOptimizer(Optimizer):
 
 class RMSProp(_ListOptimizer):
     """ms <- decay*ms + (1-decay)*g^2;  p <- p - lr * g / sqrt(ms + eps)  (tf1: ms starts at 1)
-    or p <- p - lr * g / (sqrt(ms) + eps)  (tf1=False, torch.optim.RMSprop: ms starts at 0)."""
+    or p <- p - lr * g / (sqrt(ms) + eps)  (tf1=False, torch.optim.RMSprop: ms starts at 0);
+    then, with ``clip`` > 0, p <- clamp(p, -clip, clip) (the WGAN critic's weight clipping)."""
 
     def __init__(self, params, lr: float, decay: float = 0.9, eps: float | None = None, tf1: bool = True,
-                 compile: bool = False):
+                 clip: float = 0.0, compile: bool = False):
         eps = (1e-10 if tf1 else 1e-8) if eps is None else eps
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, tf1=tf1), rmsprop_update, compile)
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, tf1=tf1, clip=clip), rmsprop_update, compile)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -65,7 +69,8 @@ class RMSProp(_ListOptimizer):
             start = torch.ones_like if group["tf1"] else torch.zeros_like
             params, grads, state = self._lists(group, {"ms": start})
             if params:
-                self._update(params, grads, state["ms"], group["lr"], group["decay"], group["eps"], group["tf1"])
+                self._update(params, grads, state["ms"], group["lr"], group["decay"], group["eps"], group["tf1"],
+                             group["clip"])
 
 
 class Adam(_ListOptimizer):
@@ -107,6 +112,7 @@ def make_optimizers(model, cfg) -> dict[str, Optimizer]:
     tf1, compile = cfg.optimizer == "tf1", cfg.compile
     return {
         "generator": RMSProp(model.generator_params(), lr=cfg.generator_lr, tf1=tf1, compile=compile),
-        "critic": RMSProp(list(model.critic.parameters()), lr=cfg.discriminator_lr, tf1=tf1, compile=compile),
+        "critic": RMSProp(list(model.critic.parameters()), lr=cfg.discriminator_lr, tf1=tf1, clip=cfg.clip_val,
+                          compile=compile),
         "csem": Adam(list(model.csem.parameters()), lr=cfg.CSEM_lr, betas=(0.5, 0.999), tf1=tf1, compile=compile),
     }

@@ -92,11 +92,7 @@ class EMTrainer:
             d_fake, d_wrong, d_real = self.model.critic.score_shared_text(
                 [x_hat[j], x_real.roll(1, 0), x_real], t[j])
             loss = critic_loss(d_fake, d_wrong, d_real)
-            self._apply(self.optimizers["critic"], self._critic_params, loss)
-            if self.cfg.clip_val > 0:
-                with torch.no_grad():
-                    torch._foreach_clamp_min_(self._critic_params, -self.cfg.clip_val)
-                    torch._foreach_clamp_max_(self._critic_params, self.cfg.clip_val)
+            self._apply(self.optimizers["critic"], self._critic_params, loss)  # clips the weights too
             total = total + loss.detach()
         return total
 
