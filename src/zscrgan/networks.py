@@ -18,12 +18,12 @@ LEAK = 0.2
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same state_dict) that computes y^T = W x^T + b on the CPU.
 
-    The batch then is the wide dimension of every product: forward (W x^T), input
-    gradient (W^T g) and weight gradient (g x). For this model's batch-32 to batch-160
-    products, MKL on 2 cores ran e.g. 64 x 2048 -> 4096 at 120 GFLOP/s this way against
-    75 GFLOP/s as x W^T (docs/performance.md). The result is the transposed view of a
-    [out, batch] tensor; element-wise ops keep that layout, so the next layer gets its
-    x^T for free. Other devices use F.linear.
+    The batch then is the wide dimension of the products (forward W x^T, input gradient
+    W^T g), which MKL splits between cores far better at this model's batch 32 to 160:
+    64 x 2048 -> 4096 ran at 120 GFLOP/s this way against 75 as x W^T on 2 cores (equal on
+    one; docs/performance.md). The [out, batch] result is copied back to row-major
+    [batch, out] (1 MB at batch 64), the layout the next product is fastest with.
+    Other devices use F.linear.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
