@@ -28,14 +28,19 @@ def rmsprop_update(params, grads, mean_squares, lr: float, decay: float, eps: fl
             p.clamp_(-clip, clip)
 
 
-def adam_update(params, grads, firsts, seconds, step_size: torch.Tensor, eps_scale: torch.Tensor,
-                beta1: float, beta2: float, eps: float) -> None:
-    """p <- p - step_size * m / (sqrt(v) * eps_scale + eps); the bias corrections come in as
-    0-d tensors, so a compiled update is not recompiled when they change every step."""
+def adam_update(params, grads, firsts, seconds, step_size, bc2_sqrt, beta1: float, beta2: float, eps: float) -> None:
+    """p <- p - step_size * m / (sqrt(v) / bc2_sqrt + eps), in torch.optim.Adam's order of
+    operations (so eager results equal its bit for bit). Compiled, the step-dependent
+    ``step_size`` and ``bc2_sqrt`` come in as 0-d tensors, so that a new step does not
+    recompile; the update then rounds differently in the last bit."""
     for p, g, m, v in zip(params, grads, firsts, seconds):
         m.lerp_(g, 1.0 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-        p.sub_(step_size * m / (v.sqrt() * eps_scale + eps))
+        denom = (v.sqrt() / bc2_sqrt).add_(eps)
+        if isinstance(step_size, torch.Tensor):
+            p.sub_(step_size * m / denom)
+        else:
+            p.addcdiv_(m, denom, value=-step_size)
 
 
 class _ListOptimizer(Optimizer):
@@ -43,6 +48,7 @@ class _ListOptimizer(Optimizer):
 
     def __init__(self, params, defaults: dict, update, compile: bool):
         super().__init__(params, defaults)
+        self._compiled = compile
         self._update = torch.compile(update, dynamic=False) if compile else update
 
     def _lists(self, group: dict, init: dict) -> tuple[list, list, dict]:
@@ -92,13 +98,12 @@ class Adam(_ListOptimizer):
                 self.state[p]["step"] = step
             beta1, beta2 = group["betas"]
             bc1, bc2 = 1.0 - beta1**step, 1.0 - beta2**step
-            if group["tf1"]:
-                step_size, eps_scale = group["lr"] * bc2**0.5 / bc1, 1.0
-            else:
-                step_size, eps_scale = group["lr"] / bc1, bc2**-0.5
-            as_tensor = lambda x: torch.tensor(x, dtype=params[0].dtype, device=params[0].device)  # noqa: E731
-            self._update(params, grads, state["m"], state["v"], as_tensor(step_size), as_tensor(eps_scale),
-                         beta1, beta2, group["eps"])
+            # TF1 folds sqrt(bc2) into the step size, torch divides sqrt(v) by it: eps differs
+            step_size, bc2_sqrt = (group["lr"] * bc2**0.5 / bc1, 1.0) if group["tf1"] else (group["lr"] / bc1, bc2**0.5)
+            if self._compiled:
+                step_size, bc2_sqrt = (torch.tensor(x, dtype=params[0].dtype, device=params[0].device)
+                                       for x in (step_size, bc2_sqrt))
+            self._update(params, grads, state["m"], state["v"], step_size, bc2_sqrt, beta1, beta2, group["eps"])
 
 
 def make_optimizers(model, cfg) -> dict[str, Optimizer]:
