@@ -201,23 +201,25 @@ def test_convert_xlsa17_errors(tmp_path):
 def test_zscrgan_beats_chance_on_the_built_flower_set(flower_set, tmp_path):
     """The set made from real photos trains through the real entry point, and retrieves better than chance.
 
-    5 seen classes are little to learn a text-to-image map from, so the figure is the mean over 3
-    seeds of the final round (``--select last``: no selection on the unseen classes). Chance
-    Prec@5 is 6/30 = 0.20; measured 0.31 (seeds 0-2: 0.39, 0.24, 0.31; docs/data.md).
+    5 seen classes are little to learn a text-to-image map from, so the figure is the mean over 5
+    seeds of the final round (``--select last``: no selection on the unseen classes), trained 2 at
+    a time (``--workers 2``). Chance Prec@5 is 6/30 = 0.20; measured 0.30 (seeds 0-4: 0.39, 0.24,
+    0.31, 0.25, 0.32; docs/data.md). With a per-seed sd of 0.05, a 5-seed mean under 0.25 has a
+    probability of about 1% for this model; settings that stay near chance measured 0.18 to 0.21.
     """
     code = cli.main(["train", "--dataset", str(flower_set[1]), "--out_dir", str(tmp_path), "--recipe", "improved",
-                     "--seeds", "0,1,2", "--select", "last", "--epochs", "10", "--e_steps", "30", "--m_steps", "30",
-                     "--gf_dim", "64", "--df_dim", "64", "--embed_dim", "32", "--z_dim", "8", "--eval_k", "5",
-                     "--no-report"])
+                     "--seeds", "0,1,2,3,4", "--workers", "2", "--select", "last", "--epochs", "10",
+                     "--e_steps", "30", "--m_steps", "30", "--gf_dim", "64", "--df_dim", "64", "--embed_dim", "32",
+                     "--z_dim", "8", "--eval_k", "5", "--no-report"])
     assert code == 0
     result = json.loads((tmp_path / "ckt_logs" / "flowers_seeds.json").read_text())
     finals = []
-    for seed, run in zip((0, 1, 2), result["runs"]):
+    for seed, run in zip(range(5), result["runs"]):
         history = [json.loads(line) for line in (tmp_path / "ckt_logs" / f"flowers_seed{seed}_logs" / "metrics.jsonl").open()]
         assert [h["round"] for h in history] == list(range(1, 11)) and run["selected_round"] == 10
         assert run["selected"]["test"] == history[-1]["test"]
         assert len(list((tmp_path / "retrieved_res" / f"flowers_seed{seed}_res").glob("acc*.pkl"))) == 1
         finals.append(history[-1]["test"]["prec@5"])
     mean = result["mean_sd"]["selected"]["prec@5"][0]
-    assert mean == pytest.approx(sum(finals) / 3)
+    assert mean == pytest.approx(sum(finals) / 5)
     assert mean > 0.25, f"Prec@5 {finals} does not beat chance 0.20"
