@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 6 as one prepared script, for a session lent the H200 (`device` tool).
-# About 5 minutes there. The device image has torch, numpy, scipy, tqdm and matplotlib but no
-# faiss, and ../shared does not travel, so first, here in the repo root:
+# Estimated at about 5 minutes there (not yet run on a GPU). The device image has torch, numpy,
+# scipy, tqdm and matplotlib but no faiss, and ../shared does not travel, so first, in the repo root:
 #   mkdir -p .devdata && cp -r ../shared/data/FLO .devdata/ && echo /.devdata/ >> .git/info/exclude
 # then call the device tool's run with command "bash benchmarks/device_check.sh",
 # carry [".devdata"], timeout_s 480. Figures land in $OUT (speed.txt, eval_1m.txt, tests.txt).
