@@ -4,13 +4,15 @@
                        (--unseen a,b,c | --unseen_fraction F [--seed S])
     zscrgan data check datasets/NAME [--strict]
     zscrgan data convert --xlsa17 DIR --out datasets/NAME [--text_key att]
+    zscrgan data convert --gazsl DIR --bird CUB|NAB --split easy|hard --out datasets/NAME
+                         [--classnames FILE] [--text_pca D]
 
 build featurizes photos and descriptions (or takes the .npz files of `zscrgan featurize`),
 numbers the classes 1..C in sorted name order and writes the four pickles, classnames.json
-and manifest.json (which photo each image row came from). convert reads the res101.mat /
-att_splits.mat pair of Xian et al.'s "Zero-Shot Learning - the Good, the Bad and the Ugly"
-benchmark (xlsa17). check loads a set as training would and reports what looks wrong;
-load errors exit 1, problems (duplicate photos are common in real sets) only with --strict.
+and manifest.json (which photo each image row came from, and each text's photo when the
+descriptions name one). convert (zscrgan.convert) reads published benchmark files. check
+loads a set as training would, estimates the memory a run needs and reports what looks
+wrong; load errors exit 1, problems (duplicate photos are common in real sets) only with --strict.
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from .data import CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, save_dataset, write_atomic
 from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, Features, describe, featurize_images,
                         featurize_texts, list_class_files, positive_int)
 
-MANIFEST_FILE = "manifest.json"
+__all__ = ["build_dataset", "check_dataset", "choose_unseen", "convert_gazsl", "convert_xlsa17", "main"]
 
 
 # ---------------------------------------------------------------- build
@@ -156,6 +159,41 @@ def find_problems(data: ZeroShotData) -> list[str]:
     return problems
 
 
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+
+
+def run_memory(data: ZeroShotData) -> str:
+    """About how much memory a run at the default widths holds, as one line; text dims can dominate it.
+
+    The estimate: the vectors twice (the loaded set, and the trainer's stacked copy or the
+    evaluation's stacks on the device), plus 16 bytes per model parameter (weights, gradients,
+    up to two optimiser slots). The model is built on torch's meta device, so counting is free.
+    """
+    import torch
+
+    from .config import Config
+    from .networks import ZSCRGAN
+
+    cfg = Config()
+
+    def n_params(text_dim: int) -> int:
+        with torch.device("meta"):
+            model = ZSCRGAN(text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim)
+        return sum(p.numel() for p in model.parameters())
+
+    params = n_params(data.text_dim)
+    vectors = sum(v.nbytes for part in (data.texts, data.images) for v in part.values())
+    line = (f"memory: about {_size(2 * vectors + 16 * params)} for a run at the default widths "
+            f"(vectors {_size(vectors)}, held twice; {params / 1e6:.1f} M model parameters with gradients "
+            f"and optimiser state {_size(16 * params)})")
+    if data.text_dim > 1024:
+        share = (params - n_params(1)) * data.text_dim / (data.text_dim - 1) / params
+        line += (f"; the {data.text_dim}-d texts take {share:.0%} of the parameters "
+                 f"(convert with --text_pca D, or train with smaller --embed_dim / --df_dim)")
+    return line
+
+
 def check_dataset(folder) -> tuple[list[str], list[str]]:
     """Summary lines and problems of the set in ``folder``; load errors raise DataError."""
     data = load_dataset(folder)
@@ -170,87 +208,9 @@ def check_dataset(folder) -> tuple[list[str], list[str]]:
         f"texts per class: {_spread([len(data.texts[c]) for c in classes])}",
         f"image vectors: dim {data.image_dim}, values {feats.min():.4g} .. {feats.max():.4g}, mean {feats.mean():.4g}",
         f"text vectors: dim {data.text_dim}, values {texts.min():.4g} .. {texts.max():.4g}, mean {texts.mean():.4g}",
+        run_memory(data),
     ]
     return lines, find_problems(data)
-
-
-# ---------------------------------------------------------------- convert
-
-def _loadmat(path: Path, keys: list[str]) -> dict:
-    from scipy.io import loadmat
-
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        mat = loadmat(str(path))
-    except Exception as exc:  # scipy raises assorted types on a damaged .mat
-        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
-    missing = [k for k in keys if k not in mat]
-    if missing:
-        found = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(f"{path}: no {', '.join(missing)} (it has {', '.join(found)})")
-    return mat
-
-
-def _one_based(mat: dict, key: str, path: Path, upper: int) -> np.ndarray:
-    """A 1-based index vector as 0-based ints, checked to lie in 1..upper."""
-    values = np.asarray(mat[key]).ravel()
-    if values.size and (values.dtype.kind not in "iuf" or np.any(values != np.round(values))):
-        raise DataError(f"{path}: {key} must hold whole numbers")
-    values = values.astype(np.int64)
-    if values.size and (values.min() < 1 or values.max() > upper):
-        raise DataError(f"{path}: {key} must lie in 1..{upper} (1-based), found {values.min()}..{values.max()}")
-    return values - 1
-
-
-def _class_names(raw) -> list[str]:
-    """allclasses_names comes back from loadmat as a [C, 1] cell array of 1-element string arrays."""
-    cells = [np.asarray(item).ravel() for item in np.asarray(raw).ravel()]
-    return [str(cell[0]).strip() if cell.size else "" for cell in cells]
-
-
-def convert_xlsa17(folder, out, text_key: str = "att") -> ZeroShotData:
-    """Seen = classes of trainval_loc (with their test_seen_loc images), unseen = classes of test_unseen_loc."""
-    folder, out = Path(folder), Path(out)
-    res_path, split_path = folder / "res101.mat", folder / "att_splits.mat"
-    res = _loadmat(res_path, ["features", "labels"])
-    splits = _loadmat(split_path, [text_key, "trainval_loc", "test_seen_loc", "test_unseen_loc"])
-    features = np.asarray(res["features"], dtype=np.float32)
-    if features.ndim != 2:
-        raise DataError(f"{res_path}: features must be a [D, N] matrix, got shape {features.shape}")
-    n_images = features.shape[1]
-    names = _class_names(splits["allclasses_names"]) if "allclasses_names" in splits else []
-    try:
-        matrix = np.asarray(splits[text_key], dtype=np.float32)
-    except (TypeError, ValueError):
-        raise DataError(f"{split_path}: {text_key} is not a numeric matrix") from None
-    n_classes = len(names) or (matrix.shape[-1] if matrix.ndim else 0)
-    if matrix.ndim != 2 or n_classes not in matrix.shape:
-        raise DataError(f"{split_path}: {text_key} has shape {matrix.shape}, expected [dim, {n_classes} classes]")
-    class_vectors = matrix.T if matrix.shape[1] == n_classes else matrix  # -> [C, dim]
-    labels = _one_based(res, "labels", res_path, n_classes) + 1  # class ids stay 1-based
-    if len(labels) != n_images:
-        raise DataError(f"{res_path}: {len(labels)} labels for {n_images} feature columns")
-    trainval, test_seen, test_unseen = (_one_based(splits, k, split_path, n_images)
-                                        for k in ("trainval_loc", "test_seen_loc", "test_unseen_loc"))
-    seen = sorted({int(c) for c in labels[trainval]})
-    unseen = sorted({int(c) for c in labels[test_unseen]})
-    if not seen or not unseen:
-        raise DataError(f"{split_path}: trainval_loc and test_unseen_loc must both be non-empty")
-    if set(seen) & set(unseen):
-        both = sorted(set(seen) & set(unseen))[:5]
-        raise DataError(f"{split_path}: classes {both} are in both trainval_loc and test_unseen_loc")
-    seen_rows = np.concatenate([trainval, test_seen[np.isin(labels[test_seen], seen)]])
-    images = {}
-    for classes, rows in ((seen, seen_rows), (unseen, test_unseen)):
-        for c in classes:
-            images[c] = features[:, rows[labels[rows] == c]].T
-    texts = {c: class_vectors[c - 1][None, :] for c in seen + unseen}
-    classnames = {c: names[c - 1] for c in seen + unseen} if names else {}
-    data = ZeroShotData(texts, images, seen, unseen, out.name, classnames)
-    save_dataset(data, out)
-    print(f"{out}: {data.summary()} (text vectors from {text_key})")
-    return data
 
 
 # ---------------------------------------------------------------- command
@@ -271,17 +231,31 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a data set and summarise it")
     check.add_argument("dir", type=Path)
     check.add_argument("--strict", action="store_true", help="exit 1 when problems are found, not only on load errors")
-    convert = sub.add_parser("convert", help="xlsa17 res101.mat + att_splits.mat to the seed format")
-    convert.add_argument("--xlsa17", type=Path, required=True, help="folder with res101.mat and att_splits.mat")
+    convert = sub.add_parser("convert", help="published benchmark files (xlsa17 or GAZSL layout) to the seed format")
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--xlsa17", type=Path, help="folder with res101.mat and att_splits.mat")
+    source.add_argument("--gazsl", type=Path, help="GAZSL's data/CUB2011 or data/NABird folder")
     convert.add_argument("--out", type=Path, required=True)
     convert.add_argument("--text_key", default="att",
-                         help="att_splits.mat matrix used as class text (att, original_att, ...)")
+                         help="xlsa17: att_splits.mat matrix used as class text (att, original_att, ...)")
+    convert.add_argument("--bird", choices=["CUB", "NAB"], help="GAZSL: which bird set DIR holds")
+    convert.add_argument("--split", choices=["easy", "hard"], help="GAZSL: easy = SCS, hard = SCE")
+    convert.add_argument("--classnames", type=Path,
+                         help="GAZSL: class names, lines 'ID NAME' (CUB classes.txt), lines 'NAME' or JSON")
+    convert.add_argument("--text_pca", type=positive_int,
+                         help="GAZSL: project texts to D dims, fit on the seen classes only (default: off)")
     args = parser.parse_args(argv)
     if args.action == "build":
         build_dataset(args.images, args.texts, args.out, args.unseen, args.unseen_fraction, args.seed,
                       args.encoder, args.batch_size, args.device)
-    elif args.action == "convert":
+    elif args.action == "convert" and args.xlsa17:
+        if args.bird or args.split or args.classnames or args.text_pca:
+            parser.error("--bird, --split, --classnames and --text_pca go with --gazsl, not --xlsa17")
         convert_xlsa17(args.xlsa17, args.out, args.text_key)
+    elif args.action == "convert":
+        if not (args.bird and args.split):
+            parser.error("--gazsl needs --bird CUB|NAB and --split easy|hard")
+        convert_gazsl(args.gazsl, args.out, args.bird, args.split, args.classnames, args.text_pca)
     else:
         lines, problems = check_dataset(args.dir)
         print("\n".join(lines))
