@@ -76,8 +76,8 @@ def test_resume_refuses_a_changed_hyperparameter(tmp_path, capsys):
 
 def test_val_selection_never_reads_unseen_before_selecting(tmp_path, capsys):
     small_set(tmp_path / "NANS", nan_unseen=True)
-    code = main(["train", "--dataset", str(tmp_path / "NANS"), "--select", "val", "--epochs", "2",
-                 "--out_dir", str(tmp_path), *TINY])
+    code = main(["train", "--dataset", str(tmp_path / "NANS"), "--select", "val", "--select_k", "10",
+                 "--epochs", "2", "--out_dir", str(tmp_path), *TINY])
     # every round trained and was scored on validation classes; only the final scoring of the
     # selected round reads the unseen classes, and that is where the NaNs are found
     assert code == 1
@@ -91,7 +91,7 @@ def test_val_selection_never_reads_unseen_before_selecting(tmp_path, capsys):
 def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys):
     small_set(tmp_path / "TOY")
     assert main(["train", "--dataset", str(tmp_path / "TOY"), "--select", "val", "--track_test",
-                 "--epochs", "2", "--out_dir", str(tmp_path), *TINY]) == 0
+                 "--select_k", "10", "--epochs", "2", "--out_dir", str(tmp_path), *TINY]) == 0
     out = capsys.readouterr().out
     assert "validation-selected" in out and "best-on-test (optimistic)" in out
     logs = tmp_path / "ckt_logs" / "TOY_logs"
@@ -100,7 +100,7 @@ def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys):
     history = {h["round"]: h for h in read_jsonl(logs / "metrics.jsonl")}
     selected = summary["selected_round"]
     assert summary["selected"]["test"] == history[selected]["test"]
-    assert history[selected]["val"]["prec@50"] == max(h["val"]["prec@50"] for h in history.values())
+    assert history[selected]["val"]["prec@10"] == max(h["val"]["prec@10"] for h in history.values())
     assert main(["evaluate", str(logs / "best.pt"), "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["test"] == summary["selected"]["test"]

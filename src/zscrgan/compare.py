@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .baselines import BASELINES, fit_baseline
-from .config import RECIPES, Config, build_parser, check_config, parse_seeds, run_name
+from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, parse_seeds, run_name
 from .data import split_validation, write_atomic
 from .metrics import parse_ks, score_retrieval
 from .run import Run, load_run_data, mean_sd, pick_device
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
     parser.description = __doc__.splitlines()[0]
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {', '.join(METHODS)}")
     parser.set_defaults(seeds="0,1,2", report=False)
-    args = vars(parser.parse_args(argv))
+    args = parse_args_with_config(parser, argv)
     methods = [m.strip() for m in args.pop("methods").split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -34,6 +34,8 @@ class Config:
     mm_reg_coeff: float = _f(2.0, "weight of the max-margin regulariser")
     z_dim: int = _f(256, "noise size")
     clip_val: float = _f(0.01, "WGAN weight clipping of the critic (0 disables clipping)")
+    config: str = _f("", "a JSON file of settings (as written by zscrgan tune, or a run's config.json); "
+                         "flags given on the command line override it")
     # --- where things are ---
     name: str = _f("", "NAME of the outputs (retrieved_res/NAME_res/, ckt_logs/NAME_logs/); default: the data set's")
     data_root: str = _f("datasets", "folder holding data sets by NAME")
@@ -55,7 +57,11 @@ class Config:
                      choices=("test", "val", "last"))
     val_fraction: float = _f(0.2, "with --select val: fraction of seen classes held out for validation")
     track_test: bool = _f(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
-    eval_k: str = _f("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 always included)")
+    select_k: int = _f(50, "the K whose Prec@K drives --select, --patience and tuning (added to --eval_k); keep it "
+                           "below the smallest validation class's image count, or every round ties")
+    patience: int = _f(0, "stop once the selection figure has not improved for this many rounds (0: never; "
+                          "the run still ends at --epochs)")
+    eval_k: str = _f("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 and --select_k always included)")
     eval_samples: int = _f(None, "average the query's common-space embedding over N noise draws (original: 1)")
     eval_mean: bool = _f(None, "embed queries with mu and z = 0, no noise (original: off)")
     # --- recipe and its switches (None: taken from the recipe) ---
@@ -105,10 +111,32 @@ def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
     return parser
 
 
+def read_config_file(path: str) -> dict:
+    """Settings from a JSON file of flag names -> values; unknown names are refused."""
+    from .data import DataError, read_json_object
+
+    if not Path(path).is_file():
+        raise DataError(f"{path}: config file not found")
+    values = read_json_object(Path(path))
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DataError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    return {k: v for k, v in values.items() if k != "config"}
+
+
+def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
+    """Parse flags over the defaults of a --config file, when one is given."""
+    path = getattr(parser.parse_known_args(argv)[0], "config", "")
+    if path:
+        parser.set_defaults(**read_config_file(path))
+    return vars(parser.parse_args(argv))
+
+
 def parse_config(argv: list[str], prog: str = "zscrgan train") -> Config:
-    """Flags -> resolved Config; bad values exit with argparse's one-line error."""
+    """Flags (over a --config file) -> resolved Config; bad values exit with argparse's one-line error."""
     parser = build_parser(prog)
-    cfg = Config(**vars(parser.parse_args(argv))).resolved()
+    cfg = Config(**parse_args_with_config(parser, argv)).resolved()
     problems = check_config(cfg)
     if problems:
         parser.error(problems[0])
@@ -118,7 +146,11 @@ def parse_config(argv: list[str], prog: str = "zscrgan train") -> Config:
 def check_config(cfg: Config) -> list[str]:
     """Values no run could use, each as one line."""
     problems = []
-    for name in ("workers", "batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "e_steps", "n_critic", "m_steps", "eval_samples"):
+    if cfg.patience < 0:
+        problems.append(f"--patience must be >= 0, got {cfg.patience}")
+    if cfg.patience and cfg.select == "last":
+        problems.append("--patience needs a selection figure: use it with --select val (or test), not last")
+    for name in ("select_k", "workers", "batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "e_steps", "n_critic", "m_steps", "eval_samples"):
         if getattr(cfg, name) < 1:
             problems.append(f"--{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ("CSEM_lr", "generator_lr", "discriminator_lr"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import RetrievalScores, score_retrieval
+from .metrics import RetrievalScores, collapse_stats, score_retrieval
 from .networks import ZSCRGAN, truncated_normal
 
 
@@ -44,7 +44,7 @@ def embed_gallery(model: ZSCRGAN, images: torch.Tensor, chunk: int = 8192) -> to
 
 def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
                      device) -> tuple[RetrievalScores, list]:
-    """Score retrieval among ``classes``; returns the scores and the retrieval lists.
+    """Score retrieval among ``classes``; returns the scores (with ``collapse`` stats) and the retrieval lists.
 
     The retrieval lists are the seed's output: one {query class id: [class ids of the
     top-50 images, best first]} per query, in query order.
@@ -61,6 +61,8 @@ def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
     q_labels_t = torch.from_numpy(q_labels).to(device)
     g_labels_t = torch.from_numpy(g_labels).to(device)
     scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks)
+    # top-k overlap needs k well below the gallery: at most 10, at most a class's share of it
+    scores.collapse = collapse_stats(queries, q_labels_t, scores.topk, max(1, min(10, len(g_labels) // len(classes))))
     top50 = g_labels[scores.topk[:, :50].cpu().numpy()]
     lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top50)]
     return scores, lists

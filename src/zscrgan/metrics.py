@@ -26,7 +26,7 @@ gallery size); the keys still name the K asked for.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -79,6 +79,7 @@ class RetrievalScores:
     mean: dict[str, float]  # mean over classes that have queries (and, for recall, gallery images)
     per_class: dict[str, np.ndarray]  # float64 [n_classes], index = label; NaN where undefined
     topk: torch.Tensor  # LongTensor [Q, min(max(ks), gallery size)], best first
+    collapse: dict = field(default_factory=dict)  # collapse_stats(), where the caller computed them
 
     def as_dict(self) -> dict:
         """The means only, as plain floats (NaN becomes None so the result is valid JSON)."""
@@ -191,4 +192,48 @@ def score_retrieval(query_emb: torch.Tensor, query_labels: torch.Tensor,
     return RetrievalScores(ks=ks, mean=mean, per_class=per_class, topk=topk)
 
 
-__all__ = ["RetrievalScores", "parse_ks", "score_retrieval", "DEFAULT_K"]
+COLLAPSE_OVERLAP = 0.9  # top-K lists of queries of different classes share 90% of their items
+COLLAPSE_SPREAD = 1e-4  # query embeddings all within a cosine distance of 1e-4 of each other
+
+
+def collapse_stats(query_emb: torch.Tensor, query_labels: torch.Tensor, topk: torch.Tensor,
+                   k: int) -> dict[str, float | None]:
+    """How alike the queries are: a model that ranks the gallery the same for every query has collapsed.
+
+    * ``ranking_overlap``: mean over pairs of queries of *different* classes of the share of
+      their top-``k`` items they have in common (1: identical rankings; about k/gallery by
+      chance). With c_g the number of queries holding gallery item g in their top k, and c_gy
+      those of class y, the different-class pairs share sum_g (c_g^2 - sum_y c_gy^2) items, in
+      O(Q k) rather than O(Q^2). None with fewer than two query classes.
+    * ``query_spread``: mean cosine distance between pairs of query embeddings (0: all equal);
+      None with one query.
+    ``k`` should be well below the gallery size, or every list holds the whole gallery.
+    """
+    q = len(query_labels)
+    labels = query_labels.to(topk.device, torch.long)
+    top = topk[:, :k]
+    k = top.shape[1]
+    n_items = int(top.max()) + 1
+    counts = torch.bincount(top.reshape(-1), minlength=n_items).double()
+    n_classes = int(labels.max()) + 1
+    per_class = torch.zeros(n_classes * n_items, dtype=torch.float64, device=top.device)
+    per_class.index_add_(0, (labels[:, None] * n_items + top).reshape(-1),
+                         torch.ones(top.numel(), dtype=torch.float64, device=top.device))
+    class_sizes = torch.bincount(labels, minlength=n_classes).double()
+    pairs = q * q - float((class_sizes ** 2).sum())
+    shared = float((counts ** 2).sum() - (per_class ** 2).sum())
+    overlap = shared / (pairs * k) if pairs > 0 else None
+    spread = None
+    if q > 1:
+        unit = _unit_rows(query_emb, "query_emb").double()
+        spread = max(0.0, 1.0 - (float(unit.sum(0).pow(2).sum()) - q) / (q * (q - 1)))
+    return {"ranking_overlap": overlap, "query_spread": spread}
+
+
+def is_collapsed(stats: dict) -> bool:
+    """True when the queries rank the gallery (nearly) alike or their embeddings (nearly) coincide."""
+    overlap, spread = stats.get("ranking_overlap"), stats.get("query_spread")
+    return (overlap is not None and overlap >= COLLAPSE_OVERLAP) or (spread is not None and spread < COLLAPSE_SPREAD)
+
+
+__all__ = ["RetrievalScores", "parse_ks", "score_retrieval", "collapse_stats", "is_collapsed", "DEFAULT_K"]

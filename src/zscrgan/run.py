@@ -33,14 +33,16 @@ from tqdm.auto import tqdm
 from .config import Config, parse_config, parse_seeds, run_name
 from .data import DataError, load_dataset, resolve_dataset_dir, split_validation, write_atomic, write_pickle
 from .evaluate import evaluate_classes
-from .metrics import parse_ks
+from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
+from .selection import Selector
 from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer
 
 BUILTIN_EPOCHS, SEED_EPOCHS = 5, 5000
 # Flags that may change between a run and its resumption; any other change is refused.
-RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name", "workers", "compile"}
+RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name", "workers", "compile",
+             "patience", "config"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -83,7 +85,7 @@ class Run:
         self.run_dir = Path(cfg.out_dir) / "ckt_logs" / f"{self.name}_logs"
         self.res_dir = Path(cfg.out_dir) / "retrieved_res" / f"{self.name}_res"
         self.scores_test = cfg.select != "val" or cfg.track_test
-        self.ks = parse_ks(cfg.eval_k)
+        self.ks = parse_ks(f"{cfg.eval_k},{cfg.select_k}")
         self.device = pick_device(cfg.device)
         splits = ("seen", "unseen") if self.scores_test else ("seen",)
         self.data, self.data_dir = load_run_data(cfg, splits)
@@ -91,11 +93,34 @@ class Run:
             self.train_classes, self.val_classes = split_validation(self.data, cfg.val_fraction, cfg.seed)
         else:
             self.train_classes, self.val_classes = list(self.data.seen), []
+        self.warnings = self.check_select_k()
         torch.manual_seed(cfg.seed)
         self.trainer = EMTrainer(cfg, self.data, self.train_classes, self.device)
         self.history: list[dict] = []
-        self.best = {"selected": -math.inf, "selected_round": None, "test": -math.inf, "test_round": None}
+        self.selector = Selector(cfg.select, cfg.select_k, cfg.patience)
         self.per_class: dict = {}
+        self.stopped = ""  # why the run ended before --epochs, if it did
+
+    def check_select_k(self) -> list[str]:
+        """Refuse a --select_k no gallery can fill; warn when it exceeds the smallest class (Prec@K saturates)."""
+        cfg = self.cfg
+        classes, what = {"val": (self.val_classes, "validation"), "test": (self.data.unseen, "unseen")}.get(
+            cfg.select, ([], ""))
+        if not classes:
+            return []
+        sizes = [len(self.data.images[c]) for c in classes]
+        if cfg.select == "val" and cfg.select_k > max(sizes):
+            raise DataError(f"--select_k {cfg.select_k} is larger than every validation class's gallery (at most "
+                            f"{max(sizes)} images): Prec@{cfg.select_k} would saturate and every round tie; "
+                            f"use --select_k {min(sizes)} or less")
+        warnings = []
+        if cfg.select_k > min(sizes):
+            warnings.append(f"warning: --select_k {cfg.select_k} exceeds the smallest {what} class's {min(sizes)} "
+                            f"images: Prec@{cfg.select_k} saturates there and rounds tie; try --select_k {min(sizes)}")
+        if cfg.select == "val" and len(classes) < 3:
+            warnings.append(f"warning: --select val holds out only {len(classes)} validation class"
+                            f"{'es' if len(classes) > 1 else ''}: the choice of round rests on very little")
+        return warnings
 
     # ---- checkpoints ----------------------------------------------------------------------
     def checkpoint(self, round_: int) -> dict:
@@ -103,8 +128,8 @@ class Run:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"config": asdict(self.cfg), "round": round_, "trainer": self.trainer.state_dict(),
-                "rng": rng, "history": self.history, "best": self.best, "per_class": self.per_class,
-                "classes": {"train": self.train_classes, "val": self.val_classes}}
+                "rng": rng, "history": self.history, "selector": self.selector.state_dict(),
+                "per_class": self.per_class, "classes": {"train": self.train_classes, "val": self.val_classes}}
 
     def restore(self, path: Path) -> int:
         state = load_checkpoint(path)
@@ -117,7 +142,8 @@ class Run:
         torch.set_rng_state(state["rng"]["cpu"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.history, self.best, self.per_class = state["history"], state["best"], state["per_class"]
+        self.history, self.per_class = state["history"], state["per_class"]
+        self.selector.load_state_dict(state["selector"])
         return state["round"]
 
     # ---- outputs -------------------------------------------------------------------------
@@ -130,8 +156,11 @@ class Run:
         lines = "".join(json.dumps(r) + "\n" for r in self.history)
         write_atomic(self.run_dir / "metrics.jsonl", lines.encode())
 
-    def write_retrieval(self, prec: float, lists: list) -> Path:
-        path = self.res_dir / f"acc{prec:.3f}.pkl"
+    def write_retrieval(self, figures: dict, lists: list) -> Path:
+        """acc<Prec@50>.pkl as upstream names it; acc_p<K>_<Prec@K>.pkl when selecting on another K."""
+        k = self.cfg.select_k
+        prec = figures[f"prec@{k}"]
+        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == 50 else f"acc_p{k}_{prec:.3f}.pkl")
         write_pickle(path, lists)
         return path
 
@@ -141,65 +170,86 @@ class Run:
                 for key, values in scores.per_class.items()}
 
     # ---- the loop ----------------------------------------------------------------------------
-    def round(self, r: int) -> dict:
+    def round(self, r: int) -> dict | None:
+        """Train and score round ``r``; None (nothing written) when a loss went non-finite."""
         cfg, data = self.cfg, self.data
         start = time.perf_counter()
         record = {"round": r, **self.trainer.run_round()}
         record["seconds"] = round(time.perf_counter() - start, 3)
+        bad = [k for k, v in record.items() if k.startswith("loss_") and not math.isfinite(v)]
+        if bad:
+            self.stopped = (f"round {r}: the {bad[0][5:]} loss is {record[bad[0]]}; stopped, keeping the "
+                            f"checkpoints of round {r - 1} (lower the learning rates, or --resume from last.pt)")
+            return None
         start = time.perf_counter()
+        collapse = {}
         if self.val_classes:
             val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device)
-            record["val"] = val.as_dict()
+            record["val"], collapse["val"] = val.as_dict(), val.collapse
         if self.scores_test:
             test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device)
-            record["test"] = test.as_dict()
+            record["test"], collapse["test"] = test.as_dict(), test.collapse
             record["prec_at_50"] = record["test"]["prec@50"]
         record["eval_seconds"] = round(time.perf_counter() - start, 3)
+        record["collapse"] = collapse
+        record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
         self.history.append(record)
         self.write_metrics()
 
-        if self.scores_test and record["prec_at_50"] > self.best["test"]:
-            self.best.update(test=record["prec_at_50"], test_round=r)
-        chosen = {"val": record.get("val", {}).get("prec@50"), "test": record.get("prec_at_50"), "last": r}[cfg.select]
-        new_best = chosen > self.best["selected"]
-        if new_best:
-            self.best.update(selected=chosen, selected_round=r)
-            if cfg.select != "val":
-                self.per_class = self.per_class_table(test, data.unseen)
-                if cfg.select == "last":  # one retrieval file: the final round's
-                    for old in self.res_dir.glob("acc*.pkl"):
-                        old.unlink()
-                self.write_retrieval(record["prec_at_50"], lists)
+        new_best = self.selector.update(record)
+        if new_best and cfg.select != "val":
+            self.per_class = self.per_class_table(test, data.unseen)
+            if cfg.select == "last":  # one retrieval file: the final round's
+                for old in self.res_dir.glob("acc*.pkl"):
+                    old.unlink()
+            self.write_retrieval(record["test"], lists)
         state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
         if new_best:
             write_atomic(self.run_dir / "best.pt", state)
         write_atomic(self.run_dir / "last.pt", state)
         return record
 
-    def train(self) -> dict:
+    def train(self, on_round=None) -> dict:
+        """Train to --epochs (or a plateau), then finish. ``on_round(record, selector)`` is called
+        after every round (zscrgan tune reports there, and may stop the run by raising)."""
         cfg = self.cfg
         first = 1
         if cfg.resume and (self.run_dir / "last.pt").is_file():
             first = self.restore(self.run_dir / "last.pt") + 1
             tqdm.write(f"resuming {self.name} after round {first - 1}")
         self.write_config()
+        for line in self.warnings:
+            tqdm.write(line)
         epochs = cfg.epochs or (SEED_EPOCHS if cfg.dataset else BUILTIN_EPOCHS)
         tqdm.write(f"{self.data.summary()}; training on {len(self.train_classes)} classes"
                    f"{f', validating on {len(self.val_classes)}' if self.val_classes else ''}; device {self.device}")
         bar = tqdm(range(first, epochs + 1), desc=self.name, unit="round", initial=first - 1, total=epochs)
         for r in bar:
+            if self.selector.should_stop():
+                self.stopped = (f"stopped after round {r - 1}: no better {cfg.select} Prec@{cfg.select_k} "
+                                f"for {cfg.patience} rounds (--patience)")
+                break
             rec = self.round(r)
+            if rec is None:
+                break
             tqdm.write(f"round {r}: " + "  ".join(f"{k} {precisions(rec[k])}" for k in ("val", "test") if k in rec)
                        + f"  ({rec['seconds']:.1f} s train, {rec['eval_seconds']:.1f} s eval)")
-            bar.set_postfix(best=f"{self.best['selected']:.4f}@{self.best['selected_round']}")
+            if rec["collapsed"]:
+                tqdm.write(f"round {r}: collapsed: every query ranks the gallery alike")
+            bar.set_postfix_str(f"best {self.selector.describe()}")
+            if on_round is not None:
+                on_round(rec, self.selector)
+        bar.close()
+        if self.stopped:
+            tqdm.write(self.stopped)
         return self.finish()
 
     def finish(self) -> dict:
         """Score the selected round on the unseen classes (val mode) and write the summary."""
-        cfg, best = self.cfg, self.best
-        selected = next((h for h in self.history if h["round"] == best["selected_round"]), None)
+        cfg, sel = self.cfg, self.selector
+        selected = next((h for h in self.history if h["round"] == sel.round), None)
         if selected is None:
-            raise DataError(f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
+            raise DataError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
         selected = {k: selected[k] for k in ("val", "test") if k in selected}
         if cfg.select == "val":
             state = load_checkpoint(self.run_dir / "best.pt")
@@ -209,18 +259,21 @@ class Run:
                 self.data.images.update({c: full.images[c] for c in full.unseen})
                 self.data.texts.update({c: full.texts[c] for c in full.unseen})
             test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
-                                           best["selected_round"], self.device)
+                                           sel.round, self.device)
             selected["test"] = test.as_dict()
             self.per_class = self.per_class_table(test, self.data.unseen)
-            self.write_retrieval(selected["test"]["prec@50"], lists)
+            self.write_retrieval(selected["test"], lists)
         summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
-                   "run_name": self.name, "select": cfg.select, "recipe": cfg.recipe,
-                   "rounds": len(self.history), "selected_round": best["selected_round"],
+                   "run_name": self.name, "select": cfg.select, "select_k": cfg.select_k, "recipe": cfg.recipe,
+                   "rounds": len(self.history), "selected_round": sel.round, "selected_collapsed": sel.collapsed,
+                   "collapsed_rounds": [h["round"] for h in self.history if h.get("collapsed")],
                    "selected": selected, "per_class": self.per_class,
                    "train_seconds": round(sum(h["seconds"] for h in self.history), 2)}
-        if best["test_round"] is not None:
-            at_best = next(h for h in self.history if h["round"] == best["test_round"])
-            summary.update(best_on_test_round=best["test_round"], best_on_test={"test": at_best["test"]})
+        if self.stopped:
+            summary["stopped"] = self.stopped
+        if sel.test_round is not None:
+            at_best = next(h for h in self.history if h["round"] == sel.test_round)
+            summary.update(best_on_test_round=sel.test_round, best_on_test={"test": at_best["test"]})
         write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1).encode())
         if cfg.report:
             from .report import write_report
@@ -241,7 +294,8 @@ def describe(summary: dict) -> str:
     sel = summary["selected"]["test"]
     how = {"val": "validation-selected", "last": "final round, no selection"}.get(
         summary["select"], "best-on-test (optimistic: chosen on the test classes)")
-    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@50 {sel['map@50']:.4f} "
+    k = summary.get("select_k", 50)
+    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
                  f"at round {summary['selected_round']} [{how}]")
     if summary["select"] == "val" and "best_on_test" in summary:
         b = summary["best_on_test"]["test"]
