@@ -209,9 +209,10 @@ class Run:
         write_atomic(self.run_dir / "last.pt", state)
         return record
 
-    def train(self, on_round=None) -> dict:
+    def train(self, on_round=None, score_unseen: bool = True) -> dict:
         """Train to --epochs (or a plateau), then finish. ``on_round(record, selector)`` is called
-        after every round (zscrgan tune reports there, and may stop the run by raising)."""
+        after every round (zscrgan tune reports there, and may stop the run by raising);
+        ``score_unseen=False`` (zscrgan tune) never reads the unseen classes."""
         cfg = self.cfg
         first = 1
         if cfg.resume and (self.run_dir / "last.pt").is_file():
@@ -242,16 +243,16 @@ class Run:
         bar.close()
         if self.stopped:
             tqdm.write(self.stopped)
-        return self.finish()
+        return self.finish(score_unseen)
 
-    def finish(self) -> dict:
+    def finish(self, score_unseen: bool = True) -> dict:
         """Score the selected round on the unseen classes (val mode) and write the summary."""
         cfg, sel = self.cfg, self.selector
         selected = next((h for h in self.history if h["round"] == sel.round), None)
         if selected is None:
             raise DataError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
         selected = {k: selected[k] for k in ("val", "test") if k in selected}
-        if cfg.select == "val":
+        if cfg.select == "val" and score_unseen:
             state = load_checkpoint(self.run_dir / "best.pt")
             self.trainer.model.load_state_dict(state["trainer"]["model"])
             if not self.scores_test:  # only now are the unseen classes read
@@ -278,7 +279,8 @@ class Run:
         if cfg.report:
             from .report import write_report
             write_report(self.run_dir)
-        print(describe(summary))
+        if "test" in selected:
+            print(describe(summary))
         return summary
 
 
