@@ -83,8 +83,38 @@ def _rows_by_class(feats: Features, ids: dict) -> tuple[dict, list]:
     for name, cid in ids.items():
         picked = np.flatnonzero(labels == name)
         arrays[cid] = feats.features[picked]
-        rows += [{"class": cid, "row": r, "source": feats.sources[i]} for r, i in enumerate(picked)]
+        rows += [{"class": cid, "row": r, "source": feats.sources[i], "index": i} for r, i in enumerate(picked)]
     return arrays, rows
+
+
+def _photos_named(txt: Features, files: list, texts: Path, images: Path) -> list:
+    """Per text, the photo (path under --images) its CSV ``image`` cell names, or None; DataError if absent.
+
+    A cell may give the path under --images (art/x.jpg), the file name (x.jpg) or the name
+    without extension (x), looked up in the text's own class. Each text stays a query of its
+    class (metrics judge by class); the pairing only goes into the manifest.
+    """
+    class_of = {rel: cls for cls, rel in files}
+    by_name: dict = {}
+    for cls, rel in files:
+        for key in {Path(rel).name, Path(rel).stem}:
+            by_name.setdefault((cls, key), []).append(rel)
+    photos = []
+    for n, (cls, image) in enumerate(zip(txt.classes, txt.images), 1):
+        if not image:
+            photos.append(None)
+        elif image in class_of:
+            if class_of[image] != cls:
+                raise DataError(f"{texts}: text {n} is of class {cls!r} but names {image}, a photo of {class_of[image]!r}")
+            photos.append(image)
+        else:
+            found = by_name.get((cls, image), [])
+            if len(found) != 1:
+                what = "no photo" if not found else f"{len(found)} photos ({', '.join(found[:3])})"
+                raise DataError(f"{texts}: text {n} ({cls!r}) names {image!r}, and {images} has {what} "
+                                f"of that name in class {cls!r}")
+            photos.append(found[0])
+    return photos
 
 
 def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None = None, seed: int = 0,
@@ -99,10 +129,16 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
         raise DataError(f"{images}: --images must be a folder of class folders "
                         f"or a .npz from 'zscrgan featurize images'")
     txt = _text_features(texts, batch_size, device)  # first, so a bad file fails before photos are encoded
-    if images.is_dir():  # before the slow part, from the folder names alone
-        _same_classes({c for c, _ in list_class_files(images)}, set(txt.classes), images, texts)
+    photos = None  # per text, the photo it names (CSV image column)
+    if images.is_dir():  # before the slow part, from the folder and file names alone
+        files = list_class_files(images)
+        _same_classes({c for c, _ in files}, set(txt.classes), images, texts)
+        if txt.images is not None:
+            photos = _photos_named(txt, files, texts, images)
     img, skipped = _image_features(images, encoder, batch_size, device)
     _same_classes(set(img.classes), set(txt.classes), images, texts)
+    if not images.is_dir() and txt.images is not None:
+        photos = _photos_named(txt, list(zip(img.classes, img.sources)), texts, images)
     names = sorted(set(img.classes))
     ids = {name: i + 1 for i, name in enumerate(names)}
     unseen_names = choose_unseen(names, unseen, unseen_fraction, seed)
@@ -112,6 +148,14 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
                         seen=[ids[n] for n in names if n not in unseen_names],
                         unseen=[ids[n] for n in unseen_names],
                         name=out.name, classnames={cid: name for name, cid in ids.items()})
+    text_entries = [{"class": r["class"], "row": r["row"], "text": r["source"]} for r in text_rows]
+    named = ""
+    if txt.images is not None:
+        image_row = {r["source"]: r["row"] for r in image_rows}  # photos skipped as unreadable have none
+        for entry, r in zip(text_entries, text_rows):
+            photo = photos[r["index"]]
+            entry.update(image=photo, image_row=image_row.get(photo))
+        named = f"; {sum(p is not None for p in photos)} of {len(photos)} texts name their photo"
     save_dataset(data, out)
     manifest = {
         "image_root": img.root, "image_encoder": img.encoder, "text_encoder": txt.encoder,
@@ -119,10 +163,10 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
         "seen": data.seen, "unseen": data.unseen,
         "classes": {str(cid): name for name, cid in ids.items()},
         "images": [{"class": r["class"], "row": r["row"], "path": r["source"]} for r in image_rows],
-        "texts": [{"class": r["class"], "row": r["row"], "text": r["source"]} for r in text_rows],
+        "texts": text_entries,
     }
     write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
-    print(f"{out}: {data.summary()} ({describe(img, skipped)}; {describe(txt)})")
+    print(f"{out}: {data.summary()} ({describe(img, skipped)}; {describe(txt)}{named})")
     return data
 
 
@@ -220,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="photos + descriptions to a seed-format data set")
     build.add_argument("--images", type=Path, required=True, help="DIR/<class>/<photo> or an images .npz")
-    build.add_argument("--texts", type=Path, required=True, help="class,text CSV, JSON or a texts .npz")
+    build.add_argument("--texts", type=Path, required=True,
+                       help="class,text[,image] CSV, JSON or a texts .npz; image = the photo a text describes")
     build.add_argument("--out", type=Path, required=True, help="data set folder, e.g. datasets/NAME")
     build.add_argument("--unseen", help="comma-separated unseen class names")
     build.add_argument("--unseen_fraction", type=float, help="fraction of classes drawn as unseen")

@@ -12,9 +12,12 @@ are already on the machine.
 
 DIR holds one folder per class; every file under a class folder is tried as an image,
 and one that will not decode is skipped with a warning line, never a crash. FILE is a
-CSV with a ``class,text`` header or JSON ``{class: [texts]}`` / ``{class: text}``.
+CSV with a ``class,text`` header or JSON ``{class: [texts]}`` / ``{class: text}``; a CSV
+may add an ``image`` column naming the photo each text describes (one article per image, as
+in the Wikipedia data set), which `data build` checks and records.
 The .npz holds ``features`` (float32 [N, D]), ``classes`` (class name per row) and
-``paths`` (image path relative to DIR) or ``texts`` (the sentence) per row.
+``paths`` (image path relative to DIR) or ``texts`` (the sentence) per row, and for texts
+with an image column ``images`` (the photo named per row, "" where none).
 """
 from __future__ import annotations
 
@@ -53,12 +56,14 @@ class Features:
     sources: list
     encoder: str
     root: str = ""  # the image folder the paths are relative to
+    images: list | None = None  # texts only: the photo each text describes ("" for none), from a CSV image column
 
     def save(self, path: str | Path) -> None:
         buf = io.BytesIO()  # plain unicode arrays, so loading never needs pickle
         np.savez(buf, features=self.features.astype(np.float32), classes=np.array(self.classes, dtype=str),
                  **{SOURCE_KEY[self.kind]: np.array(self.sources, dtype=str)},
-                 encoder=np.array(self.encoder), root=np.array(self.root))
+                 encoder=np.array(self.encoder), root=np.array(self.root),
+                 **({"images": np.array(self.images, dtype=str)} if self.images is not None else {}))
         write_atomic(Path(path), buf.getvalue())
 
     @classmethod
@@ -78,8 +83,11 @@ class Features:
         feats, classes, sources = raw["features"], raw["classes"], raw[SOURCE_KEY[kind]]
         if feats.ndim != 2 or len(feats) == 0 or not len(classes) == len(sources) == len(feats):
             raise DataError(f"{path}: features {feats.shape} do not match {len(classes)} class names per row")
+        images = raw["images"].tolist() if "images" in raw else None
+        if images is not None and len(images) != len(feats):
+            raise DataError(f"{path}: {len(images)} image names for {len(feats)} texts")
         return cls(kind, feats.astype(np.float32), classes.tolist(), sources.tolist(),
-                   str(raw["encoder"]), str(raw.get("root", "")))
+                   str(raw["encoder"]), str(raw.get("root", "")), images)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -223,7 +231,13 @@ def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_siz
 
 def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
     """(class, text) pairs from a ``class,text`` CSV or a ``{class: text or [texts]}`` JSON file."""
+    return [(cls, text) for cls, text, _ in read_description_rows(path)[0]]
+
+
+def read_description_rows(path: str | Path) -> tuple[list[tuple[str, str, str]], bool]:
+    """(class, text, image) rows, and whether the file has an ``image`` column (CSV only; "" = no photo named)."""
     path = Path(path)
+    has_images = False
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() == ".csv":
@@ -231,11 +245,13 @@ def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
             reader = csv.DictReader(fh)
             if not {"class", "text"} <= set(reader.fieldnames or []):
                 raise DataError(f"{path}: expected a CSV header with columns class,text, got {reader.fieldnames}")
-            pairs = [((row["class"] or "").strip(), (row["text"] or "").strip(), reader.line_num) for row in reader]
-        for cls, text, line in pairs:
+            has_images = "image" in reader.fieldnames
+            rows = [((row["class"] or "").strip(), (row["text"] or "").strip(),
+                     (row.get("image") or "").strip(), reader.line_num) for row in reader]
+        for cls, text, _, line in rows:
             if not cls or not text:
                 raise DataError(f"{path}: line {line} has an empty class or text")
-        pairs = [(cls, text) for cls, text, _ in pairs]
+        pairs = [(cls, text, image) for cls, text, image, _ in rows]
     elif path.suffix.lower() == ".json":
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -248,12 +264,12 @@ def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
             texts = [texts] if isinstance(texts, str) else texts
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
                 raise DataError(f"{path}: class {cls!r} needs a non-empty text or list of non-empty texts")
-            pairs += [(cls, t.strip()) for t in texts]
+            pairs += [(cls, t.strip(), "") for t in texts]
     else:
         raise DataError(f"{path}: descriptions must be a .csv (class,text) or .json file")
     if not pairs:
         raise DataError(f"{path}: no descriptions")
-    return pairs
+    return pairs, has_images
 
 
 @functools.lru_cache(maxsize=1)
@@ -271,12 +287,13 @@ def load_text_encoder(device: torch.device):
 def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto") -> Features:
     """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
     dev = resolve_device(device)
-    pairs = read_descriptions(path)
+    rows, has_images = read_description_rows(path)
     model = load_text_encoder(dev)
-    texts = [text for _, text in pairs]
+    texts = [text for _, text, _ in rows]
     vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                         convert_to_numpy=True, show_progress_bar=True)
-    return Features("texts", np.asarray(vecs, np.float32), [cls for cls, _ in pairs], texts, TEXT_ENCODER)
+    return Features("texts", np.asarray(vecs, np.float32), [cls for cls, _, _ in rows], texts, TEXT_ENCODER,
+                    images=[image for _, _, image in rows] if has_images else None)
 
 
 # ---------------------------------------------------------------- command
