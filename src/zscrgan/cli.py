@@ -6,6 +6,9 @@
     zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.compare)
     zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.featurize)
     zscrgan data      build|check|convert    make and validate data sets (zscrgan.datatools)
+    zscrgan index     --run RUN --images DIR --out INDEX   make photos searchable (zscrgan.index)
+    zscrgan search    INDEX "description"    photos by description (zscrgan.query)
+    zscrgan serve     INDEX                  HTTP API and web page (zscrgan.serve)
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ COMMANDS = {
     "compare": ("zscrgan.compare", "main"),
     "featurize": ("zscrgan.featurize", "main"),
     "data": ("zscrgan.datatools", "main"),
+    "index": ("zscrgan.index", "main"),
+    "search": ("zscrgan.query", "main"),
+    "serve": ("zscrgan.serve", "main"),
 }
 
 

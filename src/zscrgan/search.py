@@ -151,6 +151,35 @@ class GalleryIndex:
         while self._pending:  # hand chunks over one by one so memory does not double
             self._index.add(self._pending.pop(0))
 
+    def to_bytes(self) -> np.ndarray:
+        """The built index as a uint8 array, for saving: faiss' own format, or the raw vectors
+        on the torch path. :meth:`from_bytes` reads it back without rebuilding."""
+        self.build()
+        if self._index is None:
+            vectors = torch.cat(self._blocks) if self._blocks else torch.zeros(0, self.dim)
+            return np.frombuffer(vectors.cpu().numpy().tobytes(), np.uint8).copy()
+        index = self._index
+        if self.device.type == "cuda":
+            index = faiss.index_gpu_to_cpu(index)
+        return faiss.serialize_index(index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, dim: int, kind: str = "exact", **options) -> "GalleryIndex":
+        """An index saved by :meth:`to_bytes` with the same dim and kind (CPU only)."""
+        index = cls(dim, kind, **options)
+        data = np.asarray(data, np.uint8)
+        if index._index is None:
+            vectors = torch.from_numpy(data.view(np.float32).reshape(-1, dim).copy())
+            index._blocks, index._size = [vectors], len(vectors)
+            return index
+        index._index = faiss.deserialize_index(data)
+        if index._index.d != dim:
+            raise ValueError(f"saved index has dim {index._index.d}, expected {dim}")
+        if kind == "ivf":
+            index._index.nprobe = min(options.get("nprobe", 16), index._index.nlist)
+        index._size = index._index.ntotal
+        return index
+
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores [Q, k] float32, ids [Q, k] int64), best first; k is clamped to len(self).
 

@@ -1,0 +1,257 @@
+"""`zscrgan index`: make a folder of photos searchable by description with a trained run.
+
+    zscrgan index --run ckt_logs/flowers_logs --images photos/ --out photos_index [--kind exact|ivf|hnsw]
+
+Every file under PHOTOS (any depth, hidden ones excepted) is tried as an image, encoded with
+the image featurizer the run's data set was built with (its manifest.json says which; a set
+without one needs --encoder) and mapped into the common space by the trained CSEM. The
+folder layout is in :mod:`zscrgan.photostore`.
+
+Incremental: a photo whose size and mtime are unchanged is not read again; a changed one is
+re-embedded under the same id; a deleted one is dropped. Photos are committed in batches, so
+after a kill -9 the next run redoes only the batch in flight. Unreadable files (corrupt,
+truncated, empty, not an image, over --max_megapixels) are skipped with one warning line
+each and remembered, so they are retried only when they change.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import photostore as ps
+from .data import DataError
+from .featurize import positive_int
+from .search import KINDS, GalleryIndex
+from .trained import TrainedRun, class_table, describe_run, open_run
+
+THUMB_SIDE = 256
+BATCH = 32
+
+
+def scan(root: Path) -> dict[str, os.stat_result]:
+    """{relative posix path: stat} of every non-hidden regular file under ``root``."""
+    if not root.is_dir():
+        raise DataError(f"{root}: photo folder not found")
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # vanished or unreadable while walking: not a photo to index
+            if path.is_file():
+                found[path.relative_to(root).as_posix()] = st
+    return found
+
+
+def read_photo(path: Path, max_pixels: int) -> tuple | str:
+    """(CNN input, JPEG thumbnail, width, height, sha256) or a one-line reason to skip the file."""
+    from PIL import Image
+
+    from .featurize import preprocess
+
+    try:
+        raw = path.read_bytes()
+        if not raw:
+            return "empty file"
+        with Image.open(io.BytesIO(raw)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                return f"{width}x{height} is {width * height / 1e6:.0f} MP, over --max_megapixels {max_pixels / 1e6:g}"
+            image.load()
+            pixels = preprocess(image)
+            thumb = image.convert("RGB")
+            thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            buf = io.BytesIO()
+            thumb.save(buf, "JPEG", quality=80)
+    except Exception as exc:  # PIL raises many types on malformed files; all mean "skip it"
+        return f"not a readable image ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+    return pixels, buf.getvalue(), width, height, hashlib.sha256(raw).hexdigest()
+
+
+def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | None) -> str:
+    """The image encoder to use; refuses a mismatch or an index folder of another run."""
+    recorded = run.image_encoder
+    if recorded is None and encoder is None:
+        raise DataError(f"{run.dataset_dir}: no manifest.json naming its image featurizer (not made by "
+                        f"zscrgan data build); pass --encoder NAME if you know which made its image vectors")
+    if recorded is not None and encoder is not None and encoder != recorded:
+        raise DataError(f"--encoder {encoder} does not match {run.dataset_dir}'s image featurizer {recorded}; "
+                        f"the trained CSEM only understands vectors of the latter")
+    if (out / ps.MANIFEST).is_file():
+        old = ps.read_manifest(out)
+        if old["run"]["checkpoint_sha256"] != run.checkpoint_sha256:
+            raise DataError(f"{out}: built from {old['run']['checkpoint']} (sha256 {old['run']['checkpoint_sha256'][:12]}), "
+                            f"not this run's {run.checkpoint} ({run.checkpoint_sha256[:12]}); use a new --out folder")
+        if old["images"] != str(images.resolve()):
+            raise DataError(f"{out}: indexes {old['images']}, not {images.resolve()}; use a new --out folder")
+    elif out.is_dir() and any(p.name != ps.LOCK for p in out.iterdir()):
+        raise DataError(f"{out}: exists and is not an index folder; give an empty or new --out folder")
+    return encoder or recorded
+
+
+def known_class(rel: str, class_names: set) -> str | None:
+    top = rel.split("/", 1)[0]
+    return top if "/" in rel and top in class_names else None
+
+
+class Indexer:
+    """One `zscrgan index` run over an index folder it holds the lock of."""
+
+    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = BATCH):
+        from .featurize import load_image_encoder
+
+        self.run, self.images, self.out, self.max_pixels, self.batch = run, images, out, max_pixels, batch
+        self.encoder_name = encoder
+        self.cnn = load_image_encoder(encoder, torch.device("cpu"))
+        self.conn = ps.connect(out)
+        self.classes = class_table(run)
+        self.class_names = set(self.classes["names"].tolist())
+
+    def plan(self) -> tuple[list[str], int, int]:
+        """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now."""
+        files = scan(self.images)
+        todo, dropped, unchanged_bad = [], 0, 0
+        known = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM photos")}
+        bad = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM skipped")}
+        with self.conn:
+            for table, rows in (("photos", known), ("skipped", bad)):
+                gone = [(p,) for p in rows if p not in files]
+                self.conn.executemany(f"DELETE FROM {table} WHERE path = ?", gone)
+                dropped += len(gone) if table == "photos" else 0
+        for rel, st in files.items():
+            stamp = (st.st_size, st.st_mtime_ns)
+            if known.get(rel) == stamp:
+                continue
+            if bad.get(rel) == stamp:
+                unchanged_bad += 1
+                continue
+            todo.append(rel)
+        return todo, dropped, unchanged_bad
+
+    def process(self, batch: list[tuple[str, os.stat_result, tuple]]) -> None:
+        """Featurize, embed and commit one batch (one transaction: all of it or none)."""
+        pixels = torch.from_numpy(np.stack([item[2][0] for item in batch]))
+        with torch.inference_mode():
+            feats = self.cnn(pixels).mean(dim=(2, 3)).float().numpy()
+        emb = self.run.embed_images(feats).astype(np.float32)
+        with self.conn:
+            for (rel, st, (_, thumb, w, h, digest)), vec in zip(batch, emb):
+                self.conn.execute("DELETE FROM skipped WHERE path = ?", (rel,))
+                self.conn.execute(
+                    "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, "
+                    "size=excluded.size, mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
+                    "class=excluded.class, embedding=excluded.embedding, thumb=excluded.thumb",
+                    (rel, digest, st.st_size, st.st_mtime_ns, w, h, known_class(rel, self.class_names), vec.tobytes(), thumb))
+
+    def skip(self, rel: str, st: os.stat_result, reason: str) -> None:
+        tqdm.write(f"zscrgan index: warning: skipped {self.images / rel}: {reason}", file=sys.stderr)
+        with self.conn:
+            self.conn.execute("DELETE FROM photos WHERE path = ?", (rel,))
+            self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (rel, st.st_size, st.st_mtime_ns, reason))
+
+    def embed_all(self, todo: list[str]) -> int:
+        batch, added = [], 0
+        with tqdm(total=len(todo), unit="photo", desc="index", file=sys.stderr, smoothing=0.1) as bar:
+            for rel in todo:
+                path = self.images / rel
+                try:
+                    st = path.stat()
+                except OSError:
+                    bar.update(1)
+                    continue  # deleted since the scan; the next run drops it
+                got = read_photo(path, self.max_pixels)
+                if isinstance(got, str):
+                    self.skip(rel, st, got)
+                else:
+                    batch.append((rel, st, got))
+                if len(batch) == self.batch:
+                    self.process(batch)
+                    added += len(batch)
+                    batch = []
+                bar.update(1)
+            if batch:
+                self.process(batch)
+                added += len(batch)
+        return added
+
+    def write_derived(self, kind: str, manifest: dict) -> int:
+        """vectors.npz, classes.npz and the finished manifest, each atomically."""
+        ids, vectors = ps.all_embeddings(self.conn, self.run.embed_dim)
+        if len(ids) == 0:
+            raise DataError(f"{self.images}: no readable photo to index")
+        index = GalleryIndex(self.run.embed_dim, kind, nlist=ivf_nlist(len(ids)))
+        index.add(vectors)
+        ps.write_npz(self.out / ps.VECTORS, index=index.to_bytes(), ids=ids, kind=np.array(kind))
+        ps.write_npz(self.out / ps.CLASSES, **self.classes)
+        skipped = self.conn.execute("SELECT COUNT(*) FROM skipped").fetchone()[0]
+        manifest.update(state="ready", kind=kind, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        counts={"photos": int(len(ids)), "skipped": int(skipped),
+                                "classes": int(len(self.classes["ids"])),
+                                "known_class": self.conn.execute("SELECT COUNT(*) FROM photos WHERE class IS NOT NULL").fetchone()[0]})
+        ps.write_manifest(self.out, manifest)
+        return len(ids)
+
+
+def ivf_nlist(n: int) -> int:
+    """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
+    return int(max(1, min(4096, round(4 * n ** 0.5), n)))
+
+
+def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
+                max_megapixels: float = 40.0, batch_size: int = BATCH) -> dict:
+    """Create or update the index folder ``out``; returns its manifest."""
+    images, out = Path(images), Path(out)
+    if kind not in KINDS:
+        raise DataError(f"--kind {kind}: choose one of {', '.join(KINDS)}")
+    if not images.is_dir():
+        raise DataError(f"{images}: photo folder not found")
+    run = open_run(run_dir)
+    encoder = check_compatible(run, out, images, encoder)
+    out.mkdir(parents=True, exist_ok=True)
+    with ps.FolderLock(out):
+        manifest = {"format": ps.FORMAT, "run": describe_run(run), "image_encoder": encoder,
+                    "text_encoder": run.text_encoder, "images": str(images.resolve()), "kind": kind,
+                    "state": "indexing"}
+        if (out / ps.MANIFEST).is_file():
+            manifest = {**ps.read_manifest(out), **manifest}
+        ps.write_manifest(out, manifest)
+        indexer = Indexer(run, images, out, encoder, int(max_megapixels * 1e6), batch_size)
+        todo, dropped, bad = indexer.plan()
+        start = time.perf_counter()
+        added = indexer.embed_all(todo)
+        seconds = time.perf_counter() - start
+        total = indexer.write_derived(kind, manifest)
+        indexer.conn.close()
+    rate = f" ({added / seconds:.1f} photos/s)" if added and seconds > 0 else ""
+    print(f"{out}: {total} photos indexed ({kind}); {added} embedded{rate}, {dropped} dropped, "
+          f"{manifest['counts']['skipped']} unreadable skipped{f' ({bad} unchanged since last run)' if bad else ''}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zscrgan index", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run folder: ckt_logs/NAME_logs written by zscrgan train")
+    parser.add_argument("--images", required=True, type=Path, help="folder of photos (any depth)")
+    parser.add_argument("--out", required=True, type=Path, help="the index folder to create or update")
+    parser.add_argument("--kind", default="exact", choices=KINDS, help="FAISS index kind")
+    parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
+    parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
+    parser.add_argument("--batch_size", type=positive_int, default=BATCH, help="photos per committed batch")
+    args = parser.parse_args(argv)
+    build_index(args.run, args.images, args.out, args.kind, args.encoder, args.max_megapixels, args.batch_size)
+    return 0
