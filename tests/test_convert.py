@@ -271,3 +271,25 @@ def test_csv_image_column_is_optional(tmp_path):
     (tmp_path / "without.csv").write_text('class,text\nart,"an article"\n')
     assert read_description_rows(tmp_path / "with.csv") == ([("art", "an article", "a1"), ("bio", "no photo", "")], True)
     assert read_description_rows(tmp_path / "without.csv") == ([("art", "an article", "")], False)
+
+
+def test_convert_flags_belong_to_their_source(tmp_path, capsys):
+    for args, message in [(["--gazsl", "g", "--bird", "CUB"], "--gazsl needs --bird CUB|NAB and --split easy|hard"),
+                          (["--xlsa17", "x", "--text_pca", "8"], "go with --gazsl, not --xlsa17"),
+                          (["--xlsa17", "x", "--gazsl", "g"], "not allowed with argument")]:
+        with pytest.raises(SystemExit):
+            cli.main(["data", "convert", *args, "--out", str(tmp_path / "o")])
+        assert message in capsys.readouterr().err
+
+
+def test_memory_estimate_names_long_texts():
+    from zscrgan.data import ZeroShotData
+    from zscrgan.datatools import run_memory
+
+    def line(text_dim):
+        texts = {c: np.zeros((1, text_dim), np.float32) for c in (1, 2)}
+        return run_memory(ZeroShotData(texts, {c: np.zeros((3, 8), np.float32) for c in (1, 2)}, [1], [2]))
+
+    assert "texts take" not in line(300) and "M model parameters" in line(300)
+    # the encoder's text layer (7551 x 2 x 1024) and the critic's text half (7551 x 1024) of 34.3 M parameters
+    assert "34.3 M model parameters" in line(7551) and "the 7551-d texts take 68%" in line(7551)
