@@ -31,7 +31,8 @@ class _Py2Pickler(pickle._Pickler):
 
     def _save_py2_str(self, obj):
         raw = obj.encode("latin1") if isinstance(obj, str) else obj
-        head = pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256 else pickle.BINSTRING + struct.pack("<i", len(raw))
+        short = len(raw) < 256
+        head = pickle.SHORT_BINSTRING + bytes([len(raw)]) if short else pickle.BINSTRING + struct.pack("<i", len(raw))
         self.write(head + raw)
         self.memoize(obj)
 
@@ -117,7 +118,8 @@ def test_every_bird_and_split_reads_its_own_files(tmp_path, bird, split):
     write_gazsl(tmp_path / bird, bird, split, sparse_text=False, py2=False)
     data = convert_gazsl(tmp_path / bird, tmp_path / "out", bird, split)
     assert data.seen == TRAIN_CID and data.text_dim == TEXT_DIM
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["split_name"] == {"easy": "SCS", "hard": "SCE"}[split]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["split_name"] == {"easy": "SCS", "hard": "SCE"}[split]
 
 
 def test_text_pca_is_fit_on_seen_classes_only(tmp_path):
@@ -157,7 +159,8 @@ def _break(folder, what):
                 "of CUB_Porter_7551D_TFIDF_new.mat), found 1..7")
     if what == "labels out of range":
         py2_pickle(folder / "labels_test.pkl", np.array([1, 0, 2, 1, 0]))
-        return "labels_test.pkl: labels must lie in 0..1 (0-based positions into the 2 test_cid of train_test_split_easy.mat), found 0..2"
+        return ("labels_test.pkl: labels must lie in 0..1 (0-based positions into the 2 test_cid "
+                "of train_test_split_easy.mat), found 0..2")
     if what == "feature rows":
         sio.savemat(folder / "pfc_feat_train.mat", {"pfc_feat": np.ones((6, 4))})
         return "pfc_feat_train.mat: 6 pfc_feat rows but 7 labels in labels_train.pkl"
@@ -269,7 +272,8 @@ def test_a_text_naming_a_wrong_photo_is_refused_before_any_photo_is_encoded(tmp_
 def test_csv_image_column_is_optional(tmp_path):
     (tmp_path / "with.csv").write_text('class,text,image\nart,"an article",a1\nbio,"no photo",\n')
     (tmp_path / "without.csv").write_text('class,text\nart,"an article"\n')
-    assert read_description_rows(tmp_path / "with.csv") == ([("art", "an article", "a1"), ("bio", "no photo", "")], True)
+    rows = [("art", "an article", "a1"), ("bio", "no photo", "")]
+    assert read_description_rows(tmp_path / "with.csv") == (rows, True)
     assert read_description_rows(tmp_path / "without.csv") == ([("art", "an article", "")], False)
 
 

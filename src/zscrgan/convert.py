@@ -121,7 +121,10 @@ def text_pca(texts: dict, seen: list, dim: int) -> tuple[dict, float]:
 
 
 def read_classnames_file(path: Path) -> dict:
-    """{class id: name} from JSON {"id": "name"}, lines "ID NAME" (CUB's classes.txt) or lines "NAME" (line n = id n)."""
+    """{class id: name} from JSON {"id": "name"}, lines "ID NAME" (CUB's classes.txt) or lines "NAME" (line n = id n).
+
+    GAZSL ships no names, so they come from wherever the user has them; all three forms are common.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")

@@ -105,7 +105,8 @@ def _photos_named(txt: Features, files: list, texts: Path, images: Path) -> list
             photos.append(None)
         elif image in class_of:
             if class_of[image] != cls:
-                raise DataError(f"{texts}: text {n} is of class {cls!r} but names {image}, a photo of {class_of[image]!r}")
+                raise DataError(f"{texts}: text {n} is of class {cls!r} but names {image}, "
+                                f"a photo of {class_of[image]!r}")
             photos.append(image)
         else:
             found = by_name.get((cls, image), [])
