@@ -4,6 +4,7 @@
     zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.run)
     zscrgan report    RUN_DIR                plots and an HTML page of a run (zscrgan.report)
     zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.compare)
+    zscrgan tune      --dataset FLO --trials 40   hyperparameter search on validation classes (zscrgan.tune)
     zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.featurize)
     zscrgan data      build|check|convert    make and validate data sets (zscrgan.datatools)
     zscrgan index     --run RUN --images DIR --out INDEX   make photos searchable (zscrgan.index)
@@ -22,6 +23,7 @@ COMMANDS = {
     "evaluate": ("zscrgan.run", "evaluate_main"),
     "report": ("zscrgan.report", "main"),
     "compare": ("zscrgan.compare", "main"),
+    "tune": ("zscrgan.tune", "main"),
     "featurize": ("zscrgan.featurize", "main"),
     "data": ("zscrgan.datatools", "main"),
     "index": ("zscrgan.index", "main"),

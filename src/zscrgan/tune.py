@@ -1,0 +1,464 @@
+"""`zscrgan tune`: search hyperparameters with Optuna on held-out seen classes only.
+
+    zscrgan tune --dataset FLO --epochs 12 --patience 4 --select_k 20 --trials 40 --jobs 2
+    zscrgan train --config tune_FLO/best_config.json          # the best trial, unseen classes scored
+
+Every ``zscrgan train`` flag sets the fixed base of every trial; a flag given on the command
+line also takes its parameter out of the search space. Each trial is a ``--select val`` run in
+``<study folder>/trial_<N>/``, scored by the validation Prec@K (``--select_k``) of its selected
+round; every round reports that figure so the pruner can stop hopeless trials. The unseen
+classes are never read: trials run with ``score_unseen=False``. A trial whose selected round
+collapsed (every round did; the selector never prefers a collapsed round over a sound one)
+scores 0: its figure is chance, not retrieval. A trial whose first round's loss went non-finite
+is marked failed. The study lives in a journal file in the study folder (or ``--storage URL``),
+so a rerun with the same ``--study`` continues it with every finished trial kept; trials left
+RUNNING by a killed process on this machine are marked failed at the next start.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import multiprocessing
+import os
+import socket
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, build_parser, check_config, parse_args_with_config, run_name
+from .data import DataError, split_validation, write_atomic
+
+# The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
+SPACE = {
+    "generator_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "discriminator_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "CSEM_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "gf_dim": {"type": "categorical", "choices": [256, 512, 1024, 2048]},
+    "df_dim": {"type": "categorical", "choices": [256, 512, 1024]},
+    "embed_dim": {"type": "categorical", "choices": [128, 256, 512, 1024]},
+    "z_dim": {"type": "categorical", "choices": [32, 64, 128, 256]},
+    "kl_div_coefficient": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
+    "mm_reg_coeff": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
+    "n_critic": {"type": "int", "low": 1, "high": 10},
+    "m_steps": {"type": "int", "low": 25, "high": 400, "log": True},
+    "clip_val": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+    **{switch: {"type": "categorical", "choices": [False, True]}
+       for switch in ("mmr_hinge", "csem_per_row", "kl_standard", "all_texts", "eval_mean")},
+    "optimizer": {"type": "categorical", "choices": ["tf1", "torch"]},
+}
+# Flags that are not hyperparameters: never searched, and free to change when a study resumes.
+NOT_TUNABLE = {"dataset", "config", "name", "data_root", "out_dir", "seed", "seeds", "workers", "device", "resume",
+               "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile"}
+STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile", "track_test"}
+SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+             "categorical": {"type", "choices"}}
+TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
+
+
+def make_pruner(name: str, epochs: int):
+    """median: below the median of earlier trials at the same round; hyperband: successive halving over rounds."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+# ---- the search space ------------------------------------------------------------------------
+def read_space(path: str, base: dict) -> dict:
+    """SPACE with FILE's entries replacing its own (null removes one); every entry checked."""
+    space = dict(SPACE)
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise DataError(f"{path}: space file not found")
+        if file.suffix not in (".json", ".yaml", ".yml"):
+            raise DataError(f"{path}: a space file is .json, .yaml or .yml")
+        try:
+            if file.suffix == ".json":
+                values = json.loads(file.read_text())
+            else:
+                import yaml
+                values = yaml.safe_load(file.read_text())
+        except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError
+            raise DataError(f"{path}: not valid {file.suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise DataError(f"{path}: expected a mapping of flag name -> range")
+        for name, spec in values.items():
+            check_spec(path, name, spec, base)
+            if spec is None:
+                space.pop(name, None)
+            else:
+                space[name] = spec
+    return space
+
+
+def check_spec(path: str, name: str, spec, base: dict) -> None:
+    """One line naming FILE and the parameter for an unknown name, a bad kind or an empty range."""
+    types = {f.name: str(f.type).split(" ")[0] for f in fields(Config)}
+    if name not in types or name in NOT_TUNABLE:
+        known = sorted(set(types) - NOT_TUNABLE)
+        raise DataError(f"{path}: unknown parameter {name!r} (tunable: {', '.join(known)})")
+    if spec is None:
+        return
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in SPEC_KEYS:
+        raise DataError(f"{path}: {name}: expected {{type: float|int|categorical, ...}}, got {spec!r}")
+    extra = sorted(set(spec) - SPEC_KEYS[kind])
+    if extra:
+        raise DataError(f"{path}: {name}: unknown key {extra[0]!r} for type {kind}")
+    if kind == "categorical":
+        values = spec.get("choices")
+        if not isinstance(values, list) or not values:
+            raise DataError(f"{path}: {name}: empty choices")
+    else:
+        low, high = spec.get("low"), spec.get("high")
+        number = (int,) if kind == "int" else (int, float)
+        if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)):
+            raise DataError(f"{path}: {name}: low and high must be {kind}s, got {low!r}, {high!r}")
+        if not low < high:
+            raise DataError(f"{path}: {name}: empty range (low {low} >= high {high})")
+        if spec.get("log") and low <= 0:
+            raise DataError(f"{path}: {name}: a log range needs low > 0, got {low}")
+        values = [low, high]
+    want = {"int": int, "float": (int, float), "bool": bool, "str": str}[types[name]]
+    for value in values:
+        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
+            raise DataError(f"{path}: {name}: {value!r} is not a value of --{name} ({types[name]})")
+        problems = check_config(Config(**{**base, name: value}).resolved())
+        choices = next(f.metadata.get("choices") for f in fields(Config) if f.name == name)
+        if choices and value not in choices:
+            problems.append(f"--{name} must be one of {', '.join(choices)}, got {value}")
+        if problems:
+            raise DataError(f"{path}: {name}: {problems[0]}")
+
+
+def suggest(trial, space: dict) -> dict:
+    params = {}
+    for name, spec in space.items():
+        if spec["type"] == "categorical":
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+        else:
+            suggest_kind = trial.suggest_int if spec["type"] == "int" else trial.suggest_float
+            params[name] = suggest_kind(name, spec["low"], spec["high"], log=bool(spec.get("log")),
+                                        **({"step": spec["step"]} if spec.get("step") else {}))
+    return params
+
+
+# ---- storage and study -------------------------------------------------------------------------
+def open_storage(spec: str):
+    """A URL (postgresql://, mysql://, sqlite:///) -> RDB storage with heartbeats; else a journal file."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if "://" not in spec:
+        return JournalStorage(JournalFileBackend(spec))
+    try:  # heartbeats let workers on other machines fail the trials of a worker that died
+        return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=300)
+    except Exception as exc:  # drivers, DNS, refused connections, bad URLs: many kinds
+        raise DataError(f"--storage {hide_password(spec)}: cannot open ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+
+
+def hide_password(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def fail_stale_trials(study) -> list[int]:
+    """RUNNING trials of processes on this machine that no longer exist (kill -9) become FAIL."""
+    from optuna.trial import TrialState
+
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") == socket.gethostname() and not pid_alive(t.user_attrs.get("pid", -1)):
+            # no public call fails another process's trial; heartbeats (RDB only) use this one
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            stale.append(t.number)
+    return stale
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # unknown owner: leave the trial alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---- one worker: trials in this process --------------------------------------------------------
+def objective(trial, job: dict) -> float:
+    import optuna
+    from .run import Run
+
+    trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("host", socket.gethostname())
+    params = suggest(trial, job["space"])
+    run_dir = Path(job["study_dir"]) / f"trial_{trial.number:04d}"
+    cfg = Config(**{**job["base"], **params, "out_dir": str(run_dir)}).resolved()
+    run = Run(cfg)
+    trial.set_user_attr("run_dir", str(run.run_dir))
+
+    def on_round(record, selector):
+        figure = 0.0 if record["collapsed"] else record["val"][f"prec@{selector.k}"]
+        trial.report(figure, record["round"])
+        if trial.should_prune():
+            trial.set_user_attr("pruned_round", record["round"])
+            raise optuna.TrialPruned(f"pruned at round {record['round']}")
+
+    try:
+        summary = run.train(on_round=on_round, score_unseen=False)
+    except DataError as exc:  # a non-finite loss in the first round: nothing to select
+        trial.set_user_attr("error", str(exc))
+        raise
+    trial.set_user_attr("selected_round", summary["selected_round"])
+    trial.set_user_attr("collapsed", summary["selected_collapsed"])
+    if summary.get("stopped"):
+        trial.set_user_attr("stopped", summary["stopped"])
+    return 0.0 if summary["selected_collapsed"] else float(run.selector.score)
+
+
+def run_worker(job: dict, index: int, n_trials: int | None, threads: int) -> None:
+    """study.optimize for this process's share of the trials (each job process runs one)."""
+    import optuna
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress line below says it all
+    seed = int(np.random.SeedSequence([job["base"]["seed"], index, job["start_trials"]]).generate_state(1)[0])
+    study = optuna.load_study(study_name=job["study"], storage=open_storage(job["storage"]),
+                              sampler=optuna.samplers.TPESampler(seed=seed),
+                              pruner=make_pruner(job["pruner"], job["epochs"]))
+    study.optimize(lambda trial: objective(trial, job), n_trials=n_trials, timeout=job["timeout"],
+                   catch=(DataError,), callbacks=[lambda s, t: after_trial(s, t, job)])
+
+
+def after_trial(study, trial, job: dict) -> None:
+    print(progress_line(study, trial, job["base"]["select_k"]), flush=True)
+    write_best_config(study, job)
+
+
+def progress_line(study, trial, k: int) -> str:
+    """'trial 3: val prec@10 0.412 (pruned at round 2) {params}; best 0.450 (trial 1)'."""
+    attrs, state = trial.user_attrs, trial.state.name
+    params = "{" + ", ".join(f"{n}: {v:.3g}" if isinstance(v, float) else f"{n}: {v}"
+                             for n, v in trial.params.items()) + "}"
+    if state == "FAIL":
+        head = f"failed ({attrs.get('error', 'see the error above')})"
+    else:
+        how = (f"pruned at round {attrs.get('pruned_round')}" if state == "PRUNED" else
+               f"round {attrs.get('selected_round')} selected{', collapsed: scored 0' if attrs.get('collapsed') else ''}")
+        head = f"val prec@{k} {trial.value:.3f} ({how})"
+    best = best_trial(study)
+    tail = f"best {best.value:.3f} (trial {best.number})" if best else "no completed trial yet"
+    return f"trial {trial.number}: {head} {params}; {tail}"
+
+
+def best_trial(study):
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def write_best_config(study, job: dict) -> Path | None:
+    """best_config.json: the base settings with the best trial's parameters, for train --config."""
+    best = best_trial(study)
+    if best is None:
+        return None
+    settings = {**job["base"], **best.params, "select": "val", "track_test": job["track_test"],
+                "report": job["report"], "out_dir": job["out_dir"]}
+    settings.pop("config", None)
+    path = Path(job["study_dir"]) / "best_config.json"
+    write_atomic(path, json.dumps(settings, indent=1).encode())
+    return path
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def parse(argv: list[str]):
+    parser = build_parser("zscrgan tune")
+    parser.description = "Search hyperparameters with Optuna on validation classes (unseen classes never read)."
+    group = parser.add_argument_group("tuning")
+    group.add_argument("--study", default="", help="study NAME (default: the data set's name)")
+    group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql://, sqlite:///) shared by "
+                       "workers on several machines; default: a journal file in the study folder")
+    group.add_argument("--trials", type=int, default=20, help="trials to run in this call (over all --jobs)")
+    group.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    group.add_argument("--jobs", type=int, default=1, help="parallel trial processes, threads split between them")
+    group.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
+    group.add_argument("--space", default="", help="YAML or JSON file: flag -> range replacing the default "
+                       "search space's entry (null removes it)")
+    group.add_argument("--out", default="", help="study folder (default: <out_dir>/tune_<study>)")
+    values = parse_args_with_config(parser, argv)
+    tune = {k: values.pop(k) for k in TUNE_FLAGS}
+    quiet = build_parser("zscrgan tune")  # which flags the command line itself gives: they are fixed
+    quiet.allow_abbrev = False
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(quiet.parse_known_args(argv)[0]))
+    return values, tune, given
+
+
+def main(argv: list[str]) -> int:
+    import optuna
+
+    values, tune, given = parse(argv)
+    base = {**values, "select": "val", "track_test": False, "report": False, "resume": False, "workers": 1}
+    problems = check_config(Config(**base).resolved())
+    if values["seeds"]:
+        problems.insert(0, "--seeds: a trial trains one seed (--seed); rerun the best config with --seeds")
+    for flag in ("trials", "jobs"):
+        if tune[flag] < 1:
+            problems.insert(0, f"--{flag} must be at least 1, got {tune[flag]}")
+    if problems:
+        raise DataError(problems[0])
+    check_validation(Config(**base))
+    space = {n: s for n, s in read_space(tune["space"], base).items() if n not in given}
+    if not space:
+        raise DataError("nothing to search: every parameter is fixed by a flag or removed by --space")
+    study_name = tune["study"] or run_name(Config(**base))
+    study_dir = Path(tune["out"] or Path(values["out_dir"]) / f"tune_{study_name}")
+    storage = tune["storage"] or str(study_dir / "journal.log")
+    from .run import BUILTIN_EPOCHS, SEED_EPOCHS
+    epochs = base["epochs"] or (SEED_EPOCHS if base["dataset"] else BUILTIN_EPOCHS)
+
+    if "://" not in storage:
+        study_dir.mkdir(parents=True, exist_ok=True)  # every check has passed: now the folder may be made
+    study = open_study(storage, study_name, base)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    stale = fail_stale_trials(study)
+    if stale:
+        print(f"study {study_name}: trials {stale} were left running by a process that is gone; marked failed")
+    job = dict(base=base, space=space, study=study_name, storage=storage, study_dir=str(study_dir), epochs=epochs,
+               pruner=tune["pruner"], timeout=tune["timeout"], start_trials=len(study.trials),
+               track_test=values["track_test"], report=values["report"], out_dir=values["out_dir"])
+    print(f"study {study_name} in {hide_password(storage)}: {len(study.trials)} trials so far; searching "
+          f"{', '.join(space)}; {tune['trials']} trials, {tune['jobs']} at a time", flush=True)
+    run_jobs(job, tune["trials"], tune["jobs"])
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    best = write_best_config(study, job)
+    write_study_report(study, study_dir, base["select_k"])
+    counts = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    print(f"study {study_name}: {len(study.trials)} trials ({counts['COMPLETE']} complete, {counts['PRUNED']} "
+          f"pruned, {counts['FAIL']} failed); " + (f"best val prec@{base['select_k']} {study.best_value:.4f} "
+          f"(trial {study.best_trial.number}) -> {best}" if best else "no completed trial"))
+    return 0
+
+
+def check_validation(cfg: Config) -> None:
+    """Validation classes exist and --select_k fits one of their galleries (seen classes only read)."""
+    from .run import load_run_data
+
+    data, _ = load_run_data(cfg, ("seen",))
+    try:
+        _, val = split_validation(data, cfg.val_fraction, cfg.seed)
+    except DataError as exc:
+        raise DataError(f"tune needs validation classes: {exc}") from None
+    largest = max(len(data.images[c]) for c in val)
+    if cfg.select_k > largest:
+        raise DataError(f"--select_k {cfg.select_k} is larger than every validation class's gallery (at most "
+                        f"{largest} images); use --select_k {min(len(data.images[c]) for c in val)} or less")
+
+
+def open_study(storage: str, name: str, base: dict):
+    """Create the study, or continue it when its base settings match this call's."""
+    import optuna
+
+    fixed = {k: v for k, v in base.items() if k not in STUDY_FREE}
+    study = optuna.create_study(storage=open_storage(storage), study_name=name, direction="maximize",
+                                load_if_exists=True)
+    old = study.user_attrs.get("base")
+    if old is None:
+        study.set_user_attr("base", fixed)
+    else:
+        changed = sorted(k for k in fixed if old.get(k) != fixed[k])
+        if changed:
+            k = changed[0]
+            raise DataError(f"study {name}: made with --{k} {old.get(k)}, this call asks {fixed[k]}; "
+                            "use another --study to tune other base settings")
+    return study
+
+
+def run_jobs(job: dict, trials: int, jobs: int) -> None:
+    """Trials in this process (--jobs 1) or in ``jobs`` spawned processes sharing the storage."""
+    import torch
+
+    jobs = min(jobs, trials)
+    if jobs == 1:
+        run_worker(job, 0, trials, 0)
+        return
+    threads = max(1, torch.get_num_threads() // jobs)
+    shares = [trials // jobs + (i < trials % jobs) for i in range(jobs)]
+    context = multiprocessing.get_context("spawn")  # forking a process that has run OpenMP can hang
+    procs = [context.Process(target=run_worker, args=(job, i, shares[i], threads)) for i in range(jobs)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # the children got the same Ctrl-C; let them record their trials
+        for p in procs:
+            p.join(30)
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise DataError(f"a trial process exited with code {bad[0]} (its error is printed above)")
+
+
+def write_study_report(study, folder: Path, k: int) -> None:
+    """history.png, importances.png (from 2 completed trials), rounds.png and study.html showing them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    pictures = {"history.png": ("optimisation history", plots.plot_optimization_history),
+                "rounds.png": (f"val prec@{k} per round (pruned trials stop early)", plots.plot_intermediate_values)}
+    if len(done) >= 2:
+        pictures["importances.png"] = ("parameter importances", plots.plot_param_importances)
+    shown = []
+    for file, (title, plot) in pictures.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=90)
+            plt.close(figure)
+            write_atomic(folder / file, buffer.getvalue())
+            shown.append((title, buffer.getvalue()))
+        except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials or no spread: skip the plot
+            continue
+    rows = "".join(f"<tr><td>{t.number}</td><td>{t.state.name}</td><td>{'' if t.value is None else f'{t.value:.4f}'}"
+                   f"</td><td>{json.dumps(t.params)}</td></tr>" for t in study.trials)
+    best = best_trial(study)
+    head = (f"best val prec@{k} {best.value:.4f} (trial {best.number}): <code>{json.dumps(best.params)}</code>"
+            if best else "no completed trial yet")
+    images = "".join(f"<h2>{title}</h2><img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                     for title, png in shown)
+    page = (f"<!doctype html><meta charset='utf-8'><title>study {study.study_name}</title>"
+            f"<h1>study {study.study_name}</h1><p>{head}</p><p>best_config.json holds it for zscrgan train --config.</p>"
+            f"{images}<h2>trials</h2><table border=1 cellpadding=3><tr><th>trial</th><th>state</th>"
+            f"<th>val prec@{k}</th><th>params</th></tr>{rows}</table>")
+    write_atomic(folder / "study.html", page.encode())
+
+
+__all__ = ["SPACE", "main", "read_space", "make_pruner"]
