@@ -34,9 +34,10 @@ def float64():
     torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("recipe", ["original", "improved"])
-def test_fast_round_matches_plain_loop(recipe, float64):
-    fast, plain = tiny_trainer(recipe=recipe), tiny_trainer(recipe=recipe)
+@pytest.mark.parametrize("switches", [dict(recipe="original"), dict(recipe="improved"),
+                                      dict(recipe="improved", csem_real=True)])
+def test_fast_round_matches_plain_loop(switches, float64):
+    fast, plain = tiny_trainer(**switches), tiny_trainer(**switches)
     start = copy.deepcopy(fast.model.state_dict())
     torch.manual_seed(1)
     fast.run_round()

@@ -42,9 +42,26 @@ def embed_gallery(model: ZSCRGAN, images: torch.Tensor, chunk: int = 8192) -> to
     return torch.cat([model.csem(x) for x in images.split(chunk)])
 
 
+@torch.no_grad()
+def common_space_centre(model: ZSCRGAN, train_images: torch.Tensor) -> torch.Tensor:
+    """Mean common-space embedding of the training images (``--eval_centre``).
+
+    The CSEM's LeakyReLU outputs share a large common component, so raw cosines between any
+    query and any photo are high and close together; subtracting the training images' mean
+    (seen classes only, never the gallery) leaves the directions that tell classes apart,
+    as the baselines' centring does.
+    """
+    model.eval()
+    centre = embed_gallery(model, train_images).mean(0)
+    model.train()
+    return centre
+
+
 def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
-                     device) -> tuple[RetrievalScores, list]:
+                     device, centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list]:
     """Score retrieval among ``classes``; returns the scores (with ``collapse`` stats) and the retrieval lists.
+
+    ``centre`` (from :func:`common_space_centre`) is subtracted from both sides first.
 
     The retrieval lists are the seed's output: one {query class id: [class ids of the
     top-50 images, best first]} per query, in query order.
@@ -58,6 +75,8 @@ def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
                             cfg.eval_mean, gen)
     gallery = embed_gallery(model, torch.from_numpy(images).to(device))
     model.train()
+    if centre is not None:
+        queries, gallery = queries - centre, gallery - centre
     q_labels_t = torch.from_numpy(q_labels).to(device)
     g_labels_t = torch.from_numpy(g_labels).to(device)
     scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks)

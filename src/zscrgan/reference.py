@@ -50,8 +50,8 @@ def generator_step(model, optimizer, cfg, x, t, eps, z) -> None:
     _step(optimizer, loss, model.generator_params())
 
 
-def csem_steps(model, optimizer, cfg, t, eps, z) -> None:
-    """t: [m, B, .]; eps, z: [2*m*B, .] (all right rows step-major, then all wrong rows)."""
+def csem_steps(model, optimizer, cfg, t, eps, z, x) -> None:
+    """t, x: [m, B, .]; eps, z: [2*m*B, .] (all right rows step-major, then all wrong rows)."""
     m, b = t.shape[:2]
     for j in range(m):
         right, wrong = slice(j * b, (j + 1) * b), slice((m + j) * b, (m + j + 1) * b)
@@ -59,6 +59,8 @@ def csem_steps(model, optimizer, cfg, t, eps, z) -> None:
             x_hat, c, _, _ = model.generate(t[j], eps[right], z[right])
             x_hat_w = model.generate(t[j].roll(1, 0), eps[wrong], z[wrong])[0]
         loss = csem_loss(model.csem(x_hat), model.csem(x_hat_w), c, cfg.csem_per_row)
+        if cfg.csem_real:  # the real images too, towards their class's code
+            loss = loss + csem_loss(model.csem(x[j]), model.csem(x[j].roll(1, 0)), c, cfg.csem_per_row)
         _step(optimizer, loss, list(model.csem.parameters()))
 
 
@@ -74,4 +76,5 @@ def run_round(trainer, model, optimizers) -> None:
         generator_step(model, optimizers["generator"], cfg, trainer.images[img[gen]], trainer.texts[txt[gen]],
                        *trainer.draw_noise(2 * b))
     m_rows = txt[cfg.e_steps * per:]
-    csem_steps(model, optimizers["csem"], cfg, trainer.texts[m_rows], *trainer.draw_noise(2 * m_rows.numel()))
+    csem_steps(model, optimizers["csem"], cfg, trainer.texts[m_rows], *trainer.draw_noise(2 * m_rows.numel()),
+               trainer.images[img[cfg.e_steps * per:]])

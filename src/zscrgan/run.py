@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, parse_config, parse_seeds, run_name
 from .data import DataError, load_dataset, resolve_dataset_dir, split_validation, write_atomic, write_pickle
-from .evaluate import evaluate_classes
+from .evaluate import common_space_centre, evaluate_classes
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
 from .selection import Selector
@@ -170,6 +170,10 @@ class Run:
                 for key, values in scores.per_class.items()}
 
     # ---- the loop ----------------------------------------------------------------------------
+    def centre(self) -> torch.Tensor | None:
+        """The training images' mean common-space embedding under --eval_centre, else None."""
+        return common_space_centre(self.trainer.model, self.trainer.images) if self.cfg.eval_centre else None
+
     def round(self, r: int) -> dict | None:
         """Train and score round ``r``; None (nothing written) when a loss went non-finite."""
         cfg, data = self.cfg, self.data
@@ -178,16 +182,17 @@ class Run:
         record["seconds"] = round(time.perf_counter() - start, 3)
         bad = [k for k, v in record.items() if k.startswith("loss_") and not math.isfinite(v)]
         if bad:
-            self.stopped = (f"round {r}: the {bad[0][5:]} loss is {record[bad[0]]}; stopped, keeping the "
-                            f"checkpoints of round {r - 1} (lower the learning rates, or --resume from last.pt)")
+            kept = (f"keeping the checkpoints of round {r - 1} (last.pt)" if self.history
+                    else "before any checkpoint was written")
+            self.stopped = f"round {r}: the {bad[0][5:]} loss is {record[bad[0]]}; stopped {kept}; lower the learning rates"
             return None
         start = time.perf_counter()
-        collapse = {}
+        collapse, centre = {}, self.centre()
         if self.val_classes:
-            val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device)
+            val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device, centre)
             record["val"], collapse["val"] = val.as_dict(), val.collapse
         if self.scores_test:
-            test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device)
+            test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device, centre)
             record["test"], collapse["test"] = test.as_dict(), test.collapse
             record["prec_at_50"] = record["test"]["prec@50"]
         record["eval_seconds"] = round(time.perf_counter() - start, 3)
@@ -260,7 +265,7 @@ class Run:
                 self.data.images.update({c: full.images[c] for c in full.unseen})
                 self.data.texts.update({c: full.texts[c] for c in full.unseen})
             test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
-                                           sel.round, self.device)
+                                           sel.round, self.device, self.centre())
             selected["test"] = test.as_dict()
             self.per_class = self.per_class_table(test, self.data.unseen)
             self.write_retrieval(selected["test"], lists)
@@ -376,7 +381,12 @@ def evaluate_main(argv: list[str]) -> int:
     device = pick_device(args.device)
     model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim).to(device)
     model.load_state_dict(state["trainer"]["model"])
-    scores, _ = evaluate_classes(model, data, data.unseen, parse_ks(cfg.eval_k), cfg, state["round"], device)
+    centre = None
+    if cfg.eval_centre:  # the training classes' images, as the run centred them
+        train_images, _ = data.stacked_images(state["classes"]["train"])
+        centre = common_space_centre(model, torch.from_numpy(train_images).to(device))
+    scores, _ = evaluate_classes(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), cfg,
+                                 state["round"], device, centre)
     result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
     print(json.dumps(result, indent=1))
     return 0

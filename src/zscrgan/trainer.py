@@ -124,8 +124,12 @@ class EMTrainer:
         self._apply(self.optimizers["generator"], self._gen_params, parts["generator"])
         return {k: v.detach() for k, v in parts.items()}
 
-    def csem_steps(self, text_rows: torch.Tensor, noise) -> torch.Tensor:
-        """m_steps CSEM updates on batches [m, B] (encoder and generator frozen)."""
+    def csem_steps(self, text_rows: torch.Tensor, noise, image_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """m_steps CSEM updates on batches [m, B] (encoder and generator frozen).
+
+        With ``csem_real`` the real images of the batch (``image_rows``) are mapped too, towards
+        their class's code c and away from the rolled row's, as the generated ones are.
+        """
         m, b = text_rows.shape
         with torch.no_grad():
             mu, log_sigma = self.model.encoder.stats(self.texts[text_rows].reshape(m * b, -1))
@@ -136,9 +140,13 @@ class EMTrainer:
             c_w = self.model.encoder.sample(mu_w, log_sigma_w, eps[m * b:].view(m, b, -1))
             x_hat = self.model.generator(torch.cat([c, c_w]).view(2 * m * b, -1), z).view(2, m, b, -1)
         total = torch.zeros((), device=self.device)
+        real = self.images[image_rows] if self.cfg.csem_real else None
         for j in range(m):
-            emb = self.model.csem(torch.cat([x_hat[0, j], x_hat[1, j]]))
-            loss = csem_loss(emb[:b], emb[b:], c[j], self.cfg.csem_per_row)
+            parts = [x_hat[0, j], x_hat[1, j]] + ([real[j], real[j].roll(1, 0)] if real is not None else [])
+            emb = self.model.csem(torch.cat(parts))
+            loss = csem_loss(emb[:b], emb[b:2 * b], c[j], self.cfg.csem_per_row)
+            if real is not None:
+                loss = loss + csem_loss(emb[2 * b:3 * b], emb[3 * b:], c[j], self.cfg.csem_per_row)
             self._apply(self.optimizers["csem"], self._csem_params, loss)
             total = total + loss.detach()
         return total
@@ -173,7 +181,7 @@ class EMTrainer:
             for name, value in parts.items():
                 sums[name] += value
         m_rows = txt[cfg.e_steps * per:]
-        sums["csem"] += self.csem_steps(m_rows, self.draw_noise(2 * m_rows.numel()))
+        sums["csem"] += self.csem_steps(m_rows, self.draw_noise(2 * m_rows.numel()), img[cfg.e_steps * per:])
         counts = {"critic": cfg.e_steps * cfg.n_critic, "csem": cfg.m_steps}
         return {f"loss_{k}": v.item() / counts.get(k, cfg.e_steps) for k, v in sums.items()}
 
