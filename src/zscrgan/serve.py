@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
     reader = IndexReader(args.index)
+    if reader.run.text_encoder:  # load the sentence encoder now, not on the first user's query
+        try:
+            reader.embed_texts(["warm up"])
+        except DataError:
+            pass  # no free text on this set: queries by class id and photo still work
     app = create_app(reader)
     print(f"zscrgan serve: {len(reader.index)} photos from {args.index} on http://{args.host}:{args.port}/",
           file=sys.stderr, flush=True)
