@@ -57,11 +57,23 @@ def common_space_centre(model: ZSCRGAN, train_images: torch.Tensor) -> torch.Ten
     return centre
 
 
+def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: str) -> torch.Tensor:
+    """Top-k gallery rows per query via GalleryIndex, the search path `zscrgan serve` uses."""
+    from .search import GalleryIndex
+
+    index = GalleryIndex(gallery.shape[1], kind, nlist=max(1, min(1024, round(4 * len(gallery) ** 0.5))))
+    index.add(gallery.cpu())
+    return torch.from_numpy(index.search(queries.cpu(), k)[1])
+
+
 def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
-                     device, centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list]:
+                     device, centre: torch.Tensor | None = None,
+                     index_kind: str | None = None) -> tuple[RetrievalScores, list]:
     """Score retrieval among ``classes``; returns the scores (with ``collapse`` stats) and the retrieval lists.
 
     ``centre`` (from :func:`common_space_centre`) is subtracted from both sides first.
+    ``index_kind`` ("exact", "ivf", "hnsw") ranks with a FAISS GalleryIndex instead of
+    ``score_retrieval``'s own exact ranking.
 
     The retrieval lists are the seed's output: one {query class id: [class ids of the
     top-50 images, best first]} per query, in query order.
@@ -79,7 +91,8 @@ def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
         queries, gallery = queries - centre, gallery - centre
     q_labels_t = torch.from_numpy(q_labels).to(device)
     g_labels_t = torch.from_numpy(g_labels).to(device)
-    scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks)
+    ranking = gallery_ranking(queries, gallery, min(max(ks), len(gallery)), index_kind) if index_kind else None
+    scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks, ranking=ranking)
     # top-k overlap needs k well below the gallery: at most 10, at most a class's share of it
     scores.collapse = collapse_stats(queries, q_labels_t, scores.topk, max(1, min(10, len(g_labels) // len(classes))))
     top50 = g_labels[scores.topk[:, :50].cpu().numpy()]

@@ -142,12 +142,15 @@ def _check_inputs(query_emb, query_labels, gallery_emb, gallery_labels) -> None:
 
 def score_retrieval(query_emb: torch.Tensor, query_labels: torch.Tensor,
                     gallery_emb: torch.Tensor, gallery_labels: torch.Tensor,
-                    ks: Sequence[int] = (DEFAULT_K,), chunk_size: int = 1024) -> RetrievalScores:
+                    ks: Sequence[int] = (DEFAULT_K,), chunk_size: int = 1024,
+                    ranking: torch.Tensor | None = None) -> RetrievalScores:
     """Rank the gallery for every query and score it at each K (see the module doc).
 
     Computes exactly the ``ks`` given (sorted, unique); use :func:`parse_ks` to get the
     usual set with 50 in it. Work happens on ``gallery_emb``'s device; queries are moved
-    there. ``chunk_size`` queries are scored at a time.
+    there. ``chunk_size`` queries are scored at a time. ``ranking`` ([Q, >= max K] gallery
+    rows, best first, -1 for "no result") scores a ranking made elsewhere, e.g. by a
+    :class:`zscrgan.search.GalleryIndex`, instead of ranking exactly here.
     """
     _check_inputs(query_emb, query_labels, gallery_emb, gallery_labels)
     ks = tuple(sorted(set(_positive_ints(ks))))
@@ -162,15 +165,20 @@ def score_retrieval(query_emb: torch.Tensor, query_labels: torch.Tensor,
     n_gallery = gallery.shape[0]
     k_max = min(ks[-1], n_gallery)
 
-    topk = torch.cat([
-        _ranked_topk(_unit_rows(chunk.to(device), "query_emb") @ gallery.T, k_max)
-        for chunk in query_emb.split(chunk_size)
-    ])
+    if ranking is None:
+        topk = torch.cat([
+            _ranked_topk(_unit_rows(chunk.to(device), "query_emb") @ gallery.T, k_max)
+            for chunk in query_emb.split(chunk_size)
+        ])
+    else:
+        topk = torch.as_tensor(ranking, device=device, dtype=torch.long)[:, :k_max]
+        if topk.shape != (len(q_labels), k_max):
+            raise ValueError(f"ranking must have {len(q_labels)} rows of at least {k_max} ids, got {tuple(ranking.shape)}")
 
     n_classes = int(max(q_labels.max(), g_labels.max())) + 1
     n_queries = torch.bincount(q_labels, minlength=n_classes).double()
     n_relevant = torch.bincount(g_labels, minlength=n_classes).double()[q_labels]  # per query
-    rel = (g_labels[topk] == q_labels[:, None]).double()  # [Q, k_max]
+    rel = ((g_labels[topk.clamp(min=0)] == q_labels[:, None]) & (topk >= 0)).double()  # [Q, k_max]
     hits = rel.cumsum(dim=1)
     ranks = torch.arange(1, k_max + 1, device=device, dtype=torch.float64)
     ap_sums = (hits / ranks * rel).cumsum(dim=1)
