@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import io
 import json
 import multiprocessing
@@ -53,7 +54,8 @@ SPACE = {
 # Flags that are not hyperparameters: never searched, and free to change when a study resumes.
 NOT_TUNABLE = {"dataset", "config", "name", "data_root", "out_dir", "seed", "seeds", "workers", "device", "resume",
                "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile"}
-STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile", "track_test"}
+STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
+              "track_test"}
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
@@ -126,6 +128,8 @@ def check_spec(path: str, name: str, spec, base: dict) -> None:
             raise DataError(f"{path}: {name}: empty range (low {low} >= high {high})")
         if spec.get("log") and low <= 0:
             raise DataError(f"{path}: {name}: a log range needs low > 0, got {low}")
+        if spec.get("log") and spec.get("step"):
+            raise DataError(f"{path}: {name}: a range takes log or step, not both")
         values = [low, high]
     want = {"int": int, "float": (int, float), "bool": bool, "str": str}[types[name]]
     for value in values:
@@ -140,15 +144,14 @@ def check_spec(path: str, name: str, spec, base: dict) -> None:
 
 
 def suggest(trial, space: dict) -> dict:
-    params = {}
-    for name, spec in space.items():
+    def one(name, spec):
         if spec["type"] == "categorical":
-            params[name] = trial.suggest_categorical(name, spec["choices"])
-        else:
-            suggest_kind = trial.suggest_int if spec["type"] == "int" else trial.suggest_float
-            params[name] = suggest_kind(name, spec["low"], spec["high"], log=bool(spec.get("log")),
-                                        **({"step": spec["step"]} if spec.get("step") else {}))
-    return params
+            return trial.suggest_categorical(name, spec["choices"])
+        if spec["type"] == "int":
+            return trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log")),
+                                     step=spec.get("step", 1))
+        return trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step"))
+    return {name: one(name, spec) for name, spec in space.items()}
 
 
 # ---- storage and study -------------------------------------------------------------------------
@@ -160,18 +163,18 @@ def open_storage(spec: str):
     if "://" not in spec:
         return JournalStorage(JournalFileBackend(spec))
     try:  # heartbeats let workers on other machines fail the trials of a worker that died
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=300)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=300)
     except Exception as exc:  # drivers, DNS, refused connections, bad URLs: many kinds
         raise DataError(f"--storage {hide_password(spec)}: cannot open ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
 
 
 def hide_password(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if "://" in url else url
 
 
 def fail_stale_trials(study) -> list[int]:
@@ -188,14 +191,12 @@ def fail_stale_trials(study) -> list[int]:
 
 
 def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return True  # unknown owner: leave the trial alone
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0) if pid > 0 else None  # no pid recorded: leave the trial alone
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except OSError:  # PermissionError: someone else's live process
+        pass
     return True
 
 
@@ -243,8 +244,13 @@ def run_worker(job: dict, index: int, n_trials: int | None, threads: int) -> Non
     study = optuna.load_study(study_name=job["study"], storage=open_storage(job["storage"]),
                               sampler=optuna.samplers.TPESampler(seed=seed),
                               pruner=make_pruner(job["pruner"], job["epochs"]))
-    study.optimize(lambda trial: objective(trial, job), n_trials=n_trials, timeout=job["timeout"],
-                   catch=(DataError,), callbacks=[lambda s, t: after_trial(s, t, job)])
+    try:
+        study.optimize(lambda trial: objective(trial, job), n_trials=n_trials, timeout=job["timeout"],
+                       catch=(DataError,), callbacks=[lambda s, t: after_trial(s, t, job)])
+    except KeyboardInterrupt:  # Optuna has marked the trial failed; the parent says "interrupted"
+        if threads:  # a spawned process: exit quietly, no traceback
+            raise SystemExit(130) from None
+        raise
 
 
 def after_trial(study, trial, job: dict) -> None:
@@ -260,8 +266,9 @@ def progress_line(study, trial, k: int) -> str:
     if state == "FAIL":
         head = f"failed ({attrs.get('error', 'see the error above')})"
     else:
+        collapsed = ", collapsed: scored 0" if attrs.get("collapsed") else ""
         how = (f"pruned at round {attrs.get('pruned_round')}" if state == "PRUNED" else
-               f"round {attrs.get('selected_round')} selected{', collapsed: scored 0' if attrs.get('collapsed') else ''}")
+               f"round {attrs.get('selected_round')} selected{collapsed}")
         head = f"val prec@{k} {trial.value:.3f} ({how})"
     best = best_trial(study)
     tail = f"best {best.value:.3f} (trial {best.number})" if best else "no completed trial yet"
@@ -269,10 +276,7 @@ def progress_line(study, trial, k: int) -> str:
 
 
 def best_trial(study):
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
+    return study.best_trial if any(t.state.name == "COMPLETE" for t in study.trials) else None
 
 
 def write_best_config(study, job: dict) -> Path | None:
@@ -292,6 +296,7 @@ def write_best_config(study, job: dict) -> Path | None:
 def parse(argv: list[str]):
     parser = build_parser("zscrgan tune")
     parser.description = "Search hyperparameters with Optuna on validation classes (unseen classes never read)."
+    parser.allow_abbrev = False  # a flag fixes its parameter only when spelt out
     group = parser.add_argument_group("tuning")
     group.add_argument("--study", default="", help="study NAME (default: the data set's name)")
     group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql://, sqlite:///) shared by "
@@ -317,6 +322,7 @@ def main(argv: list[str]) -> int:
     import optuna
 
     values, tune, given = parse(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = {**values, "select": "val", "track_test": False, "report": False, "resume": False, "workers": 1}
     problems = check_config(Config(**base).resolved())
     if values["seeds"]:
@@ -347,7 +353,7 @@ def main(argv: list[str]) -> int:
                pruner=tune["pruner"], timeout=tune["timeout"], start_trials=len(study.trials),
                track_test=values["track_test"], report=values["report"], out_dir=values["out_dir"])
     print(f"study {study_name} in {hide_password(storage)}: {len(study.trials)} trials so far; searching "
-          f"{', '.join(space)}; {tune['trials']} trials, {tune['jobs']} at a time", flush=True)
+          f"{', '.join(space)}; {tune['trials']} trials of up to {epochs} rounds, {tune['jobs']} at a time", flush=True)
     run_jobs(job, tune["trials"], tune["jobs"])
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     best = write_best_config(study, job)
@@ -447,17 +453,16 @@ def write_study_report(study, folder: Path, k: int) -> None:
             shown.append((title, buffer.getvalue()))
         except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials or no spread: skip the plot
             continue
-    rows = "".join(f"<tr><td>{t.number}</td><td>{t.state.name}</td><td>{'' if t.value is None else f'{t.value:.4f}'}"
-                   f"</td><td>{json.dumps(t.params)}</td></tr>" for t in study.trials)
-    best = best_trial(study)
-    head = (f"best val prec@{k} {best.value:.4f} (trial {best.number}): <code>{json.dumps(best.params)}</code>"
-            if best else "no completed trial yet")
+    rows = "".join(f"<tr><td>{t.number}<td>{t.state.name}<td>{'' if t.value is None else f'{t.value:.4f}'}"
+                   f"<td>{html.escape(json.dumps(t.params))}</tr>" for t in study.trials)
+    best, name = best_trial(study), html.escape(study.study_name)
+    head = (f"best val prec@{k} {best.value:.4f} (trial {best.number}), kept in best_config.json: "
+            f"<code>{html.escape(json.dumps(best.params))}</code>" if best else "no completed trial yet")
     images = "".join(f"<h2>{title}</h2><img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
                      for title, png in shown)
-    page = (f"<!doctype html><meta charset='utf-8'><title>study {study.study_name}</title>"
-            f"<h1>study {study.study_name}</h1><p>{head}</p><p>best_config.json holds it for zscrgan train --config.</p>"
-            f"{images}<h2>trials</h2><table border=1 cellpadding=3><tr><th>trial</th><th>state</th>"
-            f"<th>val prec@{k}</th><th>params</th></tr>{rows}</table>")
+    page = (f"<!doctype html><meta charset='utf-8'><title>study {name}</title><h1>study {name}</h1><p>{head}</p>"
+            f"{images}<h2>trials</h2><table border=1 cellpadding=3><tr><th>trial<th>state<th>val prec@{k}<th>params"
+            f"</tr>{rows}</table>")
     write_atomic(folder / "study.html", page.encode())
 
 

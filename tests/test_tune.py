@@ -1,0 +1,129 @@
+"""zscrgan tune on tiny synthetic data: parallel trial processes, pruning, resume, no unseen read, bad input."""
+import json
+import socket
+import subprocess
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from helpers import TINY, read_jsonl, small_set
+from zscrgan import tune
+from zscrgan.cli import main
+
+# lrs kept low so that no tiny trial's loss goes non-finite (a failed trial would be a false alarm here)
+SAFE_SPACE = "generator_lr: {type: float, low: 0.0001, high: 0.002, log: true}\n" \
+             "discriminator_lr: {type: float, low: 0.0001, high: 0.002, log: true}\n"
+
+
+def tune_args(data, out, *extra):
+    return ["tune", "--dataset", str(data), "--out_dir", str(out), "--epochs", "2", "--select_k", "5", *TINY, *extra]
+
+
+def load(study_dir, name):
+    storage = JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_two_processes_share_a_journal_and_never_read_unseen(tmp_path, capfd):
+    data = small_set(tmp_path / "NANS", nan_unseen=True)  # reading an unseen image fails the run
+    (tmp_path / "space.yaml").write_text(SAFE_SPACE)
+    assert main(tune_args(data, tmp_path / "out", "--jobs", "2", "--trials", "6",
+                          "--space", str(tmp_path / "space.yaml"))) == 0
+    out = capfd.readouterr().out
+    study_dir = tmp_path / "out" / "tune_NANS"
+    trials = load(study_dir, "NANS").trials
+    assert len(trials) == 6 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), \
+        [(t.state.name, t.user_attrs) for t in trials]
+    pids = [t.user_attrs["pid"] for t in trials]
+    assert sorted(pids.count(p) for p in set(pids)) == [3, 3]  # 2 processes x 3 trials
+    for t in trials:
+        assert f"trial {t.number}: val prec@5 " in out
+        assert set(t.params) >= {"generator_lr", "CSEM_lr", "mmr_hinge"} and "gf_dim" not in t.params  # flags fix
+        run_dir = study_dir / f"trial_{t.number:04d}" / "ckt_logs" / "NANS_logs"
+        assert all("val" in h and "test" not in h for h in read_jsonl(run_dir / "metrics.jsonl"))
+        if t.state.name == "COMPLETE":
+            assert set(json.loads((run_dir / "summary.json").read_text())["selected"]) == {"val"}
+    assert not list((study_dir).rglob("retrieved_res"))  # nothing scored on unseen classes
+    for name in ("best_config.json", "study.html", "history.png", "importances.png"):
+        assert (study_dir / name).is_file(), name
+    assert "data:image/png;base64," in (study_dir / "study.html").read_text()
+
+
+def test_a_trial_is_pruned_through_the_real_objective(tmp_path, capsys, monkeypatch):
+    data = small_set(tmp_path / "TOY")
+    # a real Optuna pruner that prunes every trial at its first report: Prec@K never exceeds 1
+    monkeypatch.setattr(tune, "make_pruner", lambda name, epochs: optuna.pruners.ThresholdPruner(lower=1.1))
+    assert main(tune_args(data, tmp_path, "--epochs", "3", "--trials", "1")) == 0
+    assert "trial 0: val prec@5 " in capsys.readouterr().out
+    (trial,) = load(tmp_path / "tune_TOY", "TOY").trials
+    assert trial.state.name == "PRUNED" and list(trial.intermediate_values) == [1]
+    history = read_jsonl(tmp_path / "tune_TOY" / "trial_0000" / "ckt_logs" / "TOY_logs" / "metrics.jsonl")
+    assert [h["round"] for h in history] == [1]  # stopped after round 1 of 3
+
+
+def test_resume_fails_stale_trials_and_best_config_round_trips(tmp_path, capsys):
+    data = small_set(tmp_path / "TOY")
+    (tmp_path / "space.yaml").write_text(SAFE_SPACE)
+    args = tune_args(data, tmp_path, "--space", str(tmp_path / "space.yaml"))
+    assert main([*args, "--trials", "2"]) == 0
+    study_dir = tmp_path / "tune_TOY"
+    # a trial left RUNNING by a process killed with -9
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = load(study_dir, "TOY").ask()
+    orphan.set_user_attr("pid", dead.pid)
+    orphan.set_user_attr("host", socket.gethostname())
+    assert main([*args, "--trials", "1"]) == 0
+    assert "trials [2] were left running by a process that is gone; marked failed" in capsys.readouterr().out
+    trials = load(study_dir, "TOY").trials
+    assert [t.state.name for t in trials][2] == "FAIL" and len(trials) == 4
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for i, t in enumerate(trials) if i != 2)
+
+    # other base settings are another study
+    assert main([*args, "--trials", "1", "--epochs", "3"]) == 1
+    assert "study TOY: made with --epochs 2, this call asks 3" in capsys.readouterr().err
+    assert len(load(study_dir, "TOY").trials) == 4
+
+    # best_config.json -> zscrgan train --config reproduces the best trial's settings; a flag overrides the file
+    best = load(study_dir, "TOY").best_trial
+    assert main(["train", "--config", str(study_dir / "best_config.json"), "--out_dir", str(tmp_path / "again"),
+                 "--clip_val", "0.5"]) == 0
+    trial_cfg = json.loads((study_dir / f"trial_{best.number:04d}" / "ckt_logs" / "TOY_logs" / "config.json")
+                           .read_text())
+    again = json.loads((tmp_path / "again" / "ckt_logs" / "TOY_logs" / "config.json").read_text())
+    assert again["clip_val"] == 0.5 and again["select"] == "val"
+    for key in set(trial_cfg) - {"out_dir", "config", "clip_val"}:
+        assert again[key] == trial_cfg[key], key
+    assert all(again[k] == v for k, v in best.params.items() if k != "clip_val")
+
+
+@pytest.mark.parametrize("extra, space, message", [
+    (["--val_fraction", "0.99"], None, "tune needs validation classes: "),
+    (["--val_fraction", "0"], None, "--val_fraction must be in (0, 1), got 0.0"),
+    (["--select_k", "50"], None, "--select_k 50 is larger than every validation class's gallery (at most 12"),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/x"], None, "--storage postgresql://nobody@127.0.0.1:1/x: cannot"),
+    ([], '{"learning_rate": {"type": "float", "low": 0.1, "high": 1}}',
+     "space.json: unknown parameter 'learning_rate'"),
+    ([], '{"CSEM_lr": {"type": "float", "low": 0.01, "high": 0.001}}', "space.json: CSEM_lr: empty range (low 0.01"),
+    ([], '{"z_dim": {"type": "categorical", "choices": []}}', "space.json: z_dim: empty choices"),
+    ([], '{"optimizer": {"type": "categorical", "choices": ["adam"]}}', "space.json: optimizer: --optimizer must be"),
+    ([], '{"CSEM_lr": {"type": "float", "low": 0.1', "space.json: not valid JSON"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, space, message):
+    data = small_set(tmp_path / "data" / "TOY")
+    if space is not None:
+        (tmp_path / "space.json").write_text(space)
+        extra = [*extra, "--space", str(tmp_path / "space.json")]
+    assert main(tune_args(data, tmp_path / "out", *extra)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_space_file_yaml_replaces_and_removes_entries(tmp_path):
+    (tmp_path / "s.yaml").write_text("gf_dim: {type: categorical, choices: [64, 128]}\nclip_val: null\n")
+    base = {**{k: v for k, v in vars(tune.build_parser().parse_args([])).items()}, "select": "val"}
+    space = tune.read_space(str(tmp_path / "s.yaml"), base)
+    assert space["gf_dim"]["choices"] == [64, 128] and "clip_val" not in space
+    assert space["generator_lr"] == tune.SPACE["generator_lr"]
