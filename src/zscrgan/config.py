@@ -27,8 +27,8 @@ class Config:
     df_dim: int = _f(1024, "critic hidden width")
     embed_dim: int = _f(1024, "size of mu and of sigma, and of the common space")
     CSEM_lr: float = _f(0.002, "Adam learning rate of the CSEM")
-    generator_lr: float = _f(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, the seed's; improved: 0.003)")
-    discriminator_lr: float = _f(None, "RMSProp learning rate of the critic (original: 0.0002, the seed's; improved: 0.003)")
+    generator_lr: float = _f(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, the seed's; improved: 0.003 up to gf_dim 256, times sqrt(256/gf_dim) above)")
+    discriminator_lr: float = _f(None, "RMSProp learning rate of the critic (original: 0.0002, the seed's; improved: as --generator_lr)")
     epochs: int = _f(0, "number of EM rounds (the seed left it unused); 0: 5000 as the seed, or 5 on the built-in data")
     kl_div_coefficient: float = _f(1.0, "weight of the KL term")
     mm_reg_coeff: float = _f(2.0, "weight of the max-margin regulariser")
@@ -46,7 +46,10 @@ class Config:
     workers: int = _f(1, "with --seeds: train this many seeds at once, each in its own process with an equal share "
                          "of the CPU threads (on a CPU, small products use the cores better this way)")
     device: str = _f("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    resume: bool = _f(False, "continue from the last round's checkpoint of this run, if any")
+    resume: bool = _f(False, "continue this run from its last.pt after a crash or Ctrl-C; --resume RUN (a "
+                             "ckt_logs/NAME_logs folder, or a NAME) takes every setting from that run's config.json")
+    overwrite: bool = _f(False, "start over in a folder holding an earlier run's outputs, deleting them first "
+                                "(without it, or --resume, such a folder is refused)")
     report: bool = _f(True, "write plots and report.html into the run folder at the end")
     # --- schedule (the seed's fixed values; smaller for smoke tests) ---
     e_steps: int = _f(100, "generator steps per E-step")
@@ -84,8 +87,20 @@ class Config:
         values = asdict(self)
         for key, value in RECIPES[self.recipe].items():
             if values[key] is None:
-                values[key] = value
+                values[key] = value(values) if callable(value) else value
         return Config(**values)
+
+
+def width_scaled(rate: float, width: int = 256):
+    """A learning rate chosen at gf_dim ``width``, shrunk as sqrt(width / gf_dim) for wider generators.
+
+    RMSProp's step moves each weight by about the rate whatever the layer's width, so a layer
+    with 8x the fan-in moves its outputs about sqrt(8)x further per step. At gf_dim 2048 the
+    improved recipe's 0.003 (chosen at 256) killed the generator's ReLU output within two
+    rounds on FLO; 0.003 * sqrt(256 / 2048) = 0.00106 sits next to 0.001, the rate the
+    validation classes preferred at that width (docs/results.md).
+    """
+    return lambda values: rate * min(1.0, (width / values["gf_dim"]) ** 0.5)
 
 
 RECIPES = {
@@ -99,18 +114,23 @@ RECIPES = {
     # of x_hat towards its class's images once the small margin is met, and training collapsed.
     "improved": dict(mmr_hinge=False, csem_per_row=True, kl_standard=True, all_texts=True, csem_real=False,
                      eval_centre=False,
-                     optimizer="torch", generator_lr=0.003, discriminator_lr=0.003,
+                     optimizer="torch", generator_lr=width_scaled(0.003), discriminator_lr=width_scaled(0.003),
                      eval_samples=1, eval_mean=True),
 }
 
 
 def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Train and evaluate ZSCRGAN.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from .errors import Parser
+
+    parser = Parser(prog=prog, description="Train and evaluate ZSCRGAN.",
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(Config):
         kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
         kw = dict(default=None if f.default is MISSING else f.default, help=f.metadata["help"])
-        if kind is bool:
+        if f.name == "resume":  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
+            parser.add_argument("--resume", nargs="?", const=True, metavar="RUN", **kw)
+            parser.add_argument("--no-resume", dest="resume", action="store_false")
+        elif kind is bool:
             parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
         else:
             parser.add_argument(f"--{f.name}", type=kind, choices=f.metadata.get("choices"), **kw)
@@ -128,15 +148,35 @@ def read_config_file(path: str) -> dict:
     unknown = sorted(set(values) - known)
     if unknown:
         raise DataError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-    return {k: v for k, v in values.items() if k != "config"}
+    return {k: v for k, v in values.items() if k not in ("config", "resume", "overwrite")}  # a run's own choices
+
+
+def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
+    """``--resume RUN``: the run folder (a path, or NAME under <out_dir>/ckt_logs) and its settings."""
+    from .data import DataError
+
+    tried = [Path(run), Path(out_dir) / "ckt_logs" / f"{run}_logs", Path(out_dir) / "ckt_logs" / run]
+    for folder in tried:
+        if (folder / "config.json").is_file():
+            return folder, read_config_file(str(folder / "config.json"))
+    raise DataError(f"--resume {run}: no run there (no config.json in {', '.join(map(str, dict.fromkeys(tried)))})")
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
-    """Parse flags over the defaults of a --config file, when one is given."""
-    path = getattr(parser.parse_known_args(argv)[0], "config", "")
+    """Parse flags over the defaults of a --config file, or of the run ``--resume RUN`` names."""
+    known = parser.parse_known_args(argv)[0]
+    path = getattr(known, "config", "")
     if path:
         parser.set_defaults(**read_config_file(path))
-    return vars(parser.parse_args(argv))
+    if isinstance(getattr(known, "resume", None), str):
+        folder, saved = find_run_config(known.resume, known.out_dir)
+        if folder.parent.name == "ckt_logs":  # where the run's outputs are, wherever it was started from
+            saved["out_dir"] = str(folder.parent.parent)
+        parser.set_defaults(**saved)
+    values = vars(parser.parse_args(argv))
+    if isinstance(values.get("resume"), str):
+        values["resume"] = True
+    return values
 
 
 def parse_config(argv: list[str], prog: str = "zscrgan train") -> Config:
@@ -154,6 +194,8 @@ def check_config(cfg: Config) -> list[str]:
     problems = []
     if cfg.patience < 0:
         problems.append(f"--patience must be >= 0, got {cfg.patience}")
+    if cfg.resume and cfg.overwrite:
+        problems.append("--resume continues a run, --overwrite deletes it: give one of them")
     if cfg.patience and cfg.select == "last":
         problems.append("--patience needs a selection figure: use it with --select val (or test), not last")
     for name in ("select_k", "workers", "batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "e_steps", "n_critic", "m_steps", "eval_samples"):
