@@ -88,12 +88,12 @@ def test_resume_fails_stale_trials_and_best_config_round_trips(tmp_path, capsys)
     # best_config.json -> zscrgan train --config reproduces the best trial's settings; a flag overrides the file
     best = load(study_dir, "TOY").best_trial
     assert main(["train", "--config", str(study_dir / "best_config.json"), "--out_dir", str(tmp_path / "again"),
-                 "--clip_val", "0.5"]) == 0
+                 "--clip_val", "0.5", "--no-report"]) == 0
     trial_cfg = json.loads((study_dir / f"trial_{best.number:04d}" / "ckt_logs" / "TOY_logs" / "config.json")
                            .read_text())
     again = json.loads((tmp_path / "again" / "ckt_logs" / "TOY_logs" / "config.json").read_text())
     assert again["clip_val"] == 0.5 and again["select"] == "val"
-    for key in set(trial_cfg) - {"out_dir", "config", "clip_val"}:
+    for key in set(trial_cfg) - {"out_dir", "config", "clip_val"}:  # report: --no-report as in the trial
         assert again[key] == trial_cfg[key], key
     assert all(again[k] == v for k, v in best.params.items() if k != "clip_val")
 

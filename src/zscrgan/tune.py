@@ -280,13 +280,15 @@ def best_trial(study):
 
 
 def write_best_config(study, job: dict) -> Path | None:
-    """best_config.json: the base settings with the best trial's parameters, for train --config."""
+    """best_config.json: the base settings with the best trial's parameters, for train/compare --config.
+
+    Flags that say how to run rather than what to train are left to each command's defaults
+    (compare's --seeds 0,1,2, train's reports)."""
     best = best_trial(study)
     if best is None:
         return None
-    settings = {**job["base"], **best.params, "select": "val", "track_test": job["track_test"],
-                "report": job["report"], "out_dir": job["out_dir"]}
-    settings.pop("config", None)
+    settings = {k: v for k, v in {**job["base"], **best.params, "out_dir": job["out_dir"]}.items()
+                if k not in ("config", "seeds", "workers", "resume", "report", "track_test")}
     path = Path(job["study_dir"]) / "best_config.json"
     write_atomic(path, json.dumps(settings, indent=1).encode())
     return path
@@ -351,7 +353,7 @@ def main(argv: list[str]) -> int:
         print(f"study {study_name}: trials {stale} were left running by a process that is gone; marked failed")
     job = dict(base=base, space=space, study=study_name, storage=storage, study_dir=str(study_dir), epochs=epochs,
                pruner=tune["pruner"], timeout=tune["timeout"], start_trials=len(study.trials),
-               track_test=values["track_test"], report=values["report"], out_dir=values["out_dir"])
+               out_dir=values["out_dir"])
     print(f"study {study_name} in {hide_password(storage)}: {len(study.trials)} trials so far; searching "
           f"{', '.join(space)}; {tune['trials']} trials of up to {epochs} rounds, {tune['jobs']} at a time", flush=True)
     run_jobs(job, tune["trials"], tune["jobs"])
