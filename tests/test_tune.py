@@ -44,7 +44,7 @@ def test_two_processes_share_a_journal_and_never_read_unseen(tmp_path, capfd):
         assert all("val" in h and "test" not in h for h in read_jsonl(run_dir / "metrics.jsonl"))
         if t.state.name == "COMPLETE":
             assert set(json.loads((run_dir / "summary.json").read_text())["selected"]) == {"val"}
-    assert not list((study_dir).rglob("retrieved_res"))  # nothing scored on unseen classes
+    assert not list(study_dir.rglob("acc*.pkl"))  # no retrieval lists: nothing scored on unseen classes
     for name in ("best_config.json", "study.html", "history.png", "importances.png"):
         assert (study_dir / name).is_file(), name
     assert "data:image/png;base64," in (study_dir / "study.html").read_text()
