@@ -20,6 +20,8 @@ def test_max_margin_unhinged_and_hinged_by_hand():
     assert max_margin(x_hat, x, x_w).item() == pytest.approx(2 - 3.75 + 2)
     # per row: max(0, 2 - 7 + 2) = 0, max(0, 2 - 0.5 + 2) = 3.5 -> mean 1.75
     assert max_margin(x_hat, x, x_w, hinge=True).item() == pytest.approx(1.75)
+    # margin 6: max(0, 2 - 7 + 6) = 1, max(0, 2 - 0.5 + 6) = 7.5 -> mean 4.25
+    assert max_margin(x_hat, x, x_w, hinge=True, margin=6.0).item() == pytest.approx(4.25)
     # unhinged is unbounded below, hinged is not
     far = x_w * 100
     assert max_margin(x_hat, x, far).item() < -100

@@ -33,6 +33,7 @@ class Config:
     kl_div_coefficient: float = _f(1.0, "weight of the KL term")
     mm_reg_coeff: float = _f(2.0, "weight of the max-margin regulariser")
     z_dim: int = _f(256, "noise size")
+    mmr_margin: float = _f(2.0, "margin of the max-margin regulariser (the seed's constant 2; matters with --mmr_hinge)")
     clip_val: float = _f(0.01, "WGAN weight clipping of the critic (0 disables clipping)")
     config: str = _f("", "a JSON file of settings (as written by zscrgan tune, or a run's config.json); "
                          "flags given on the command line override it")

@@ -16,17 +16,19 @@ def critic_loss(d_fake: torch.Tensor, d_wrong: torch.Tensor, d_real: torch.Tenso
     return (d_fake.mean() + d_wrong.mean()) / 2 - d_real.mean()
 
 
-def max_margin(x_hat: torch.Tensor, x: torch.Tensor, x_wrong: torch.Tensor, hinge: bool = False) -> torch.Tensor:
+def max_margin(x_hat: torch.Tensor, x: torch.Tensor, x_wrong: torch.Tensor, hinge: bool = False,
+               margin: float = MARGIN) -> torch.Tensor:
     """MMR = mean |x_hat - x|_1 - mean |x_hat - x_w|_1 + 2 (L1 summed over features).
 
     Quirk: no hinge, so it is unbounded below. ``hinge=True`` is the usual triplet form
-    mean_b max(0, |x_hat - x|_1 - |x_hat - x_w|_1 + 2).
+    mean_b max(0, |x_hat - x|_1 - |x_hat - x_w|_1 + margin). Upstream's margin, 2, is tiny
+    beside L1 distances summed over 1280 features, so ``margin`` is a hyperparameter here.
     """
     d_pos = (x_hat - x).abs().sum(1)
     d_neg = (x_hat - x_wrong).abs().sum(1)
     if hinge:
-        return F.relu(d_pos - d_neg + MARGIN).mean()
-    return d_pos.mean() - d_neg.mean() + MARGIN
+        return F.relu(d_pos - d_neg + margin).mean()
+    return d_pos.mean() - d_neg.mean() + margin
 
 
 def csem_loss(emb_real: torch.Tensor, emb_wrong: torch.Tensor, c: torch.Tensor, per_row: bool = False) -> torch.Tensor:

@@ -45,7 +45,7 @@ def generator_step(model, optimizer, cfg, x, t, eps, z) -> None:
     kl = kl_standard if cfg.kl_standard else kl_quirk
     loss = (-model.critic(x_hat, t).mean()
             + csem_loss(model.csem(x_hat), model.csem(x_hat_w), c, cfg.csem_per_row)
-            + cfg.mm_reg_coeff * max_margin(x_hat, x, x_w, cfg.mmr_hinge)
+            + cfg.mm_reg_coeff * max_margin(x_hat, x, x_w, cfg.mmr_hinge, cfg.mmr_margin)
             + cfg.kl_div_coefficient * (kl(mu, ls) + kl(mu_w, ls_w)) / 2)
     _step(optimizer, loss, model.generator_params())
 

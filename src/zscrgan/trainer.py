@@ -112,7 +112,7 @@ class EMTrainer:
         parts = {
             "adversarial": -model.critic(x_hat, t).mean(),
             "csem_e": csem_loss(emb[:b], emb[b:], c, cfg.csem_per_row),
-            "mmr": max_margin(x_hat, x, x.roll(1, 0), cfg.mmr_hinge),
+            "mmr": max_margin(x_hat, x, x.roll(1, 0), cfg.mmr_hinge, cfg.mmr_margin),
             "kl": (self.kl(mu, log_sigma) + self.kl(mu_w, log_sigma_w)) / 2,
         }
         parts["generator"] = (parts["adversarial"] + parts["csem_e"] + cfg.mm_reg_coeff * parts["mmr"]
