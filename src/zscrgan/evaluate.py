@@ -1,4 +1,4 @@
-"""Retrieval with a trained model (ALGORITHM.md, "Evaluation").
+"""Retrieval with a trained model (docs/algorithm.md, "Evaluation").
 
 Query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM;
 cosine similarity, top K. Every text of a class is a query; the gallery is every image of

@@ -1,4 +1,4 @@
-"""The losses of ZSCRGAN (ALGORITHM.md, "Losses"), each with its quirk and its fix.
+"""The losses of ZSCRGAN (docs/algorithm.md, "The losses"), each with its quirk and its fix.
 
 The ``original`` recipe uses the quirky forms; the flags select the fixed ones.
 All reductions are means over the batch unless a docstring says otherwise.

@@ -1,4 +1,4 @@
-"""The four networks of ZSCRGAN, as in the authors' code (ALGORITHM.md, "Networks").
+"""The four networks of ZSCRGAN, as in the authors' code (docs/algorithm.md, "The four networks").
 
 Every layer is initialised N(0, 0.02) with zero biases; LeakyReLU has slope 0.2.
 Noise is never drawn inside a network: callers pass ``eps`` and ``z`` in, so a step is a

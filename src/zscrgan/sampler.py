@@ -1,4 +1,4 @@
-"""Training batches as index tensors, a whole EM round at a time (ALGORITHM.md, "A batch").
+"""Training batches as index tensors, a whole EM round at a time (docs/algorithm.md, "A batch").
 
 Each row of a batch is one seen class:
 - fewer rows than classes: consecutive slices of a shuffled class list, reshuffled when

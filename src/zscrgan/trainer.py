@@ -1,4 +1,4 @@
-"""One EM round of ZSCRGAN (ALGORITHM.md, "Schedule"), fast and exact.
+"""One EM round of ZSCRGAN (docs/algorithm.md, "The schedule"), fast and exact.
 
 E-step: e_steps times (n_critic critic steps, then one generator step); M-step: m_steps
 CSEM steps; every step on a fresh batch. Savings that change no result:
