@@ -3,13 +3,14 @@ import json
 import socket
 import subprocess
 
-import optuna
 import pytest
-from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from helpers import TINY, read_jsonl, small_set
-from zscrgan import tune
-from zscrgan.cli import main
+optuna = pytest.importorskip("optuna")  # the [tune] extra
+from optuna.storages.journal import JournalFileBackend, JournalStorage  # noqa: E402
+
+from helpers import TINY, read_jsonl, small_set  # noqa: E402
+from zscrgan import tune  # noqa: E402
+from zscrgan.cli import main  # noqa: E402
 
 # lrs kept low so that no tiny trial's loss goes non-finite (a failed trial would be a false alarm here)
 SAFE_SPACE = "generator_lr: {type: float, low: 0.0001, high: 0.002, log: true}\n" \
@@ -103,6 +104,7 @@ def test_resume_fails_stale_trials_and_best_config_round_trips(tmp_path, capsys)
     (["--val_fraction", "0"], None, "--val_fraction must be in (0, 1), got 0.0"),
     (["--select_k", "50"], None, "--select_k 50 is larger than every validation class's gallery (at most 12"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/x"], None, "--storage postgresql://nobody@127.0.0.1:1/x: cannot"),
+    (["--storage", "postgresql://a:b@c:d"], None, "--storage postgresql://a:***@c:d: cannot open"),
     ([], '{"learning_rate": {"type": "float", "low": 0.1, "high": 1}}',
      "space.json: unknown parameter 'learning_rate'"),
     ([], '{"CSEM_lr": {"type": "float", "low": 0.01, "high": 0.001}}', "space.json: CSEM_lr: empty range (low 0.01"),

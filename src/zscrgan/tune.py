@@ -23,6 +23,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import socket
 import warnings
 from dataclasses import fields
@@ -172,9 +173,11 @@ def open_storage(spec: str):
 
 
 def hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # a journal path, or a URL SQLAlchemy cannot parse
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
 
 def fail_stale_trials(study) -> list[int]:
