@@ -28,6 +28,7 @@ from .search import GalleryIndex
 MAX_K = 1000
 MAX_TEXT = 1000  # characters of one description
 N_EXPLAIN = 3
+IVF_NPROBE = 64  # recall@10 0.966 at 1M vectors, p95 11 ms (docs/performance.md)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -54,7 +55,7 @@ class IndexReader:
         saved = ps.read_npz(self.folder / ps.VECTORS)
         self.kind = str(saved["kind"])
         self.dim = int(self.manifest["run"]["embed_dim"])
-        self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind)
+        self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind, nprobe=IVF_NPROBE)
         self.ids = saved["ids"].astype(np.int64)
         self.row_of = {int(i): r for r, i in enumerate(self.ids)}
         classes = ps.read_npz(self.folder / ps.CLASSES)
