@@ -31,3 +31,19 @@ def test_compare_rejects_an_unknown_method(capsys):
         main(["compare", "--methods", "ridge,magic"])
     assert exit_info.value.code == 2
     assert "--methods: unknown 'magic'" in capsys.readouterr().err
+
+
+def test_compare_headline_uses_select_k_and_keeps_each_method_done_before_a_failure(tmp_path, capsys, monkeypatch):
+    from zscrgan import compare
+    from zscrgan.data import DataError
+
+    def fail(*args, **kw):
+        raise DataError("injected failure")
+    monkeypatch.setattr(compare.Run, "train", fail)
+    assert main(["compare", "--methods", "ridge,original", "--select_k", "5", "--seeds", "0",
+                 "--out_dir", str(tmp_path), *TINY]) == 1
+    assert "injected failure" in capsys.readouterr().err
+    rows = list(csv.DictReader((tmp_path / "compare_builtin.csv").open()))
+    assert [r["method"] for r in rows] == ["ridge"]  # written before the ZSCRGAN run failed
+    assert {"prec@5_mean", "map@5_mean", "prec@50_mean"} <= set(rows[0])
+    assert "| method | Prec@5 | mAP@5 | Prec@50 | mAP@50 |" in (tmp_path / "compare_builtin.md").read_text()

@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from .data import DataError
+from .errors import Interrupted
 
 COMMANDS = {
     "train": ("zscrgan.run", "train_main"),
@@ -48,9 +50,28 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"zscrgan {command}: error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"zscrgan {command}: interrupted; {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"zscrgan {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `zscrgan evaluate ... | head`: the reader has all it wanted
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        except (OSError, ValueError):  # stdout is not a real file (under test)
+            pass
+        return 141
+    except OSError as exc:  # a read-only or full disk, a folder we may not write: one line, not a traceback
+        print(f"zscrgan {command}: error: {os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def os_error(exc: OSError) -> str:
+    """'PATH: Permission denied' from an OSError, whichever of its fields are set."""
+    where = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where else what
 
 
 if __name__ == "__main__":

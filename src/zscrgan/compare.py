@@ -21,8 +21,10 @@ import torch
 from .baselines import BASELINES, fit_baseline
 from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, parse_seeds, run_name
 from .data import split_validation, write_atomic
+from .errors import Interrupted, say
 from .metrics import parse_ks, score_retrieval
-from .run import Run, load_run_data, mean_sd, pick_device
+from .outputs import check_writable
+from .run import Run, load_run_data, mean_sd, pick_device, preflight
 
 METHODS = (*BASELINES, *RECIPES)
 
@@ -37,42 +39,51 @@ def score_baseline(model, data, classes, ks, device) -> dict:
                            torch.from_numpy(g_labels).to(device), ks=ks).as_dict()
 
 
+def recipe_config(method: str, cfg: Config, seed: int) -> Config:
+    """The ZSCRGAN run of ``method`` (a recipe) and ``seed``: validation-selected, in its own folder.
+
+    ``cfg`` is unresolved: the recipe switches left at None take the method's recipe values.
+    """
+    base = run_name(replace(cfg, seeds=""))
+    return replace(cfg, recipe=method, seed=seed, seeds="", select="val",
+                   name=f"{base}_{method}_seed{seed}").resolved()
+
+
 def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     """Unseen-class figures of one method and seed, and its training seconds.
 
-    ``cfg`` is unresolved: the recipe switches left at None take the method's recipe values.
     ``data`` is the loaded data set the baselines fit on (ZSCRGAN runs load their own, so
     that validation selection reads the unseen classes only after selecting).
     """
     if method in RECIPES:
-        base = run_name(replace(cfg, seeds=""))
-        run_cfg = replace(cfg, recipe=method, seed=seed, seeds="", select="val",
-                          name=f"{base}_{method}_seed{seed}").resolved()
-        summary = Run(run_cfg).train()
+        summary = Run(recipe_config(method, cfg, seed)).train()
         return summary["selected"]["test"], summary["train_seconds"]
     device = pick_device(cfg.device)
     train, val = split_validation(data, cfg.val_fraction, seed)
     start = time.perf_counter()
     model = fit_baseline(method, data, train, val, seed=seed, device=device)
     seconds = time.perf_counter() - start
-    return score_baseline(model, data, data.unseen, parse_ks(cfg.eval_k), device), seconds
+    return score_baseline(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), device), seconds
 
 
-def table(results: dict, seeds: list[int]) -> tuple[str, str]:
-    """Markdown and CSV of mean +- sd over seeds per method."""
+def table(results: dict, seeds: list[int], k: int = 50) -> tuple[str, str]:
+    """Markdown and CSV of mean +- sd over seeds per method: Prec@K and mAP@K for the selection K,
+    then for K = 50 too when that differs (upstream's figure; it saturates on small galleries)."""
+    ks = [k] if k == 50 else [k, 50]
     rows = []
     for method, runs in results.items():
-        prec = mean_sd([figures["prec@50"] for figures, _ in runs])
-        mAP = mean_sd([figures["map@50"] for figures, _ in runs])
-        rows.append((method, *prec, *mAP, mean_sd([seconds for _, seconds in runs])[0]))
-    md = [f"Unseen classes; every method selected on validation classes; mean ± sd over seeds "
-          f"{','.join(map(str, seeds))}.", "", "| method | Prec@50 | mAP@50 | train s |", "|---|---|---|---|"]
-    md += [f"| {m} | {p:.4f} ± {ps:.4f} | {a:.4f} ± {as_:.4f} | {s:.1f} |" for m, p, ps, a, as_, s in rows]
+        figures = [mean_sd([f[f"{m}@{kk}"] for f, _ in runs]) for kk in ks for m in ("prec", "map")]
+        rows.append((method, figures, mean_sd([seconds for _, seconds in runs])[0]))
+    heads = [f"{m}@{kk}" for kk in ks for m in ("Prec", "mAP")]
+    md = [f"Unseen classes; every method selected on validation classes (Prec@{k}); mean ± sd over seeds "
+          f"{','.join(map(str, seeds))}.", "", "| method | " + " | ".join(heads) + " | train s |",
+          "|---" * (len(heads) + 2) + "|"]
+    md += [f"| {m} | " + " | ".join(f"{a:.4f} ± {b:.4f}" for a, b in figs) + f" | {s:.1f} |" for m, figs, s in rows]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["method", "prec@50_mean", "prec@50_sd", "map@50_mean", "map@50_sd", "train_seconds", "seeds"])
-    for m, p, ps, a, as_, s in rows:
-        writer.writerow([m, f"{p:.6f}", f"{ps:.6f}", f"{a:.6f}", f"{as_:.6f}", f"{s:.2f}", len(seeds)])
+    writer.writerow(["method", *[f"{h.lower()}_{x}" for h in heads for x in ("mean", "sd")], "train_seconds", "seeds"])
+    for m, figs, s in rows:
+        writer.writerow([m, *[f"{v:.6f}" for pair in figs for v in pair], f"{s:.2f}", len(seeds)])
     return "\n".join(md) + "\n", buf.getvalue()
 
 
@@ -91,11 +102,26 @@ def main(argv: list[str]) -> int:
     if problems:
         parser.error(problems[0])
     seeds = parse_seeds(cfg.seeds)
-    data = load_run_data(cfg)[0] if set(methods) & set(BASELINES) else None
-    results = {m: [run_method(m, cfg, s, data) for s in seeds] for m in methods}
-    md, csv_text = table(results, seeds)
     out = Path(cfg.out_dir) / f"compare_{run_name(replace(cfg, seeds=''))}"
-    write_atomic(out.with_suffix(".md"), md.encode())
-    write_atomic(out.with_suffix(".csv"), csv_text.encode())
+    # every check before the first fit: the table's folder, each run's folders, the data
+    check_writable(out.parent, create=False)
+    preflight([recipe_config(m, cfg, s) for m in methods if m in RECIPES for s in seeds])
+    data = load_run_data(cfg)[0] if set(methods) & set(BASELINES) else None
+    results = {}
+    try:
+        for method in methods:
+            results[method] = []
+            for seed in seeds:
+                say(f"compare: {method} seed {seed}: training")
+                figures, seconds = run_method(method, cfg, seed, data)
+                results[method].append((figures, seconds))
+                say(f"compare: {method} seed {seed}: done in {seconds:.1f} s, Prec@{cfg.select_k} "
+                    f"{figures[f'prec@{cfg.select_k}']:.4f}")
+            md, csv_text = table(results, seeds, cfg.select_k)  # after each method: a late failure loses nothing
+            write_atomic(out.with_suffix(".md"), md.encode())
+            write_atomic(out.with_suffix(".csv"), csv_text.encode())
+    except KeyboardInterrupt:
+        done = f"; the methods done are in {out}.csv" if len(results) > 1 else ""
+        raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue{done}") from None
     print(md + f"written to {out}.md and {out}.csv")
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,14 +93,22 @@ def read_pickle(path: Path):
         raise DataError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
 
 
+# Fault injection for tests: a process writing a file of this name kills itself (SIGKILL) once
+# the temporary file is written, as a power cut or kill -9 would, leaving the .tmp behind.
+KILL_AFTER_TMP = "ZSCRGAN_KILL_AFTER_TMP"
+
+
 def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file and rename, so no half file is left."""
+    """Write bytes to ``path`` via a temporary file ``.<name>.<random>.tmp`` and rename, so no half
+    file is left; a temporary file a killed writer leaves is removed by the next run (outputs.py)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
+        if os.environ.get(KILL_AFTER_TMP) == path.name:
+            os.kill(os.getpid(), signal.SIGKILL)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
@@ -217,6 +226,10 @@ def resolve_dataset_dir(name_or_path: str, data_root: str = "datasets") -> Path:
     candidate = Path(data_root) / name_or_path
     if candidate.is_dir():
         return candidate
+    for given in (path, candidate):
+        if given.exists():
+            raise DataError(f"{given}: is a file, not a data set folder (a folder holding {TEXT_FILE} and the "
+                            "other pickles)")
     raise DataError(f"{candidate}: data set folder not found (nor {path})")
 
 
@@ -229,6 +242,8 @@ def load_dataset(folder: str | Path, name: str | None = None,
     validate) the unseen classes before its selection is done.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a data set folder")
     if not folder.is_dir():
         raise DataError(f"{folder}: data set folder not found")
     seen = _read_ids(folder / SEEN_FILE)

@@ -13,6 +13,7 @@ with --seeds), as the seed's plus machine-readable records:
     ckt_logs/NAME_logs/metrics.jsonl          one JSON object per EM round
     ckt_logs/NAME_logs/summary.json           the selected and best-on-test figures
 Every file is written atomically; --resume continues from last.pt after a crash or Ctrl-C.
+A run holds a lock on its folders and never mixes its outputs with another run's (outputs.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
@@ -28,21 +30,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .config import Config, parse_config, parse_seeds, run_name
-from .data import DataError, load_dataset, resolve_dataset_dir, split_validation, write_atomic, write_pickle
+from .data import DataError, load_dataset, read_json_object, resolve_dataset_dir, split_validation, write_atomic
+from .errors import Interrupted, Parser, progress, say
 from .evaluate import common_space_centre, evaluate_classes
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
+from .outputs import RunFolder, check_writable, config_differences
 from .selection import Selector
 from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer
 
 BUILTIN_EPOCHS, SEED_EPOCHS = 5, 5000
 # Flags that may change between a run and its resumption; any other change is refused.
-RESUMABLE = {"epochs", "resume", "device", "report", "out_dir", "data_root", "seeds", "name", "workers", "compile",
-             "patience", "config"}
+RESUMABLE = {"epochs", "resume", "overwrite", "device", "report", "out_dir", "data_root", "seeds", "name", "workers",
+             "compile", "patience", "config"}
 
 
 def pick_device(name: str) -> torch.device:
@@ -59,6 +62,14 @@ def load_run_data(cfg: Config, splits=("seen", "unseen")):
         return make_builtin_dataset(), None
     folder = resolve_dataset_dir(cfg.dataset, cfg.data_root)
     return load_dataset(folder, splits=splits), folder
+
+
+def run_folder(cfg: Config) -> RunFolder:
+    """The run's output folders, opened as --resume / --overwrite say."""
+    name = run_name(cfg)
+    mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
+    return RunFolder(Path(cfg.out_dir) / "ckt_logs" / f"{name}_logs", Path(cfg.out_dir) / "retrieved_res" / f"{name}_res",
+                     mode)
 
 
 def checkpoint_bytes(payload: dict) -> bytes:
@@ -80,15 +91,22 @@ class Run:
     """One seed's training run: its folders, its trainer and what it has selected so far."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
         self.name = run_name(cfg)
-        self.run_dir = Path(cfg.out_dir) / "ckt_logs" / f"{self.name}_logs"
-        self.res_dir = Path(cfg.out_dir) / "retrieved_res" / f"{self.name}_res"
+        self.folder = run_folder(cfg)
+        self.run_dir, self.res_dir = self.folder.run_dir, self.folder.res_dir
+        self.prefix = f"[seed {cfg.seed}] " if cfg.seeds else ""  # parallel seeds' lines interleave
         self.scores_test = cfg.select != "val" or cfg.track_test
         self.ks = parse_ks(f"{cfg.eval_k},{cfg.select_k}")
         self.device = pick_device(cfg.device)
         splits = ("seen", "unseen") if self.scores_test else ("seen",)
         self.data, self.data_dir = load_run_data(cfg, splits)
+        self.default_epochs = not cfg.epochs  # upstream's 5000: say after round 1 what that costs
+        # saved with absolute data paths and the real round count, so evaluate, --resume RUN
+        # and the report work from any folder and show what ran
+        cfg = replace(cfg, epochs=cfg.epochs or (SEED_EPOCHS if cfg.dataset else BUILTIN_EPOCHS))
+        if self.data_dir is not None:
+            cfg = replace(cfg, dataset=os.path.abspath(self.data_dir), data_root=os.path.abspath(cfg.data_root))
+        self.cfg = cfg
         if cfg.select == "val":
             self.train_classes, self.val_classes = split_validation(self.data, cfg.val_fraction, cfg.seed)
         else:
@@ -132,12 +150,17 @@ class Run:
                 "per_class": self.per_class, "classes": {"train": self.train_classes, "val": self.val_classes}}
 
     def restore(self, path: Path) -> int:
-        state = load_checkpoint(path)
-        changed = [k for k, v in state["config"].items() if k not in RESUMABLE and getattr(self.cfg, k) != v]
+        try:
+            state = load_checkpoint(path)
+        except DataError as exc:
+            best = path.with_name("best.pt")
+            hint = (f"; {best} is a separate file: copy it over last.pt to resume from the best round"
+                    if best.is_file() else "")
+            raise DataError(f"{exc}{hint}, or --overwrite to start over") from None
+        changed = config_differences(state["config"], asdict(self.cfg), RESUMABLE)
         if changed:
-            k = changed[0]
-            raise DataError(f"{path}: made with --{k} {state['config'][k]}, this run asks {getattr(self.cfg, k)}; "
-                            "drop --resume to start over")
+            raise DataError(f"{path}: made with {changed}; drop the differing flags to resume "
+                            f"(zscrgan train --resume {self.run_dir}), or --overwrite to start over")
         self.trainer.load_state_dict(state["trainer"])
         torch.set_rng_state(state["rng"]["cpu"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -145,24 +168,6 @@ class Run:
         self.history, self.per_class = state["history"], state["per_class"]
         self.selector.load_state_dict(state["selector"])
         return state["round"]
-
-    # ---- outputs -------------------------------------------------------------------------
-    def write_config(self) -> None:
-        args = "\n".join(f"{k}: {v}" for k, v in asdict(self.cfg).items())
-        write_atomic(self.run_dir / "args.txt", (args + "\n").encode())
-        write_atomic(self.run_dir / "config.json", json.dumps(asdict(self.cfg), indent=1).encode())
-
-    def write_metrics(self) -> None:
-        lines = "".join(json.dumps(r) + "\n" for r in self.history)
-        write_atomic(self.run_dir / "metrics.jsonl", lines.encode())
-
-    def write_retrieval(self, figures: dict, lists: list) -> Path:
-        """acc<Prec@50>.pkl as upstream names it; acc_p<K>_<Prec@K>.pkl when selecting on another K."""
-        k = self.cfg.select_k
-        prec = figures[f"prec@{k}"]
-        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == 50 else f"acc_p{k}_{prec:.3f}.pkl")
-        write_pickle(path, lists)
-        return path
 
     @staticmethod
     def per_class_table(scores, classes) -> dict:
@@ -199,38 +204,46 @@ class Run:
         record["collapse"] = collapse
         record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
         self.history.append(record)
-        self.write_metrics()
+        self.folder.write_json("metrics.jsonl", self.history, lines=True)
 
         new_best = self.selector.update(record)
         if new_best and cfg.select != "val":
             self.per_class = self.per_class_table(test, data.unseen)
-            if cfg.select == "last":  # one retrieval file: the final round's
-                for old in self.res_dir.glob("acc*.pkl"):
-                    old.unlink()
-            self.write_retrieval(record["test"], lists)
+            self.folder.write_retrieval(cfg.select_k, record["test"], lists, only=cfg.select == "last")
         state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
         if new_best:
-            write_atomic(self.run_dir / "best.pt", state)
-        write_atomic(self.run_dir / "last.pt", state)
+            self.folder.write("best.pt", state)
+        self.folder.write("last.pt", state)
         return record
 
+    def say(self, line: str) -> None:
+        say(line, self.prefix)
+
     def train(self, on_round=None, score_unseen: bool = True) -> dict:
-        """Train to --epochs (or a plateau), then finish. ``on_round(record, selector)`` is called
-        after every round (zscrgan tune reports there, and may stop the run by raising);
-        ``score_unseen=False`` (zscrgan tune) never reads the unseen classes."""
+        """Train to --epochs (or a plateau), then finish, holding the run's folders (outputs.py).
+        ``on_round(record, selector)`` is called after every round (zscrgan tune reports there,
+        and may stop the run by raising); ``score_unseen=False`` (zscrgan tune) never reads the unseen classes."""
+        with self.folder:
+            try:
+                return self._train(on_round, score_unseen)
+            except Interrupted:
+                raise
+            except KeyboardInterrupt:
+                raise Interrupted(f"continue with: zscrgan train --resume {self.run_dir}") from None
+
+    def _train(self, on_round, score_unseen: bool) -> dict:
         cfg = self.cfg
         first = 1
         if cfg.resume and (self.run_dir / "last.pt").is_file():
             first = self.restore(self.run_dir / "last.pt") + 1
-            tqdm.write(f"resuming {self.name} after round {first - 1}")
-        self.write_config()
+            self.say(f"resuming {self.name} after round {first - 1}")
+        self.folder.write_config(asdict(self.cfg))
         for line in self.warnings:
-            tqdm.write(line)
-        epochs = cfg.epochs or (SEED_EPOCHS if cfg.dataset else BUILTIN_EPOCHS)
-        tqdm.write(f"{self.data.summary()}; training on {len(self.train_classes)} classes"
-                   f"{f', validating on {len(self.val_classes)}' if self.val_classes else ''}; device {self.device}")
-        bar = tqdm(range(first, epochs + 1), desc=self.name, unit="round", initial=first - 1, total=epochs)
-        for r in bar:
+            self.say(line)
+        self.say(f"{self.data.summary()}; training on {len(self.train_classes)} classes"
+                 f"{f', validating on {len(self.val_classes)}' if self.val_classes else ''}; device {self.device}")
+        bar = progress(cfg.epochs, self.name, "round", every=0, initial=first - 1)  # plain logs: the round lines
+        for r in range(first, cfg.epochs + 1):
             if self.selector.should_stop():
                 self.stopped = (f"stopped after round {r - 1}: no better {cfg.select} Prec@{cfg.select_k} "
                                 f"for {cfg.patience} rounds (--patience)")
@@ -238,16 +251,19 @@ class Run:
             rec = self.round(r)
             if rec is None:
                 break
-            tqdm.write(f"round {r}: " + "  ".join(f"{k} {precisions(rec[k])}" for k in ("val", "test") if k in rec)
-                       + f"  ({rec['seconds']:.1f} s train, {rec['eval_seconds']:.1f} s eval)")
+            bar.update()
+            self.say(f"round {r}: " + "  ".join(f"{k} {precisions(rec[k])}" for k in ("val", "test") if k in rec)
+                     + f"  ({rec['seconds']:.1f} s train, {rec['eval_seconds']:.1f} s eval)")
             if rec["collapsed"]:
-                tqdm.write(f"round {r}: collapsed: every query ranks the gallery alike")
+                self.say(f"round {r}: collapsed: every query ranks the gallery alike")
+            if r == first and self.default_epochs and cfg.dataset and r < cfg.epochs:
+                self.say(projection(rec, cfg.epochs - r))
             bar.set_postfix_str(f"best {self.selector.describe()}")
             if on_round is not None:
                 on_round(rec, self.selector)
         bar.close()
         if self.stopped:
-            tqdm.write(self.stopped)
+            self.say(self.stopped)
         return self.finish(score_unseen)
 
     def finish(self, score_unseen: bool = True) -> dict:
@@ -268,7 +284,7 @@ class Run:
                                            sel.round, self.device, self.centre())
             selected["test"] = test.as_dict()
             self.per_class = self.per_class_table(test, self.data.unseen)
-            self.write_retrieval(selected["test"], lists)
+            self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
         summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
                    "run_name": self.name, "select": cfg.select, "select_k": cfg.select_k, "recipe": cfg.recipe,
                    "rounds": len(self.history), "selected_round": sel.round, "selected_collapsed": sel.collapsed,
@@ -280,13 +296,21 @@ class Run:
         if sel.test_round is not None:
             at_best = next(h for h in self.history if h["round"] == sel.test_round)
             summary.update(best_on_test_round=sel.test_round, best_on_test={"test": at_best["test"]})
-        write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1).encode())
+        self.folder.write_json("summary.json", summary)
         if cfg.report:
             from .report import write_report
             write_report(self.run_dir)
         if "test" in selected:
             print(describe(summary))
         return summary
+
+
+def projection(record: dict, remaining: int) -> str:
+    """After round 1 of a run left at upstream's 5000 rounds: what the rest costs, and how to bound it."""
+    seconds = (record["seconds"] + record["eval_seconds"]) * remaining
+    span = f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{seconds / 60:.0f} minutes"
+    return (f"note: --epochs was not given, so {remaining + 1} rounds run (upstream's default): about {span} more at "
+            f"this pace; bound it with --epochs N, or stop on a plateau with --select val --patience P")
 
 
 def precisions(figures: dict) -> str:
@@ -343,13 +367,21 @@ def train_in_processes(configs: list[Config], workers: int) -> list[dict]:
         return list(pool.map(_train_one, configs, [threads] * len(configs)))
 
 
+def preflight(configs: list[Config]) -> None:
+    """Before any round: every run's folders writable, unlocked and not another run's."""
+    for cfg in configs:
+        run_folder(cfg).check()
+
+
 def train_main(argv: list[str]) -> int:
     cfg = parse_config(argv)
     if not cfg.seeds:
+        preflight([cfg])
         Run(cfg).train()
         return 0
     seeds = parse_seeds(cfg.seeds)
     configs = [replace(cfg, seed=s) for s in seeds]
+    preflight(configs)
     if cfg.workers > 1 and len(seeds) > 1:
         summaries = train_in_processes(configs, min(cfg.workers, len(seeds)))
     else:
@@ -365,7 +397,7 @@ def train_main(argv: list[str]) -> int:
 
 
 def evaluate_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan evaluate", description="Recompute every metric from a checkpoint.")
+    parser = Parser(prog="zscrgan evaluate", description="Recompute every metric from a checkpoint.")
     parser.add_argument("checkpoint", help="a best.pt or last.pt written by zscrgan train")
     parser.add_argument("--dataset", help="data set NAME or folder (default: the checkpoint's)")
     parser.add_argument("--data_root", help="folder holding data sets by NAME (default: the checkpoint's)")
@@ -374,11 +406,11 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("--eval_samples", type=int, help="noise draws averaged per query")
     parser.add_argument("--eval_mean", action=argparse.BooleanOptionalAction, default=None, help="use mu and z = 0")
     args = parser.parse_args(argv)
+    device = pick_device(args.device)
     state = load_checkpoint(Path(args.checkpoint))
     overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}
-    cfg = replace(Config(**state["config"]), **overrides)
-    data, _ = load_run_data(cfg)
-    device = pick_device(args.device)
+    cfg = replace(Config(**{**asdict(Config()), **state["config"]}), **overrides)
+    data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
     model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim).to(device)
     model.load_state_dict(state["trainer"]["model"])
     centre = None
@@ -390,3 +422,18 @@ def evaluate_main(argv: list[str]) -> int:
     result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
     print(json.dumps(result, indent=1))
     return 0
+
+
+def checkpoint_data(cfg: Config, checkpoint: Path, given: bool):
+    """The checkpoint's data set; runs of older versions stored a path relative to where they were
+    started, so the run's summary.json (an absolute data_dir) is tried next, then a hint."""
+    try:
+        return load_run_data(cfg)[0]
+    except DataError as exc:
+        if given:
+            raise
+        data_dir = read_json_object(checkpoint.parent / "summary.json").get("data_dir")
+        if isinstance(data_dir, str) and Path(data_dir).is_dir():
+            return load_run_data(replace(cfg, dataset=data_dir))[0]
+        raise DataError(f"{exc}; the checkpoint names a data set path relative to where the run was started: "
+                        "run from there, or give --dataset PATH") from None

@@ -1,0 +1,178 @@
+"""A run owns its folders: a lock, no silent mixing with an earlier run, no leftovers.
+
+A run writes ``ckt_logs/NAME_logs/`` and ``retrieved_res/NAME_res/``. :class:`RunFolder`
+
+* checks both can be written before any work starts (so a read-only disk fails in one line
+  at the start, not after hours of training);
+* holds an ``flock`` on ``NAME_logs/.lock`` while the run lives; the file holds the PID, so a
+  second run with the same name refuses naming the holder. The kernel drops the lock when
+  the process dies, even by kill -9, so a stale lock cannot block anyone;
+* refuses a folder holding another run's outputs unless the run resumes (``--resume``) or
+  replaces them (``--overwrite``, which deletes them first: stale ``acc*.pkl``, plots and
+  report.html would otherwise sit beside the new summary);
+* removes temporary files left by a write that was killed half way (``data.write_atomic``
+  names them ``.<file>.<random>.tmp``).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .data import DataError, write_atomic, write_pickle
+
+RUN_FILES = ("metrics.jsonl", "summary.json", "best.pt", "last.pt", "args.txt", "config.json", "report.html")
+LOCK_FILE = ".lock"
+
+
+def check_writable(folder: Path, flag: str = "--out_dir", create: bool = True) -> None:
+    """A one-line DataError unless files can be made in ``folder``. ``create=False`` leaves no
+    trace: it tries an unnamed scratch file in the nearest folder that exists."""
+    folder = Path(folder)
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+        if not folder.is_dir():
+            raise DataError(f"{folder}: is a file, not a folder; choose another {flag}")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot write here ({exc.strerror or exc}); choose another {flag}") from None
+
+
+class RunFolder:
+    """The two output folders of one run; ``mode`` is "new", "resume" or "overwrite"."""
+
+    def __init__(self, run_dir: Path, res_dir: Path, mode: str = "new"):
+        self.run_dir, self.res_dir, self.mode = Path(run_dir), Path(res_dir), mode
+        self._fd = None
+
+    def outputs(self) -> list[Path]:
+        """Files an earlier run left: its records, checkpoints, plots and retrieval lists."""
+        found = [self.run_dir / name for name in RUN_FILES if (self.run_dir / name).is_file()]
+        found += sorted(self.run_dir.glob("*.png")) if self.run_dir.is_dir() else []
+        found += sorted(self.res_dir.glob("acc*.pkl")) if self.res_dir.is_dir() else []
+        return found
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files of atomic writes that never finished (the writer was killed)."""
+        return [p for d in (self.run_dir, self.res_dir) if d.is_dir() for p in d.glob(".*.tmp")]
+
+    def holder(self) -> str:
+        try:
+            return (self.run_dir / LOCK_FILE).read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def check(self) -> None:
+        """Everything that would stop this run, changing nothing (run before any slow work)."""
+        check_writable(self.run_dir, create=False)
+        check_writable(self.res_dir, create=False)
+        if (self.run_dir / LOCK_FILE).is_file():
+            self.lock()
+            self.unlock()
+        self.check_ownership()
+
+    def check_ownership(self) -> None:
+        if self.mode != "new":
+            return
+        found = self.outputs()
+        if found:
+            names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
+            raise DataError(f"{self.run_dir}: holds an earlier run's outputs ({names}); --resume {self.run_dir} "
+                            f"continues it, --overwrite replaces it, --name NEW keeps it beside")
+
+    def lock(self) -> None:
+        """Take the folder's lock, or a DataError naming the PID of the run holding it."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataError(f"{self.run_dir}: another zscrgan run (PID {self.holder()}) is writing this folder; "
+                            "wait for it to end, or give this run another --name") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def unlock(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # the file stays: removing it would let two runs lock two different files
+            os.close(self._fd)
+            self._fd = None
+
+    def open(self) -> "RunFolder":
+        """Check, lock, tidy: remove half-written files, and the old outputs under --overwrite."""
+        check_writable(self.run_dir)
+        check_writable(self.res_dir)
+        self.lock()
+        try:
+            self.check_ownership()
+            stale = self.leftovers()
+            if self.mode == "overwrite" or (self.mode == "resume" and not (self.run_dir / "last.pt").is_file()):
+                stale += self.outputs()  # nothing to resume from: what is there is not this run's
+            for path in stale:
+                path.unlink(missing_ok=True)
+        except BaseException:
+            self.unlock()
+            raise
+        return self
+
+    # ---- what a run writes (each file atomically) -----------------------------------------
+    def write(self, name: str, payload: bytes) -> None:
+        write_atomic(self.run_dir / name, payload)
+
+    def write_json(self, name: str, value, lines: bool = False) -> None:
+        """``lines``: one JSON object per line (metrics.jsonl), else one indented document."""
+        text = "".join(json.dumps(row) + "\n" for row in value) if lines else json.dumps(value, indent=1)
+        self.write(name, text.encode())
+
+    def write_config(self, config: dict) -> None:
+        self.write("args.txt", "".join(f"{k}: {v}\n" for k, v in config.items()).encode())
+        self.write_json("config.json", config)
+
+    def write_retrieval(self, k: int, figures: dict, lists: list, only: bool = False) -> Path:
+        """``acc<Prec@50>.pkl`` as upstream names it; ``acc_p<K>_<Prec@K>.pkl`` when selecting on
+        another K. ``only``: remove the earlier ones first (--select last keeps one file)."""
+        prec = figures[f"prec@{k}"]
+        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == 50 else f"acc_p{k}_{prec:.3f}.pkl")
+        if only:
+            for old in self.res_dir.glob("acc*.pkl"):
+                old.unlink()
+        write_pickle(path, lists)
+        return path
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.unlock()
+
+
+def config_differences(saved: dict, asked: dict, free: set) -> str:
+    """'--gf_dim 32, this run asks 64; --df_dim 32, this run asks 64': every setting, outside ``free``,
+    where a checkpoint's config and this run's differ; "" when none. A data set given as a NAME
+    by an older run matches the same folder given as a path."""
+    def same_data(old: str, new: str) -> bool:
+        if not old or not new:
+            return old == new
+        try:
+            from .data import resolve_dataset_dir
+            return os.path.abspath(resolve_dataset_dir(old, saved.get("data_root", "datasets"))) == os.path.abspath(new)
+        except ValueError:
+            return old == new
+
+    changed = []
+    for key, old in saved.items():
+        if key in free or key not in asked or asked[key] == old:
+            continue
+        if key == "dataset" and same_data(old, asked[key]):
+            continue
+        changed.append(f"--{key} {old}, this run asks {asked[key]}")
+    return "; ".join(changed)
