@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, build_parser, check_config, parse_args_with_config, run_name
+from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, run_name
 from .data import DataError, split_validation, write_atomic
 
 # The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
@@ -48,15 +48,18 @@ SPACE = {
     "n_critic": {"type": "int", "low": 1, "high": 10},
     "m_steps": {"type": "int", "low": 25, "high": 400, "log": True},
     "clip_val": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+    "mmr_margin": {"type": "float", "low": 0.5, "high": 8.0, "log": True},
+    # every on/off switch of the recipes (mmr_hinge, csem_per_row, kl_standard, all_texts, eval_mean, ...)
     **{switch: {"type": "categorical", "choices": [False, True]}
-       for switch in ("mmr_hinge", "csem_per_row", "kl_standard", "all_texts", "eval_mean")},
+       for switch, value in RECIPES["original"].items() if isinstance(value, bool)},
     "optimizer": {"type": "categorical", "choices": ["tf1", "torch"]},
 }
 # Flags that are not hyperparameters: never searched, and free to change when a study resumes.
 NOT_TUNABLE = {"dataset", "config", "name", "data_root", "out_dir", "seed", "seeds", "workers", "device", "resume",
-               "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile"}
+               "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile",
+               "overwrite"}
 STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
-              "track_test"}
+              "track_test", "overwrite"}
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
@@ -291,7 +294,7 @@ def write_best_config(study, job: dict) -> Path | None:
     if best is None:
         return None
     settings = {k: v for k, v in {**job["base"], **best.params, "out_dir": job["out_dir"]}.items()
-                if k not in ("config", "seeds", "workers", "resume", "report", "track_test")}
+                if k not in ("config", "seeds", "workers", "resume", "report", "track_test", "overwrite")}
     path = Path(job["study_dir"]) / "best_config.json"
     write_atomic(path, json.dumps(settings, indent=1).encode())
     return path
