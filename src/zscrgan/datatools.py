@@ -16,7 +16,6 @@ wrong; load errors exit 1, problems (duplicate photos are common in real sets) o
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -24,8 +23,10 @@ import numpy as np
 
 from .convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from .data import CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, save_dataset, write_atomic
+from .errors import Parser
 from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, Features, describe, featurize_images,
-                        featurize_texts, list_class_files, positive_int)
+                        featurize_texts, list_class_files, positive_int, read_description_rows)
+from .outputs import check_writable
 
 __all__ = ["build_dataset", "check_dataset", "choose_unseen", "convert_gazsl", "convert_xlsa17", "main"]
 
@@ -39,10 +40,19 @@ def _image_features(source: Path, encoder: str, batch_size: int, device: str) ->
     return Features.load(source, "images"), 0
 
 
-def _text_features(source: Path, batch_size: int, device: str) -> Features:
+def _text_features(source: Path, batch_size: int, device: str, encoding: str = "utf-8-sig") -> Features:
     if source.suffix == ".npz":
         return Features.load(source, "texts")
-    return featurize_texts(source, batch_size, device)
+    return featurize_texts(source, batch_size, device, encoding)
+
+
+def _text_rows(source: Path, encoding: str) -> Features:
+    """The descriptions' classes and named photos, without encoding anything (a Features with no vectors)."""
+    if source.suffix == ".npz":
+        return Features.load(source, "texts")
+    rows, has_images = read_description_rows(source, encoding)
+    return Features("texts", None, [c for c, _, _ in rows], [t for _, t, _ in rows], "",
+                    images=[i for _, _, i in rows] if has_images else None)
 
 
 def _same_classes(img_names: set, txt_names: set, images: Path, texts: Path) -> None:
@@ -119,30 +129,38 @@ def _photos_named(txt: Features, files: list, texts: Path, images: Path) -> list
 
 
 def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None = None, seed: int = 0,
-                  encoder: str = DEFAULT_ENCODER, batch_size: int = 32, device: str = "auto") -> ZeroShotData:
+                  encoder: str = DEFAULT_ENCODER, batch_size: int = 32, device: str = "auto",
+                  encoding: str = "utf-8-sig") -> ZeroShotData:
     """Featurize (or load) photos and descriptions and write a seed-format set to ``out``.
 
     ``images``: DIR/<class>/<photo> or an images .npz; ``texts``: CSV/JSON or a texts .npz;
     ``unseen``: class names (list or comma string), or ``unseen_fraction`` with ``seed``.
+    Every check (files, encoding, classes, the unseen choice, --out writable) runs before the
+    encoders load: a mistake costs a second, not the minutes of encoding every photo.
     """
     images, texts, out = Path(images), Path(texts), Path(out)
     if not images.is_dir() and not (images.is_file() and images.suffix == ".npz"):
         raise DataError(f"{images}: --images must be a folder of class folders "
                         f"or a .npz from 'zscrgan featurize images'")
-    txt = _text_features(texts, batch_size, device)  # first, so a bad file fails before photos are encoded
+    txt = _text_rows(texts, encoding)
     photos = None  # per text, the photo it names (CSV image column)
-    if images.is_dir():  # before the slow part, from the folder and file names alone
+    if images.is_dir():  # from the folder and file names alone
         files = list_class_files(images)
-        _same_classes({c for c, _ in files}, set(txt.classes), images, texts)
-        if txt.images is not None:
-            photos = _photos_named(txt, files, texts, images)
-    img, skipped = _image_features(images, encoder, batch_size, device)
-    _same_classes(set(img.classes), set(txt.classes), images, texts)
-    if not images.is_dir() and txt.images is not None:
-        photos = _photos_named(txt, list(zip(img.classes, img.sources)), texts, images)
-    names = sorted(set(img.classes))
+        img_classes = [c for c, _ in files]
+    else:
+        img = Features.load(images, "images")
+        files, img_classes, skipped = list(zip(img.classes, img.sources)), img.classes, 0
+    _same_classes(set(img_classes), set(txt.classes), images, texts)
+    if txt.images is not None:
+        photos = _photos_named(txt, files, texts, images)
+    names = sorted(set(img_classes))
     ids = {name: i + 1 for i, name in enumerate(names)}
     unseen_names = choose_unseen(names, unseen, unseen_fraction, seed)
+    check_writable(out, "--out", create=False)
+    txt = _text_features(texts, batch_size, device, encoding)  # the slow part, now that all is known good
+    if images.is_dir():
+        img, skipped = _image_features(images, encoder, batch_size, device)
+        _same_classes(set(img.classes), set(txt.classes), images, texts)  # a class whose photos all failed to decode
     image_arrays, image_rows = _rows_by_class(img, ids)
     text_arrays, text_rows = _rows_by_class(txt, ids)
     data = ZeroShotData(text_arrays, image_arrays,
@@ -261,7 +279,7 @@ def check_dataset(folder) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------- command
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan data", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="zscrgan data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="photos + descriptions to a seed-format data set")
     build.add_argument("--images", type=Path, required=True, help="DIR/<class>/<photo> or an images .npz")
@@ -271,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--unseen", help="comma-separated unseen class names")
     build.add_argument("--unseen_fraction", type=float, help="fraction of classes drawn as unseen")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. cp1252, latin-1)")
     build.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
     build.add_argument("--batch_size", type=positive_int, default=32)
     build.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -293,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.action == "build":
         build_dataset(args.images, args.texts, args.out, args.unseen, args.unseen_fraction, args.seed,
-                      args.encoder, args.batch_size, args.device)
+                      args.encoder, args.batch_size, args.device, args.encoding)
     elif args.action == "convert" and args.xlsa17:
         if args.bird or args.split or args.classnames or args.text_pca:
             parser.error("--bird, --split, --classnames and --text_pca go with --gazsl, not --xlsa17")

@@ -65,6 +65,6 @@ class progress:
         self.close()
 
 
-def say(line: str, prefix: str = "") -> None:
-    """A line above any live progress bar (print where there is none)."""
-    tqdm.write(prefix + line)
+def say(line: str, prefix: str = "", file=None) -> None:
+    """A line above any live progress bar (print where there is none); stdout unless ``file``."""
+    tqdm.write(prefix + line, file=file)

