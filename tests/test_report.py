@@ -95,3 +95,33 @@ def test_corrupt_line_names_the_file_and_line(tmp_path, capsys):
     (run / "metrics.jsonl").write_text('{"round": 1}\nnot json\n{"round": 3}\n')
     assert cli_main(["report", str(run)]) == 1
     assert "metrics.jsonl: line 2 is not valid JSON" in capsys.readouterr().err
+
+
+def test_report_of_a_small_run_has_its_real_round_count_one_row_per_figure_and_selection_k(tmp_path):
+    """Through `zscrgan train` (report on): --select test makes the selected round the best-on-test one."""
+    import re
+
+    from helpers import TINY, small_set
+
+    small_set(tmp_path / "TOY")
+    assert cli_main(["train", "--dataset", str(tmp_path / "TOY"), "--epochs", "2", "--select_k", "5",
+                     *[a for a in TINY if a != "--no-report"], "--out_dir", str(tmp_path)]) == 0
+    run = tmp_path / "ckt_logs" / "TOY_logs"
+    page = (run / "report.html").read_text()
+    assert "<td>epochs</td><td>2</td>" in page
+    rows = re.findall(r"<tr><td>(round chosen[^<]*|best on test[^<]*)</td>", page)
+    assert rows == ["round chosen on the test classes (optimistic): figures on the test classes; "
+                    "also the best on test (optimistic: chosen on the test classes)"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert class_bars(summary, run)[0] == "prec@5"
+
+
+def test_collapsed_rounds_are_marked_and_an_old_default_epochs_names_the_count(tmp_path):
+    run = fake_run(tmp_path)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[1]["collapsed"] = True
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "config.json").write_text(json.dumps({"epochs": 0}))
+    page = write_report(run).read_text()
+    assert "<td>2 (collapsed)</td>" in page and "Collapsed rounds (every query ranks the gallery alike" in page
+    assert "<td>epochs</td><td>0 (the default: 3 rounds recorded)</td>" in page

@@ -19,7 +19,6 @@ the figure chosen on validation classes.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -32,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .data import DataError, read_classnames, read_json_object, write_atomic
+from .errors import Parser
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -117,6 +117,10 @@ def plot_precision(rounds: list[dict], summary: dict) -> bytes:
     for key, label, colour, style in marks:
         if _number(summary.get(key)) is not None:
             ax.axvline(summary[key], color=colour, linestyle=style, linewidth=1, label=label)
+    collapsed = collapsed_rounds(rounds)
+    for n, x in enumerate(collapsed):
+        ax.axvspan(x - 0.4, x + 0.4, color="red", alpha=0.15, linewidth=0,
+                   label="collapsed (queries rank alike)" if n == 0 else None)
     ax.set_xlabel("EM round")
     ax.set_ylabel("Prec@K")
     ax.set_title("Retrieval precision per round")
@@ -124,6 +128,11 @@ def plot_precision(rounds: list[dict], summary: dict) -> bytes:
     if ax.lines:
         ax.legend(fontsize=8)
     return _png(fig)
+
+
+def collapsed_rounds(rounds: list[dict]) -> list:
+    """Rounds whose record says ``"collapsed": true`` (every query ranked the gallery alike)."""
+    return [row.get("round", i + 1) for i, row in enumerate(rounds) if row.get("collapsed") is True]
 
 
 def plot_losses(rounds: list[dict]) -> bytes:
@@ -162,9 +171,10 @@ def _classnames(summary: dict, run_dir: Path) -> dict[str, str]:
 
 
 def class_bars(summary: dict, run_dir: Path) -> tuple[str, list[tuple[str, float]]] | None:
-    """("prec@50", [(class label, value)] in ascending order) from summary.json, or None.
+    """("prec@K", [(class label, value)] in ascending order) from summary.json, or None.
 
-    Prec@50 is preferred; classes without a figure (NaN: no query) are left out; labels
+    K is the run's selection K (summary "select_k", 50 for older runs): on a small gallery
+    Prec@50 is the same for every class, which says nothing. Classes without a figure (NaN: no query) are left out; labels
     are class names when classnames.json has them. Ascending,
     because barh draws the first bar at the bottom: the best class ends up on top.
     """
@@ -174,7 +184,8 @@ def class_bars(summary: dict, run_dir: Path) -> tuple[str, list[tuple[str, float
     keys = [k for k in table if k.startswith("prec@") and isinstance(table[k], dict)]
     if not keys:
         return None
-    key = "prec@50" if "prec@50" in keys else keys[0]
+    wanted = f"prec@{summary.get('select_k', 50)}"
+    key = wanted if wanted in keys else "prec@50" if "prec@50" in keys else keys[0]
     values = {str(c): _number(v) for c, v in table[key].items()}
     names = _classnames(summary, run_dir)
     bars = sorted((v, names.get(c, f"class {c}")) for c, v in values.items() if v is not None and math.isfinite(v))
@@ -220,7 +231,14 @@ def _summary_rows(summary: dict, rounds: list[dict]) -> list[tuple[str, object, 
     if not rows:  # no summary yet: the run is going on, show where it stands
         last = rounds[-1]
         rows.append(("last round so far (no summary.json)", last.get("round", len(rounds)), _split(last, "test")))
-    return rows
+    merged: list = []  # --select test picks the best-on-test round itself: one row, both labels
+    for label, rnd, figs in rows:
+        same = next((i for i, (_, r, f) in enumerate(merged) if r == rnd and f == figs), None)
+        if same is None:
+            merged.append((label, rnd, figs))
+        else:
+            merged[same] = (f"{merged[same][0]}; also the {label}", rnd, figs)
+    return merged
 
 
 def _table(headers: list[str], body: list[list[str]]) -> str:
@@ -232,10 +250,16 @@ def _table(headers: list[str], body: list[list[str]]) -> str:
 def render_html(run_dir: Path, summary: dict, config: dict, rounds: list[dict], images: dict[str, bytes]) -> str:
     rows = _summary_rows(summary, rounds)
     keys = sorted({k for _, _, figs in rows for k in figs}, key=lambda k: (k.partition("@")[0], _k_of(k)))
+    collapsed = collapsed_rounds(rounds)
     summary_table = _table(["figure", "round"] + [html.escape(k) for k in keys],
-                           [[html.escape(label), _fmt_value(rnd)] + [_fmt_metric(figs.get(k)) for k in keys]
-                            for label, rnd, figs in rows])
-    config_table = _table(["setting", "value"], [[html.escape(str(k)), _fmt_value(config[k])] for k in sorted(config)]) \
+                           [[html.escape(label), _fmt_value(rnd) + (" (collapsed)" if rnd in collapsed else "")]
+                            + [_fmt_metric(figs.get(k)) for k in keys] for label, rnd, figs in rows])
+    collapsed_note = (f"<p>Collapsed rounds (every query ranks the gallery alike; shaded red in the plot): "
+                      f"{', '.join(map(str, collapsed))}.</p>" if collapsed else "")
+    shown = dict(config)
+    if shown.get("epochs") == 0:  # older runs saved the flag, not the count it stood for
+        shown["epochs"] = f"0 (the default: {len(rounds)} rounds recorded)"
+    config_table = _table(["setting", "value"], [[html.escape(str(k)), _fmt_value(shown[k])] for k in sorted(shown)]) \
         if config else "<p>no config.json</p>"
     plots = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
@@ -251,6 +275,7 @@ img{{max-width:100%}}</style></head><body>
 <p>{len(rounds)} rounds recorded. Figures chosen on the test classes are optimistic:
 choosing the round with the test data overstates what an unseen class would get.</p>
 {summary_table}
+{collapsed_note}
 <h2>Plots</h2>
 {plots}
 <h2>Configuration</h2>
@@ -277,7 +302,7 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan report", description="Plots and an HTML page for a training run.")
+    parser = Parser(prog="zscrgan report", description="Plots and an HTML page for a training run.")
     parser.add_argument("run_dir", help="folder the trainer wrote (metrics.jsonl, config.json, summary.json)")
     args = parser.parse_args(argv)
     print(f"wrote {write_report(args.run_dir)}")
