@@ -134,3 +134,16 @@ def test_seeds_prefix_their_lines(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--seeds", "0,1", *TINY, "--out_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[seed 0] round 1:" in out and "[seed 1] round 1:" in out
+
+
+def test_readme_own_data_training_commands_bound_their_rounds():
+    """Each `zscrgan train` of README's own-data block gives --epochs (the default is upstream's 5000);
+    its flower line is the one tests/test_datatools.py runs to the end."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Bring your own data", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    trains = [line for line in block.splitlines() if line.startswith("zscrgan train")]
+    assert len(trains) == 2 and all("--epochs" in line for line in trains)
+    flowers = next(line for line in trains if "--dataset flowers" in line).split()
+    assert flowers[2:] == ["--dataset", "flowers", "--recipe", "improved", "--select", "last", "--seeds", "0,1,2,3,4",
+                           "--workers", "2", "--epochs", "10", "--e_steps", "30", "--m_steps", "30", "--gf_dim", "64",
+                           "--df_dim", "64", "--embed_dim", "32", "--z_dim", "8", "--eval_k", "5"]
