@@ -28,7 +28,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .config import Config, parse_config, parse_seeds, run_name
@@ -37,7 +36,8 @@ from .errors import Interrupted, Parser, progress, say
 from .evaluate import common_space_centre, evaluate_classes
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
-from .outputs import RunFolder, config_differences
+# mean_sd is imported from here by compare and scripts/ablation.py
+from .outputs import RunFolder, aggregate, config_differences, describe, mean_sd, precisions, projection  # noqa: F401
 from .selection import Selector
 from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer
@@ -303,51 +303,6 @@ class Run:
         if "test" in selected:
             print(describe(summary))
         return summary
-
-
-def projection(record: dict, remaining: int) -> str:
-    """After round 1 of a run left at upstream's 5000 rounds: what the rest costs, and how to bound it."""
-    seconds = (record["seconds"] + record["eval_seconds"]) * remaining
-    span = f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{seconds / 60:.0f} minutes"
-    return (f"note: --epochs was not given, so {remaining + 1} rounds run (upstream's default): about {span} more at "
-            f"this pace; bound it with --epochs N, or stop on a plateau with --select val --patience P")
-
-
-def precisions(figures: dict) -> str:
-    """'Prec@10 0.1234 Prec@50 0.2345' for every K scored (small galleries need small K)."""
-    ks = sorted(int(key[5:]) for key in figures if key.startswith("prec@"))
-    return " ".join(f"Prec@{k} {figures[f'prec@{k}']:.4f}" for k in ks)
-
-
-def describe(summary: dict) -> str:
-    """The run's result in two lines: the honest figure and the seed's optimistic one."""
-    lines = []
-    sel = summary["selected"]["test"]
-    how = {"val": "validation-selected", "last": "final round, no selection"}.get(
-        summary["select"], "best-on-test (optimistic: chosen on the test classes)")
-    k = summary.get("select_k", 50)
-    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
-                 f"at round {summary['selected_round']} [{how}]")
-    if summary["select"] == "val" and "best_on_test" in summary:
-        b = summary["best_on_test"]["test"]
-        lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
-    return "\n".join(lines)
-
-
-def mean_sd(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [float(v) for v in values]
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def aggregate(summaries: list[dict]) -> dict:
-    """mean and sd over seeds of every reported figure."""
-    table = {}
-    for view in ("selected", "best_on_test"):
-        rows = [s[view]["test"] for s in summaries if view in s]
-        if len(rows) == len(summaries):
-            table[view] = {k: mean_sd([r[k] for r in rows]) for k in rows[0]}
-    return table
 
 
 def _train_one(cfg: Config, threads: int) -> dict:
