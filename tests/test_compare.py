@@ -42,7 +42,11 @@ def test_compare_headline_uses_select_k_and_keeps_each_method_done_before_a_fail
     monkeypatch.setattr(compare.Run, "train", fail)
     assert main(["compare", "--methods", "ridge,original", "--select_k", "5", "--seeds", "0",
                  "--out_dir", str(tmp_path), *TINY]) == 1
-    assert "injected failure" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "injected failure" in captured.err
+    said = [line for line in captured.out.splitlines() if line.startswith("compare: ")]  # each method as it starts and ends
+    assert [line.split(":")[1] for line in said] == [" ridge seed 0", " ridge seed 0", " original seed 0"]
+    assert said[1].startswith("compare: ridge seed 0: done in") and "Prec@5" in said[1]
     rows = list(csv.DictReader((tmp_path / "compare_builtin.csv").open()))
     assert [r["method"] for r in rows] == ["ridge"]  # written before the ZSCRGAN run failed
     assert {"prec@5_mean", "map@5_mean", "prec@50_mean"} <= set(rows[0])
