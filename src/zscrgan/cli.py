@@ -8,6 +8,7 @@
     zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.featurize)
     zscrgan data      build|check|convert    make and validate data sets (zscrgan.datatools)
     zscrgan index     --run RUN --images DIR --out INDEX   make photos searchable (zscrgan.index)
+    zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.distribute)
     zscrgan search    INDEX "description"    photos by description (zscrgan.query)
     zscrgan serve     INDEX                  HTTP API and web page (zscrgan.serve)
 """
@@ -29,6 +30,7 @@ COMMANDS = {
     "featurize": ("zscrgan.featurize", "main"),
     "data": ("zscrgan.datatools", "main"),
     "index": ("zscrgan.index", "main"),
+    "shard": ("zscrgan.distribute", "main"),
     "search": ("zscrgan.query", "main"),
     "serve": ("zscrgan.serve", "main"),
 }

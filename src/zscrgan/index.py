@@ -1,6 +1,8 @@
 """`zscrgan index`: make a folder of photos searchable by description with a trained run.
 
-    zscrgan index --run ckt_logs/flowers_logs --images photos/ --out photos_index [--kind exact|ivf|hnsw]
+    zscrgan index --run ckt_logs/flowers_logs --images photos/ --out photos_index [--kind exact|ivf|hnsw|ivfpq]
+    zscrgan index ... --shards SHARDS      # take the vectors `zscrgan shard` wrote (zscrgan.distribute)
+    zscrgan index --plan 10000000 --dim 256 [--out DIR]   # memory and disk of each kind (zscrgan.plan)
 
 Every file under PHOTOS (any depth, hidden ones excepted) is tried as an image, encoded with
 the image featurizer the run's data set was built with (its manifest.json says which; a set
@@ -112,18 +114,25 @@ class Indexer:
     """One `zscrgan index` run over an index folder it holds the lock of."""
 
     def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = BATCH):
-        from .featurize import load_image_encoder
-
         self.run, self.images, self.out, self.max_pixels, self.batch = run, images, out, max_pixels, batch
         self.encoder_name = encoder
-        self.cnn = load_image_encoder(encoder, torch.device("cpu"))
+        self._cnn = None
         self.conn = ps.connect(out)
         self.classes = class_table(run)
         self.class_names = set(self.classes["names"].tolist())
 
+    @property
+    def cnn(self):
+        """Loaded at the first photo to embed: a run fed entirely from shards never needs it."""
+        if self._cnn is None:
+            from .featurize import load_image_encoder
+
+            self._cnn = load_image_encoder(self.encoder_name, torch.device("cpu"))
+        return self._cnn
+
     def plan(self) -> tuple[list[str], int, int]:
         """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now."""
-        files = scan(self.images)
+        self.files = files = scan(self.images)
         todo, dropped, unchanged_bad = [], 0, 0
         known = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM photos")}
         bad = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM skipped")}
@@ -189,14 +198,59 @@ class Indexer:
                 added += len(batch)
         return added
 
-    def write_derived(self, kind: str, manifest: dict) -> int:
+    def ingest_shards(self, folder: Path, todo: list[str]) -> list[str]:
+        """Commit the photos of ``todo`` that finished shards hold unchanged; returns the rest."""
+        from . import shards as sh
+
+        plan = sh.read_plan(folder)
+        if plan.get("checkpoint_sha256") != self.run.checkpoint_sha256 or plan.get("images") != str(self.images.resolve()):
+            raise DataError(f"{folder}: shards of {plan.get('images')} with checkpoint {str(plan.get('checkpoint_sha256'))[:12]}, "
+                            f"not of {self.images.resolve()} with this run's {self.run.checkpoint_sha256[:12]}")
+        if plan.get("image_encoder") != self.encoder_name:
+            raise DataError(f"{folder}: embedded with {plan.get('image_encoder')}, not {self.encoder_name}")
+        wanted = set(todo)
+        for rows, emb in sh.finished_rows(folder, plan):
+            with self.conn:
+                for r in rows:
+                    st = self.files.get(r["path"])
+                    if r["path"] not in wanted or st is None or (st.st_size, st.st_mtime_ns) != (r["size"], r["mtime_ns"]):
+                        continue  # changed since sharded: embedded below like any new photo
+                    wanted.discard(r["path"])
+                    if r["skipped"] is not None:
+                        self.conn.execute("DELETE FROM photos WHERE path = ?", (r["path"],))
+                        self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                                          (r["path"], r["size"], r["mtime_ns"], r["skipped"]))
+                        continue
+                    self.conn.execute("DELETE FROM skipped WHERE path = ?", (r["path"],))
+                    self.conn.execute(
+                        "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, "
+                        "size=excluded.size, mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
+                        "class=excluded.class, embedding=excluded.embedding, thumb=excluded.thumb",
+                        (r["path"], r["sha256"], r["size"], r["mtime_ns"], r["width"], r["height"], r["class"],
+                         emb[r["row"]].astype(np.float32).tobytes(), r["thumb"]))
+        return [p for p in todo if p in wanted]
+
+    def write_derived(self, kind: str, manifest: dict, opq: bool = False, keep_vectors: bool = True) -> int:
         """vectors.npz, classes.npz and the finished manifest, each atomically."""
+        from . import diskindex
+
         ids, vectors = ps.all_embeddings(self.conn, self.run.embed_dim)
         if len(ids) == 0:
             raise DataError(f"{self.images}: no readable photo to index")
-        index = GalleryIndex(self.run.embed_dim, kind, nlist=ivf_nlist(len(ids)))
-        index.add(vectors)
-        ps.write_npz(self.out / ps.VECTORS, index=index.to_bytes(), ids=ids, kind=np.array(kind))
+        if kind == "ivfpq":
+            spec = write_ivfpq(self.out, vectors, opq, keep_vectors)
+            manifest["ivfpq"] = {"nlist": spec.nlist, "m": spec.m, "nbits": spec.nbits, "opq": spec.opq,
+                                 "exact_vectors": keep_vectors}
+            blob = np.zeros(0, np.uint8)  # the index lives in ivfpq.index + ivfpq.ivfdata
+        else:
+            index = GalleryIndex(self.run.embed_dim, kind, nlist=ivf_nlist(len(ids)))
+            index.add(vectors)
+            blob = index.to_bytes()
+        ps.write_npz(self.out / ps.VECTORS, index=blob, ids=ids, kind=np.array(kind))
+        if kind != "ivfpq":
+            for stale in (diskindex.MERGED, diskindex.IVFDATA, diskindex.EXACT, diskindex.TRAINED):
+                (self.out / stale).unlink(missing_ok=True)
         ps.write_npz(self.out / ps.CLASSES, **self.classes)
         skipped = self.conn.execute("SELECT COUNT(*) FROM skipped").fetchone()[0]
         manifest.update(state="ready", kind=kind, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -207,13 +261,45 @@ class Indexer:
         return len(ids)
 
 
+SHARD_ROWS = 1_000_000  # vectors per index shard added before the on-disk merge
+
+
+def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
+    """Train on a sample, add the gallery as shards of SHARD_ROWS, merge on disk into ``out``."""
+    from . import diskindex as di
+
+    n, dim = vectors.shape
+    spec = di.PQSpec.for_size(n, dim, opq)
+    stage = out / f".ivfpq-build-{os.getpid()}"
+    stage.mkdir(exist_ok=True)
+    try:
+        picks = np.sort(np.random.default_rng(0).choice(n, spec.train_size(n), replace=False))
+        di.train(vectors[picks], spec, stage / di.TRAINED)
+        parts = []
+        for first in range(0, n, SHARD_ROWS):
+            parts.append(stage / f"part-{first // SHARD_ROWS:05d}.index")
+            di.add_shard(stage / di.TRAINED, vectors[first:first + SHARD_ROWS], first, parts[-1])
+        if keep_vectors:
+            ps.write_atomic(out / di.EXACT, di.unit(vectors).tobytes())
+        else:
+            (out / di.EXACT).unlink(missing_ok=True)
+        di.merge(stage / di.TRAINED, parts, out, expected_rows=n)
+        os.replace(stage / di.TRAINED, out / di.TRAINED)  # kept: later shards can be added from it
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+    return spec
+
+
 def ivf_nlist(n: int) -> int:
     """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
     return int(max(1, min(4096, round(4 * n ** 0.5), n)))
 
 
 def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
-                max_megapixels: float = 40.0, batch_size: int = BATCH) -> dict:
+                max_megapixels: float = 40.0, batch_size: int = BATCH, shards=None, opq: bool = False,
+                keep_vectors: bool = True) -> dict:
     """Create or update the index folder ``out``; returns its manifest."""
     images, out = Path(images), Path(out)
     if kind not in KINDS:
@@ -232,26 +318,45 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
         ps.write_manifest(out, manifest)
         indexer = Indexer(run, images, out, encoder, int(max_megapixels * 1e6), batch_size)
         todo, dropped, bad = indexer.plan()
+        from_shards = 0
+        if shards is not None:
+            rest = indexer.ingest_shards(Path(shards), todo)
+            from_shards, todo = len(todo) - len(rest), rest
         start = time.perf_counter()
         added = indexer.embed_all(todo)
         seconds = time.perf_counter() - start
-        total = indexer.write_derived(kind, manifest)
+        total = indexer.write_derived(kind, manifest, opq, keep_vectors)
         indexer.conn.close()
     rate = f" ({added / seconds:.1f} photos/s)" if added and seconds > 0 else ""
-    print(f"{out}: {total} photos indexed ({kind}); {added} embedded{rate}, {dropped} dropped, "
+    taken = f", {from_shards} taken from {shards}" if shards is not None else ""
+    print(f"{out}: {total} photos indexed ({kind}); {added} embedded{rate}{taken}, {dropped} dropped, "
           f"{manifest['counts']['skipped']} unreadable skipped{f' ({bad} unchanged since last run)' if bad else ''}")
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zscrgan index", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder: ckt_logs/NAME_logs written by zscrgan train")
-    parser.add_argument("--images", required=True, type=Path, help="folder of photos (any depth)")
-    parser.add_argument("--out", required=True, type=Path, help="the index folder to create or update")
+    parser.add_argument("--run", help="run folder: ckt_logs/NAME_logs written by zscrgan train")
+    parser.add_argument("--images", type=Path, help="folder of photos (any depth)")
+    parser.add_argument("--out", type=Path, help="the index folder to create or update")
     parser.add_argument("--kind", default="exact", choices=KINDS, help="FAISS index kind")
+    parser.add_argument("--shards", type=Path, help="a folder written by zscrgan shard: its vectors are used as is")
+    parser.add_argument("--opq", action="store_true", help="ivfpq: learn an OPQ rotation before the PQ")
+    parser.add_argument("--no-exact-vectors", dest="keep_vectors", action="store_false",
+                        help="ivfpq: do not keep exact.f32 for re-ranking (smaller disk, lower recall)")
+    parser.add_argument("--plan", type=positive_int, metavar="N", help="print memory and disk for N photos, then exit")
+    parser.add_argument("--dim", type=positive_int, help="--plan: embed dim (default: the --run's)")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
     parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
     parser.add_argument("--batch_size", type=positive_int, default=BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)
-    build_index(args.run, args.images, args.out, args.kind, args.encoder, args.max_megapixels, args.batch_size)
+    if args.plan is not None:
+        from .plan import plan_main
+
+        return plan_main(args)
+    missing = [f"--{name}" for name in ("run", "images", "out") if getattr(args, name) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    build_index(args.run, args.images, args.out, args.kind, args.encoder, args.max_megapixels, args.batch_size,
+                args.shards, args.opq, args.keep_vectors)
     return 0

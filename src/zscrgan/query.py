@@ -55,9 +55,14 @@ class IndexReader:
         saved = ps.read_npz(self.folder / ps.VECTORS)
         self.kind = str(saved["kind"])
         self.dim = int(self.manifest["run"]["embed_dim"])
-        self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind, nprobe=IVF_NPROBE)
+        if self.kind == "ivfpq":  # memory-mapped: starts in seconds, RSS far below the vectors
+            self.index = GalleryIndex.open_disk(self.folder, self.dim, nprobe=IVF_NPROBE)
+        else:
+            self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind, nprobe=IVF_NPROBE)
         self.ids = saved["ids"].astype(np.int64)
-        self.row_of = {int(i): r for r, i in enumerate(self.ids)}
+        if len(self.ids) != len(self.index):
+            raise DataError(f"{self.folder / ps.VECTORS}: {len(self.ids)} photo ids for {len(self.index)} vectors; "
+                            f"rerun zscrgan index to the end")
         classes = ps.read_npz(self.folder / ps.CLASSES)
         self.class_ids, self.class_names = classes["ids"].tolist(), classes["names"].tolist()
         self.class_emb = _unit(classes["embeddings"])
@@ -123,9 +128,13 @@ class IndexReader:
             raise DataError(f"{self.folder}: opened without its model, so text cannot be embedded")
         return self.run.encode_texts(texts)
 
+    def has_id(self, photo_id: int) -> bool:
+        """Photo ids are stored ascending (SQLite id order): a binary search, no 10M-entry dict."""
+        at = int(np.searchsorted(self.ids, photo_id))
+        return at < len(self.ids) and int(self.ids[at]) == int(photo_id)
+
     def embed_like(self, photo_id: int) -> np.ndarray:
-        row = self.row_of.get(int(photo_id))
-        if row is None:
+        if not self.has_id(photo_id):
             raise DataError(f"photo id {photo_id}: not in {self.folder}")
         got = self.db().execute("SELECT embedding FROM photos WHERE id = ?", (int(photo_id),)).fetchone()
         if got is None:
