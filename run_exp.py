@@ -1,4 +1,4 @@
-"""The seed's entry point, kept so `python run_exp.py --dataset CUB ...` still works.
+"""Upstream's entry point, kept so `python run_exp.py --dataset CUB ...` still works.
 
 It is `zscrgan train` with the same flags (see README.md).
 """

@@ -15,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from zscrgan.device import add_device_flag, pick_device
 from zscrgan.metrics import parse_ks, score_retrieval
 
 
@@ -37,7 +38,7 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_flag(parser)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--gallery", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=1024)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     ks = parse_ks(args.ks)
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(args.queries, args.dim, generator=gen).to(device)

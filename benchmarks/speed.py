@@ -24,11 +24,10 @@ import torch
 from zscrgan import reference
 from zscrgan.config import Config
 from zscrgan.data import load_dataset
+from zscrgan.device import add_device_flag, pick_device
 from zscrgan.evaluate import evaluate_classes
-from zscrgan.run import pick_device
 from zscrgan.synthetic import make_builtin_dataset
-from zscrgan import trainer as trainer_module
-from zscrgan.trainer import EMTrainer
+from zscrgan.trainer import EMTrainer, retain_freed_memory
 
 DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"
 
@@ -83,9 +82,9 @@ def timed(fn, device) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=str(DEFAULT_FLO), help="seed-format folder (default: ../shared/data/FLO)")
+    p.add_argument("--dataset", default=str(DEFAULT_FLO), help="upstream-format folder (default: ../shared/data/FLO)")
     p.add_argument("--synthetic", help="classes,images_per_class,text_dim,image_dim: generated data instead")
-    p.add_argument("--device", default="auto")
+    add_device_flag(p)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
     p.add_argument("--e_steps", type=int, default=100)
@@ -97,8 +96,8 @@ def main(argv=None) -> int:
                    help="fraction of a round the plain loop runs (its time is scaled up)")
     args = p.parse_args(argv)
     device = pick_device(args.device)
-    if args.malloc_default:
-        trainer_module._retained = True  # makes retain_freed_memory a no-op
+    if not args.malloc_default and device.type == "cpu":
+        retain_freed_memory()  # as zscrgan train does (--retain_memory)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.synthetic:

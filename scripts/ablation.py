@@ -15,7 +15,8 @@ from pathlib import Path
 
 from zscrgan.config import Config, build_parser, parse_seeds
 from zscrgan.data import write_atomic
-from zscrgan.run import Run, mean_sd
+from zscrgan.outputs import mean_sd
+from zscrgan.run import Run, prepare_process
 
 # The fixes of `improved`, each named by the flags that revert it to `original`.
 FIXES = {
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     parser = build_parser("scripts/ablation.py")
     parser.set_defaults(report=False, seeds="0", out_dir="runs/ablation")
     cfg = Config(**vars(parser.parse_args(argv)))
+    prepare_process(cfg)
     seeds = parse_seeds(cfg.seeds)
     rows = [("improved", run_variant(cfg, 0, {}, "improved", seeds))]
     for index, (label, overrides) in enumerate(FIXES.items(), start=1):

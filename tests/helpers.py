@@ -1,5 +1,6 @@
 """Small synthetic data and tiny model sizes shared by tests (import from here, not from test files)."""
 import json
+import shutil
 
 import numpy as np
 
@@ -21,3 +22,12 @@ def small_set(folder, nan_unseen=False):
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def small_tree(photos, dest, classes=("daffodil", "poinsettia"), per_class=2):
+    """A copy of a few real photos in tmp_path, so a test can add files beside them."""
+    for name in classes:
+        (dest / name).mkdir(parents=True)
+        for photo in sorted((photos / name).glob("*.jpg"))[:per_class]:
+            shutil.copy(photo, dest / name / photo.name)
+    return dest

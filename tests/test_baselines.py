@@ -7,7 +7,7 @@ import torch
 from zscrgan.baselines import (BASELINES, CCASolver, _hinge_rank_loss, fit_baseline, ridge_path,
                                training_pairs)
 from zscrgan.data import ZeroShotData, load_dataset, split_validation
-from zscrgan.metrics import score_retrieval
+from zscrgan.evaluate import score_classes
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +34,7 @@ def planted_data(n_classes=40, n_unseen=10, per_class=60, texts_per_class=2, see
 
 
 def unseen_scores(model, data):
-    texts, text_labels = data.stacked_texts(data.unseen)
-    images, image_labels = data.stacked_images(data.unseen)
-    with torch.no_grad():
-        return score_retrieval(model.embed_texts(torch.from_numpy(texts)), torch.from_numpy(text_labels),
-                               model.embed_images(torch.from_numpy(images)), torch.from_numpy(image_labels),
-                               ks=(50,)).mean
+    return score_classes(model, data, data.unseen, (50,), "cpu")[0].mean
 
 
 def test_ridge_path_matches_numpy_solve_and_lstsq():
@@ -122,7 +117,10 @@ def test_training_pairs_draw_a_text_of_the_own_class_per_image():
     assert torch.equal(pairs.texts, again.texts)
 
 
-@pytest.mark.parametrize("name", BASELINES)
+SLOW_DEVISE = [pytest.param(n, marks=pytest.mark.slow) if n == "devise" else n for n in BASELINES]  # ~3.5 s each
+
+
+@pytest.mark.parametrize("name", SLOW_DEVISE)
 def test_recovers_planted_linear_relation(name):
     data = planted_data()
     train, val = split_validation(data, 0.2, seed=0)
@@ -135,7 +133,7 @@ def test_recovers_planted_linear_relation(name):
     assert torch.equal(model.embed_images(probe), same.embed_images(probe))  # deterministic
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", SLOW_DEVISE)
 def test_defaults_and_refit_also_recover_it(name):
     data = planted_data(seed=1)
     train, val = split_validation(data, 0.2, seed=0)
@@ -152,6 +150,7 @@ def test_unknown_baseline_names_the_choices():
         fit_baseline("svm", planted_data(), [0], None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BASELINES)
 def test_flo_well_above_chance(flo_dir, name):
     """Defaults on all 82 seen classes; 20 unseen classes make chance about 0.05."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 import scipy.sparse as sparse
-from test_run import TINY
+from helpers import TINY
 
 from zscrgan import cli
 from zscrgan.convert import GAZSL_FILES, convert_gazsl, text_pca
@@ -166,7 +166,7 @@ def _break(folder, what):
         return "pfc_feat_train.mat: 6 pfc_feat rows but 7 labels in labels_train.pkl"
     if what == "pickle runs code":
         (folder / "labels_train.pkl").write_bytes(pickle.dumps(_RunsCode(), protocol=2))
-        return "labels_train.pkl: refused: it references posix.system, which the seed format never uses"
+        return "labels_train.pkl: refused: it references posix.system, which upstream's format never uses"
     if what == "overlap":
         sio.savemat(folder / "train_test_split_easy.mat", {"train_cid": TRAIN_CID, "test_cid": [6, 1]})
         return "train_test_split_easy.mat: class ids [1] are in both train_cid and test_cid"

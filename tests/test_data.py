@@ -1,4 +1,4 @@
-"""The seed-format loader: accepted shapes, Python 2 pickles, and every refusal by message."""
+"""The upstream-format loader: accepted shapes, Python 2 pickles, and every refusal by message."""
 import os
 import pickle
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.io as sio
 from conftest import shared_path
-from test_featurize import small_tree
+from helpers import small_tree
 
 from zscrgan import cli
 from zscrgan.data import DataError, ZeroShotData, load_dataset, save_dataset, write_pickle
@@ -37,7 +37,7 @@ def flower_set(tmp_path_factory):
     return photos, out
 
 
-def test_build_writes_a_loadable_seed_set_with_manifest(flower_set):
+def test_build_writes_a_loadable_upstream_format_set_with_manifest(flower_set):
     photos, out = flower_set
     data = load_dataset(out)
     names = sorted(DESCRIPTIONS)
@@ -198,6 +198,7 @@ def test_convert_xlsa17_errors(tmp_path):
         convert_xlsa17(tmp_path / "x", tmp_path / "o")
 
 
+@pytest.mark.slow
 def test_zscrgan_beats_chance_on_the_built_flower_set(flower_set, tmp_path):
     """The set made from real photos trains through the real entry point, and retrieves better than chance.
 

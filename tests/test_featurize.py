@@ -1,24 +1,16 @@
 """featurize: preprocessing, skipping unreadable files, the .npz format, sentence vectors."""
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from helpers import small_tree
 from zscrgan import cli
 from zscrgan.data import DataError
+from zscrgan.errors import UserError
 from zscrgan.featurize import (IMAGENET_MEAN, IMAGENET_STD, Features, featurize_images, featurize_texts,
                                preprocess, read_descriptions)
-
-
-def small_tree(photos, dest, classes=("daffodil", "poinsettia"), per_class=2):
-    """A copy of a few real photos in tmp_path, so a test can add files beside them."""
-    for name in classes:
-        (dest / name).mkdir(parents=True)
-        for photo in sorted((photos / name).glob("*.jpg"))[:per_class]:
-            shutil.copy(photo, dest / name / photo.name)
-    return dest
 
 
 def test_preprocess_resizes_crops_and_normalises():
@@ -89,7 +81,7 @@ def test_resnet_without_torchvision_says_how_to_install(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_cuda_request_without_cuda_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="no CUDA device"):
+    with pytest.raises(UserError, match="no CUDA device"):
         featurize_texts(tmp_path / "missing.csv", device="cuda")
 
 

@@ -30,7 +30,7 @@ def test_critic_equals_one_linear_layer_on_the_concatenation():
 
 def test_truncated_normal_bounds_and_moments():
     g = torch.Generator().manual_seed(0)
-    eps = truncated_normal((200_000,), generator=g)
+    eps = truncated_normal((200_000,), rng=g)
     assert eps.abs().max().item() <= 2.0
     # variance of N(0,1) truncated at +-2: 1 - 2*2*phi(2) / (2*Phi(2) - 1)
     phi = math.exp(-2) / math.sqrt(2 * math.pi)

@@ -84,6 +84,7 @@ def test_torch_semantics_equal_torch_optim_bit_for_bit(make_ours, make_torch):
         assert not torch.equal(p, start)  # they moved
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler")
 def test_compiled_updates_equal_eager_updates():
     torch.manual_seed(1)

@@ -20,7 +20,7 @@ def fake_run(tmp_path, with_val=True, with_summary=True):
     rows = []
     for rnd in (1, 2, 3):
         row = {"round": rnd, "seconds": 1.5, "loss_critic": -0.1 * rnd, "loss_generator": 2.0 / rnd,
-               "loss_mmr": 0.4, "prec_at_50": 0.1 * rnd,
+               "loss_mmr": 0.4,
                "test": {"prec@10": 0.2 * rnd, "prec@50": 0.1 * rnd, "map@50": 0.05 * rnd, "recall@50": 0.3}}
         if with_val:
             row["val"] = {"prec@10": 0.25, "prec@50": 0.15 + 0.01 * rnd}
@@ -54,7 +54,11 @@ def test_cli_writes_plots_and_a_self_contained_page(tmp_path, capsys):
         assert "data:image/png;base64," + base64.b64encode((run / name).read_bytes()).decode() in page
     assert "<td>lr_generator</td><td>0.000123</td>" in page and "<td>rounds</td><td>3</td>" in page
     assert "best on test (optimistic: chosen on the test classes)" in page
-    assert "0.3000" in page and "0.2000" in page  # best-on-test and val-selected Prec@50
+    # columns map@50, prec@50: the val-selected round's test figures and the best-on-test ones
+    assert "<td>round chosen on the validation classes: figures on the test classes</td><td>2</td>" \
+           "<td>0.1000</td><td>0.2000</td></tr>" in page
+    assert "<td>best on test (optimistic: chosen on the test classes)</td><td>3</td>" \
+           "<td>0.1500</td><td>0.3000</td></tr>" in page
     assert "round chosen on the validation classes: figures on the test classes" in page
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))  # atomic writes left nothing
 
@@ -62,13 +66,13 @@ def test_cli_writes_plots_and_a_self_contained_page(tmp_path, capsys):
 def test_optional_parts_may_be_missing(tmp_path):
     run = fake_run(tmp_path, with_val=False, with_summary=False)
     (run / "config.json").unlink()
-    with open(run / "metrics.jsonl", "a") as fh:
-        fh.write('{"round": 4, "loss_crit')  # a run killed mid-write
     page = write_report(run).read_text()
     assert_png(run / "prec_at_k.png")
     assert not (run / "per_class.png").exists()
-    assert "last round so far (no summary.json)" in page and "no config.json" in page
-    assert "0.6000" in page  # round 3's test Prec@10
+    assert "no config.json" in page
+    # round 3's test figures, columns map@50, prec@10, prec@50, recall@50
+    assert ("<td>last round so far (no summary.json)</td><td>3</td><td>0.1500</td><td>0.6000</td><td>0.3000</td>"
+            "<td>0.3000</td></tr>") in page
 
 
 def test_per_class_bars_use_names_best_on_top(tmp_path):

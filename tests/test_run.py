@@ -6,27 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY, read_jsonl, small_set
 from zscrgan.cli import main
-from zscrgan.data import save_dataset
-from zscrgan.synthetic import make_builtin_dataset
-
-TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "4",
-        "--m_steps", "4", "--n_critic", "2", "--batch_size", "8", "--no-report"]
 
 
-def small_set(folder, nan_unseen=False):
-    data = make_builtin_dataset(n_seen=12, n_unseen=4, images_per_class=12, texts_per_class=2)
-    if nan_unseen:
-        for c in data.unseen:
-            data.images[c] = np.full_like(data.images[c], np.nan)
-    return save_dataset(data, folder)
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def test_train_writes_the_seed_outputs(tmp_path):
+def test_train_writes_upstreams_outputs(tmp_path):
     folder = small_set(tmp_path / "data" / "TOY")
     assert main(["train", "--dataset", "TOY", "--data_root", str(tmp_path / "data"), "--epochs", "3",
                  "--out_dir", str(tmp_path), *TINY]) == 0
@@ -34,14 +18,14 @@ def test_train_writes_the_seed_outputs(tmp_path):
     history = read_jsonl(logs / "metrics.jsonl")
     assert [h["round"] for h in history] == [1, 2, 3]
     for h in history:
-        assert {"prec_at_50", "seconds", "loss_critic", "loss_generator", "loss_csem"} <= set(h)
-        assert h["prec_at_50"] == h["test"]["prec@50"]
+        assert {"test", "seconds", "loss_critic", "loss_generator", "loss_csem"} <= set(h)
+        assert "prec_at_50" not in h  # upstream's figure is test["prec@50"], once
     assert "batch_size: 8" in (logs / "args.txt").read_text()
     summary = json.loads((logs / "summary.json").read_text())
-    best = max(history, key=lambda h: h["prec_at_50"])
+    best = max(history, key=lambda h: h["test"]["prec@50"])
     assert summary["selected_round"] == best["round"]
     files = list((tmp_path / "retrieved_res" / "TOY_res").glob("acc*.pkl"))
-    assert f"acc{best['prec_at_50']:.3f}.pkl" in [f.name for f in files]
+    assert f"acc{best['test']['prec@50']:.3f}.pkl" in [f.name for f in files]
     lists = pickle.loads(files[0].read_bytes())
     data_unseen = pickle.loads((folder / "testids.pkl").read_bytes())
     assert len(lists) == 4 * 2  # one entry per query: 4 unseen classes x 2 texts
@@ -106,15 +90,38 @@ def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys):
     assert result["test"] == summary["selected"]["test"]
 
 
+def test_val_selection_without_track_test_on_a_folder_end_to_end(tmp_path, capsys):
+    """The honest protocol as a user runs it: rounds see validation classes only; the selected
+    round alone is scored on the unseen classes, once, with one retrieval file; evaluate agrees."""
+    small_set(tmp_path / "TOY")
+    assert main(["train", "--dataset", str(tmp_path / "TOY"), "--select", "val", "--select_k", "10",
+                 "--epochs", "3", "--out_dir", str(tmp_path), *TINY]) == 0
+    assert "validation-selected" in capsys.readouterr().out
+    logs = tmp_path / "ckt_logs" / "TOY_logs"
+    history = {h["round"]: h for h in read_jsonl(logs / "metrics.jsonl")}
+    assert sorted(history) == [1, 2, 3] and all("test" not in h for h in history.values())
+    summary = json.loads((logs / "summary.json").read_text())
+    selected = summary["selected_round"]
+    assert history[selected]["val"]["prec@10"] == max(h["val"]["prec@10"] for h in history.values())
+    assert summary["selected"]["val"] == history[selected]["val"] and "best_on_test" not in summary
+    files = list((tmp_path / "retrieved_res" / "TOY_res").glob("acc*.pkl"))
+    assert [f.name for f in files] == [f"acc_p10_{summary['selected']['test']['prec@10']:.3f}.pkl"]
+    assert len(pickle.loads(files[0].read_bytes())) == 4 * 2
+    assert main(["evaluate", str(logs / "best.pt"), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"] == summary["selected"]["test"]
+
+
 def test_seeds_report_mean_and_sd(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--seeds", "0,1", *TINY, "--out_dir", str(tmp_path)]) == 0
     combined = json.loads((tmp_path / "ckt_logs" / "builtin_seeds.json").read_text())
     p = [r["selected"]["test"]["prec@50"] for r in combined["runs"]]
     mean, sd = combined["mean_sd"]["selected"]["prec@50"]
     assert mean == pytest.approx(np.mean(p)) and sd == pytest.approx(np.std(p, ddof=1))
-    assert "prec@50" in capsys.readouterr().out
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  selected: "))
+    assert f"prec@50 {mean:.4f} +- {sd:.4f}" in line
 
 
+@pytest.mark.slow
 def test_seeds_in_worker_processes_match_runs_one_after_another(tmp_path):
     """--workers 2 trains the seeds in 2 processes of 1 thread; each matches a 1-thread run here."""
     args = ["train", "--epochs", "2", "--seeds", "0,1", *TINY]
@@ -153,10 +160,20 @@ def test_missing_dataset_is_one_line_error(tmp_path, capsys):
     assert len(err) == 1 and "NOPE: data set folder not found" in err[0]
 
 
+@pytest.mark.slow
 def test_flo_few_rounds_well_above_chance(flo_dir, tmp_path):
     """Real data, real entry point: 20 unseen flower classes, chance Prec@50 = 0.05."""
     assert main(["train", "--dataset", str(flo_dir), "--out_dir", str(tmp_path), "--recipe", "improved",
                  "--epochs", "4", "--gf_dim", "256", "--df_dim", "256", "--embed_dim", "256", "--z_dim", "64",
                  "--no-report"]) == 0
     history = read_jsonl(tmp_path / "ckt_logs" / "FLO_logs" / "metrics.jsonl")
-    assert history[-1]["prec_at_50"] > 0.15, [h["prec_at_50"] for h in history]
+    assert history[-1]["test"]["prec@50"] > 0.15, [h["test"]["prec@50"] for h in history]
+
+
+@pytest.mark.parametrize("flag, calls", [([], 1), (["--no-retain_memory"], 0)])
+def test_train_sets_malloc_once_behind_its_flag(tmp_path, monkeypatch, flag, calls):
+    from zscrgan import run
+    made = []
+    monkeypatch.setattr(run, "retain_freed_memory", lambda: made.append(1))
+    assert main(["train", "--epochs", "1", "--device", "cpu", *TINY, *flag, "--out_dir", str(tmp_path)]) == 0
+    assert len(made) == calls

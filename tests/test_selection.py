@@ -5,13 +5,10 @@ import math
 import pytest
 import torch
 
+from helpers import TINY, read_jsonl
 from zscrgan.cli import main
 from zscrgan.metrics import collapse_stats, is_collapsed
 from zscrgan.selection import Selector
-
-TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "4",
-        "--m_steps", "4", "--n_critic", "2", "--batch_size", "8", "--no-report"]
-
 
 def rec(round_, val=None, test=None, collapsed=False, k=10):
     r = {"round": round_, "collapsed": collapsed}
@@ -20,10 +17,6 @@ def rec(round_, val=None, test=None, collapsed=False, k=10):
     if test is not None:
         r["test"] = {f"prec@{k}": test}
     return r
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ---- Selector --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 
 from zscrgan.config import Config
 from zscrgan import reference
+from zscrgan import trainer as trainer_module
 from zscrgan.synthetic import make_builtin_dataset
 from zscrgan.trainer import EMTrainer, retain_freed_memory
 
@@ -69,13 +70,20 @@ def test_run_round_is_reproducible_from_seed():
         assert torch.equal(pa, pb)
 
 
+def test_building_a_trainer_leaves_the_process_malloc_settings_alone(monkeypatch):
+    """retain_freed_memory changes the whole process: only the training command calls it."""
+    def refuse():
+        raise AssertionError("EMTrainer called retain_freed_memory")
+    monkeypatch.setattr(trainer_module, "retain_freed_memory", refuse)
+    data = make_builtin_dataset()
+    EMTrainer(Config(gf_dim=32, df_dim=32, embed_dim=16, z_dim=8).resolved(), data, data.seen, "cpu")
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_generator_steps_reuse_freed_memory_instead_of_page_faulting():
-    """Each step's fresh gradients land in memory the last step freed, not in new pages.
-
-    Without retain_freed_memory this measured ~16,600 page faults per step (the gradients
-    are 9,318 pages, the rest activations and temporaries); with it 1,400 to 3,000.
-    """
+    """Each step's fresh gradients land in memory the last step freed, not in new pages
+    (what it was without: docs/performance.md, "Freed memory is kept for reuse")."""
     data = make_builtin_dataset()
     cfg = Config(gf_dim=2048, df_dim=64, embed_dim=256, z_dim=32).resolved()
     trainer = EMTrainer(cfg, data, data.seen, "cpu")

@@ -26,6 +26,7 @@ def load(study_dir, name):
     return optuna.load_study(study_name=name, storage=storage)
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_journal_and_never_read_unseen(tmp_path, capfd):
     data = small_set(tmp_path / "NANS", nan_unseen=True)  # reading an unseen image fails the run
     (tmp_path / "space.yaml").write_text(SAFE_SPACE)
@@ -63,6 +64,7 @@ def test_a_trial_is_pruned_through_the_real_objective(tmp_path, capsys, monkeypa
     assert [h["round"] for h in history] == [1]  # stopped after round 1 of 3
 
 
+@pytest.mark.slow
 def test_resume_fails_stale_trials_and_best_config_round_trips(tmp_path, capsys):
     data = small_set(tmp_path / "TOY")
     (tmp_path / "space.yaml").write_text(SAFE_SPACE)

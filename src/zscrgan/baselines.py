@@ -1,8 +1,9 @@
 """Simple, strong zero-shot retrieval baselines: ridge regression, DeViSE and CCA.
 
 ZSCRGAN's figures mean little without cheap linear baselines fitted on the same data and
-split, so these three sit behind the same two-method interface the trained model offers:
-``embed_texts`` and ``embed_images``, compared by cosine similarity. Every baseline here is an
+split, so these three sit behind the same two-method interface the trained model offers
+(:class:`zscrgan.evaluate.Retriever`): ``embed_texts`` and ``embed_images``, compared by cosine
+similarity and scored by the one function that scores every model, :func:`zscrgan.evaluate.score_classes`. Every baseline here is an
 affine map on each side, ``(v - mean) @ W``, so they share :class:`AffineBaseline` and differ
 only in how the two ``W`` are fitted:
 
@@ -17,12 +18,12 @@ only in how the two ``W`` are fitted:
   correlation raised to a chosen power.
 
 Training pairs: every image of a train class is paired with ONE text of its class, drawn
-uniformly per image by a generator seeded with ``seed``. Drawing, rather than averaging a
+uniformly per image by an rng seeded with ``seed``. Drawing, rather than averaging a
 class's texts, keeps the per-text variation the queries show at test time; with one text
 per class (FLO) it is simply the class text. Means used for centring come from these pairs.
 
 Hyperparameters are chosen on the validation classes: their texts query their images and the
-grid point with the best mean Prec@50 (:func:`zscrgan.metrics.score_retrieval`) wins, the
+grid point with the best mean Prec@50 wins, the
 first on ties. Without validation classes the documented defaults below are used. The model
 returned is fitted on ``train_classes`` only unless ``refit=True``, which refits the chosen
 setting on train + validation classes. Everything is deterministic given ``seed``.
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from .data import ZeroShotData
-from .metrics import score_retrieval
+from .evaluate import score_classes
 
 BASELINES = ("ridge", "devise", "cca")
 SELECT_K = 50  # hyperparameters are chosen by Prec@50 on validation classes
@@ -106,17 +107,9 @@ def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu") -
 
 
 def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu") -> Callable:
-    """A function model -> mean Prec@50 of val texts querying val images."""
-    texts, text_labels = data.stacked_texts(val_classes)
-    images, image_labels = data.stacked_images(val_classes)
-    texts, text_labels, images, image_labels = (torch.from_numpy(a).to(device) for a in
-                                                (texts, text_labels, images, image_labels))
-
+    """A function model -> mean Prec@50 of val texts querying val images (:func:`zscrgan.evaluate.score_classes`)."""
     def score(model: Baseline) -> float:
-        with torch.no_grad():
-            result = score_retrieval(model.embed_texts(texts), text_labels,
-                                     model.embed_images(images), image_labels, ks=(SELECT_K,))
-        return float(result.mean[f"prec@{SELECT_K}"])
+        return float(score_classes(model, data, val_classes, (SELECT_K,), device)[0].mean[f"prec@{SELECT_K}"])
 
     return score
 
@@ -167,10 +160,10 @@ def _hinge_rank_loss(image_emb, text_emb, labels, margin: float) -> torch.Tensor
     return (hinge * other).sum(1).mean()
 
 
-def _batches(n: int, gen: torch.Generator, device):
+def _batches(n: int, rng: torch.Generator, device):
     """Endless minibatch indices: one shuffled pass over the pairs after another."""
     while True:
-        yield from torch.randperm(n, generator=gen).to(device).split(DEVISE_BATCH)
+        yield from torch.randperm(n, generator=rng).to(device).split(DEVISE_BATCH)
 
 
 def _fit_devise_one(pairs: Pairs, params: dict, seed: int, steps: int,
@@ -184,12 +177,12 @@ def _fit_devise_one(pairs: Pairs, params: dict, seed: int, steps: int,
     tm, t, im, x = pairs.centred()
     x_scale, t_scale = x.std(), t.std()  # so the learning rate does not depend on feature scales
     x, t = x / x_scale, t / t_scale
-    gen = torch.Generator().manual_seed(seed)
-    maps = [(torch.randn(v.shape[1], params["dim"], generator=gen) / v.shape[1] ** 0.5).to(x.device)
+    rng = torch.Generator().manual_seed(seed)
+    maps = [(torch.randn(v.shape[1], params["dim"], generator=rng) / v.shape[1] ** 0.5).to(x.device)
             .requires_grad_(True) for v in (x, t)]
     opt = torch.optim.Adam(maps, lr=params["lr"])
     best = None
-    for step, idx in enumerate(_batches(len(x), gen, x.device), start=1):
+    for step, idx in enumerate(_batches(len(x), rng, x.device), start=1):
         loss = _hinge_rank_loss(x[idx] @ maps[0], t[idx] @ maps[1], pairs.labels[idx], params["margin"])
         opt.zero_grad()
         loss.backward()

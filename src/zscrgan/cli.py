@@ -18,8 +18,7 @@ import importlib
 import os
 import sys
 
-from .data import DataError
-from .errors import Interrupted
+from .errors import Interrupted, UserError
 
 COMMANDS = {
     "train": ("zscrgan.run", "train_main"),
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(importlib.import_module(module_name), func_name)
     try:
         return func(rest) or 0
-    except DataError as exc:
+    except UserError as exc:  # DataError included
         print(f"zscrgan {command}: error: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:

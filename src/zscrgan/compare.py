@@ -16,27 +16,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from .baselines import BASELINES, fit_baseline
 from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, parse_seeds, run_name
 from .data import split_validation, write_atomic
+from .device import pick_device
 from .errors import Interrupted, say
-from .metrics import parse_ks, score_retrieval
-from .outputs import check_writable
-from .run import Run, load_run_data, mean_sd, pick_device, preflight
+from .evaluate import score_classes
+from .metrics import parse_ks
+from .outputs import check_writable, mean_sd
+from .run import Run, load_run_data, preflight, prepare_process
 
 METHODS = (*BASELINES, *RECIPES)
-
-
-def score_baseline(model, data, classes, ks, device) -> dict:
-    texts, q_labels = data.stacked_texts(classes)
-    images, g_labels = data.stacked_images(classes)
-    with torch.no_grad():
-        q = model.embed_texts(torch.from_numpy(texts).to(device))
-        g = model.embed_images(torch.from_numpy(images).to(device))
-    return score_retrieval(q, torch.from_numpy(q_labels).to(device), g,
-                           torch.from_numpy(g_labels).to(device), ks=ks).as_dict()
 
 
 def recipe_config(method: str, cfg: Config, seed: int) -> Config:
@@ -63,7 +53,8 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     start = time.perf_counter()
     model = fit_baseline(method, data, train, val, seed=seed, device=device)
     seconds = time.perf_counter() - start
-    return score_baseline(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), device), seconds
+    scores, _ = score_classes(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), device)
+    return scores.as_dict(), seconds
 
 
 def table(results: dict, seeds: list[int], k: int = 50) -> tuple[str, str]:
@@ -102,6 +93,7 @@ def main(argv: list[str]) -> int:
     if problems:
         parser.error(problems[0])
     seeds = parse_seeds(cfg.seeds)
+    prepare_process(cfg)
     out = Path(cfg.out_dir) / f"compare_{run_name(replace(cfg, seeds=''))}"
     # every check before the first fit: the table's folder, each run's folders, the data
     check_writable(out.parent, create=False)

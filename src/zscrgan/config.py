@@ -1,15 +1,17 @@
 """Run configuration: one dataclass whose fields are the command-line flags.
 
-Hyperparameter names and defaults are the seed's (run_exp.py), so its commands still
-work; each field's ``help`` is the flag's help text. A recipe fills the fields left at
+Hyperparameter names and defaults are upstream's (the authors' run_exp.py), so its commands
+still work; each field's ``help`` is the flag's help text. A recipe fills the fields left at
 ``None``: ``original`` reproduces the authors' code quirk for quirk, ``improved`` fixes
 each quirk behind its own flag (see docs/results.md for what each fix is worth).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from .device import DEVICE_HELP, DEVICES
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
 
@@ -20,20 +22,20 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class Config:
-    # --- the seed's hyperparameters, same names and defaults ---
+    # --- upstream's hyperparameters, same names and defaults ---
     dataset: str = _f("", "data set NAME (looked up as <data_root>/NAME/) or a folder path; empty: the built-in demo data")
     batch_size: int = _f(32, "rows per batch (one seen class per row)")
     gf_dim: int = _f(2048, "generator hidden width (its second hidden layer is 2*gf_dim)")
     df_dim: int = _f(1024, "critic hidden width")
     embed_dim: int = _f(1024, "size of mu and of sigma, and of the common space")
     CSEM_lr: float = _f(0.002, "Adam learning rate of the CSEM")
-    generator_lr: float = _f(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, the seed's; improved: 0.003 up to gf_dim 256, times sqrt(256/gf_dim) above)")
-    discriminator_lr: float = _f(None, "RMSProp learning rate of the critic (original: 0.0002, the seed's; improved: as --generator_lr)")
-    epochs: int = _f(0, "number of EM rounds (the seed left it unused); 0: 5000 as the seed, or 5 on the built-in data")
+    generator_lr: float = _f(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, upstream's; improved: 0.003 up to gf_dim 256, times sqrt(256/gf_dim) above)")
+    discriminator_lr: float = _f(None, "RMSProp learning rate of the critic (original: 0.0002, upstream's; improved: as --generator_lr)")
+    epochs: int = _f(0, "number of EM rounds (upstream left it unused); 0: 5000 as upstream, or 5 on the built-in data")
     kl_div_coefficient: float = _f(1.0, "weight of the KL term")
     mm_reg_coeff: float = _f(2.0, "weight of the max-margin regulariser")
     z_dim: int = _f(256, "noise size")
-    mmr_margin: float = _f(2.0, "margin of the max-margin regulariser (the seed's constant 2; matters with --mmr_hinge)")
+    mmr_margin: float = _f(2.0, "margin of the max-margin regulariser (upstream's constant 2; matters with --mmr_hinge)")
     clip_val: float = _f(0.01, "WGAN weight clipping of the critic (0 disables clipping)")
     config: str = _f("", "a JSON file of settings (as written by zscrgan tune, or a run's config.json); "
                          "flags given on the command line override it")
@@ -46,18 +48,18 @@ class Config:
     seeds: str = _f("", "comma list of seeds, e.g. 0,1,2: one run each, then mean +- sd of every figure")
     workers: int = _f(1, "with --seeds: train this many seeds at once, each in its own process with an equal share "
                          "of the CPU threads (on a CPU, small products use the cores better this way)")
-    device: str = _f("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", DEVICE_HELP, choices=DEVICES)
     resume: bool = _f(False, "continue this run from its last.pt after a crash or Ctrl-C; --resume RUN (a "
                              "ckt_logs/NAME_logs folder, or a NAME) takes every setting from that run's config.json")
     overwrite: bool = _f(False, "start over in a folder holding an earlier run's outputs, deleting them first "
                                 "(without it, or --resume, such a folder is refused)")
     report: bool = _f(True, "write plots and report.html into the run folder at the end")
-    # --- schedule (the seed's fixed values; smaller for smoke tests) ---
+    # --- schedule (upstream's fixed values; smaller for smoke tests) ---
     e_steps: int = _f(100, "generator steps per E-step")
     n_critic: int = _f(5, "critic steps before each generator step")
     m_steps: int = _f(100, "CSEM steps per M-step")
     # --- evaluation and model selection ---
-    select: str = _f("test", "round selection: test (the seed's, optimistic), val (held-out seen classes) or last (no selection: the final round)",
+    select: str = _f("test", "round selection: test (upstream's, optimistic), val (held-out seen classes) or last (no selection: the final round)",
                      choices=("test", "val", "last"))
     val_fraction: float = _f(0.2, "with --select val: fraction of seen classes held out for validation")
     track_test: bool = _f(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
@@ -82,6 +84,9 @@ class Config:
     # --- speed (changes no result beyond float rounding) ---
     compile: bool = _f(False, "compile the optimiser updates with torch.compile: about 30 s once per process (needs a "
                               "C++ compiler on the CPU), then each update one fused pass (docs/performance.md)")
+    retain_memory: bool = _f(True, "on the CPU, have glibc keep freed memory for reuse in this process (mallopt): "
+                                   "large blocks are not unmapped and faulted back in every step, so rounds run "
+                                   "faster; memory use then stays at its peak (docs/performance.md)")
 
     def resolved(self) -> "Config":
         """A copy with the recipe's values filled into the fields left at None."""
@@ -121,46 +126,43 @@ RECIPES = {
 
 
 def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
+    """One flag per Config field (flags.py); ``--resume`` also takes a RUN to read the settings of."""
     from .errors import Parser
+    from .flags import add_dataclass_flags
+
+    def resume(parser, **kw):  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
+        parser.add_argument("--resume", nargs="?", const=True, metavar="RUN", **kw)
+        parser.add_argument("--no-resume", dest="resume", action="store_false")
 
     parser = Parser(prog=prog, description="Train and evaluate ZSCRGAN.",
                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(Config):
-        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(f.type).split(" ")[0]]
-        kw = dict(default=None if f.default is MISSING else f.default, help=f.metadata["help"])
-        if f.name == "resume":  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
-            parser.add_argument("--resume", nargs="?", const=True, metavar="RUN", **kw)
-            parser.add_argument("--no-resume", dest="resume", action="store_false")
-        elif kind is bool:
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
-        else:
-            parser.add_argument(f"--{f.name}", type=kind, choices=f.metadata.get("choices"), **kw)
-    return parser
+    return add_dataclass_flags(parser, Config, custom={"resume": resume})
 
 
 def read_config_file(path: str) -> dict:
     """Settings from a JSON file of flag names -> values; unknown names are refused."""
-    from .data import DataError, read_json_object
+    from .data import read_json_object
+    from .errors import UserError
 
     if not Path(path).is_file():
-        raise DataError(f"{path}: config file not found")
+        raise UserError(f"{path}: config file not found")
     values = read_json_object(Path(path))
     known = {f.name for f in fields(Config)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise DataError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+        raise UserError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
     return {k: v for k, v in values.items() if k not in ("config", "resume", "overwrite")}  # a run's own choices
 
 
 def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
     """``--resume RUN``: the run folder (a path, or NAME under <out_dir>/ckt_logs) and its settings."""
-    from .data import DataError
+    from .errors import UserError
 
     tried = [Path(run), Path(out_dir) / "ckt_logs" / f"{run}_logs", Path(out_dir) / "ckt_logs" / run]
     for folder in tried:
         if (folder / "config.json").is_file():
             return folder, read_config_file(str(folder / "config.json"))
-    raise DataError(f"--resume {run}: no run there (no config.json in {', '.join(map(str, dict.fromkeys(tried)))})")
+    raise UserError(f"--resume {run}: no run there (no config.json in {', '.join(map(str, dict.fromkeys(tried)))})")
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict:

@@ -1,4 +1,4 @@
-"""`zscrgan data convert`: published benchmark files to the seed format.
+"""`zscrgan data convert`: published benchmark files to upstream's format.
 
     --xlsa17 DIR   res101.mat + att_splits.mat of Xian et al.'s "Zero-Shot Learning - the Good,
                    the Bad and the Ugly" (AWA1, AWA2, CUB, ...): one attribute vector per class.

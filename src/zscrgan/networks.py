@@ -19,9 +19,9 @@ class Linear(nn.Linear):
     """nn.Linear (same parameters, same state_dict) that computes y^T = W x^T + b on the CPU.
 
     The batch then is the wide dimension of the products (forward W x^T, input gradient
-    W^T g), which MKL splits between cores far better at this model's batch 32 to 160:
-    64 x 2048 -> 4096 ran at 120 GFLOP/s this way against 75 as x W^T on 2 cores (equal on
-    one; docs/performance.md). The [out, batch] result is copied back to row-major
+    W^T g), which MKL splits between cores far better at this model's batch 32 to 160
+    (measured in docs/performance.md, "Products with the batch as their wide dimension").
+    The [out, batch] result is copied back to row-major
     [batch, out] (1 MB at batch 64), the layout the next product is fastest with.
     Other devices use F.linear.
     """
@@ -43,14 +43,14 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-def truncated_normal(shape, generator=None, device=None, bound: float = 2.0) -> torch.Tensor:
+def truncated_normal(shape, rng: torch.Generator | None = None, device=None, bound: float = 2.0) -> torch.Tensor:
     """Standard normal truncated at +-bound (TF's truncated_normal), by inverse CDF.
 
     TF redraws values beyond the bound; sampling the truncated CDF gives the same law
     with one uniform draw per value.
     """
     cdf_lo = 0.5 * (1.0 + math.erf(-bound / math.sqrt(2.0)))
-    u = torch.rand(shape, generator=generator, device=device)
+    u = torch.rand(shape, generator=rng, device=device)
     u = cdf_lo + (1.0 - 2.0 * cdf_lo) * u
     return (torch.erfinv(2.0 * u - 1.0) * math.sqrt(2.0)).clamp_(-bound, bound)
 

@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, write_atomic, write_pickle
+from .data import write_atomic, write_pickle
+from .errors import UserError
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "best.pt", "last.pt", "args.txt", "config.json", "report.html")
 LOCK_FILE = ".lock"
 
 
 def check_writable(folder: Path, flag: str = "--out_dir", create: bool = True) -> None:
-    """A one-line DataError unless files can be made in ``folder``. ``create=False`` leaves no
+    """A one-line UserError unless files can be made in ``folder``. ``create=False`` leaves no
     trace: it tries an unnamed scratch file in the nearest folder that exists."""
     folder = Path(folder)
     try:
@@ -40,11 +41,11 @@ def check_writable(folder: Path, flag: str = "--out_dir", create: bool = True) -
             while not folder.exists() and folder != folder.parent:
                 folder = folder.parent
         if not folder.is_dir():
-            raise DataError(f"{folder}: is a file, not a folder; choose another {flag}")
+            raise UserError(f"{folder}: is a file, not a folder; choose another {flag}")
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise DataError(f"{folder}: cannot write here ({exc.strerror or exc}); choose another {flag}") from None
+        raise UserError(f"{folder}: cannot write here ({exc.strerror or exc}); choose another {flag}") from None
 
 
 class RunFolder:
@@ -86,18 +87,18 @@ class RunFolder:
         found = self.outputs()
         if found:
             names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
-            raise DataError(f"{self.run_dir}: holds an earlier run's outputs ({names}); --resume {self.run_dir} "
+            raise UserError(f"{self.run_dir}: holds an earlier run's outputs ({names}); --resume {self.run_dir} "
                             f"continues it, --overwrite replaces it, --name NEW keeps it beside")
 
     def lock(self) -> None:
-        """Take the folder's lock, or a DataError naming the PID of the run holding it."""
+        """Take the folder's lock, or a UserError naming the PID of the run holding it."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DataError(f"{self.run_dir}: another zscrgan run (PID {self.holder()}) is writing this folder; "
+            raise UserError(f"{self.run_dir}: another zscrgan run (PID {self.holder()}) is writing this folder; "
                             "wait for it to end, or give this run another --name") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -196,7 +197,7 @@ def precisions(figures: dict) -> str:
 
 
 def describe(summary: dict) -> str:
-    """The run's result in two lines: the honest figure and the seed's optimistic one."""
+    """The run's result in two lines: the honest figure and upstream's optimistic one."""
     lines = []
     sel = summary["selected"]["test"]
     how = {"val": "validation-selected", "last": "final round, no selection"}.get(
@@ -208,6 +209,11 @@ def describe(summary: dict) -> str:
         b = summary["best_on_test"]["test"]
         lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
     return "\n".join(lines)
+
+
+def per_class_table(scores, classes) -> dict:
+    """summary.json's per-class figures: {"prec@50": {"<class id>": value, ...}, ...}."""
+    return {key: {str(c): float(v) for c, v in zip(classes, values)} for key, values in scores.per_class.items()}
 
 
 def mean_sd(values) -> tuple[float, float]:

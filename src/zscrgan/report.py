@@ -41,22 +41,17 @@ OPTIMISTIC = "optimistic: chosen on the test classes"
 
 
 def read_rounds(path: Path) -> list[dict]:
-    """The per-round records; a last line cut short (a run killed mid-write) is skipped."""
+    """The per-round records (metrics.jsonl is written atomically, so every line is whole)."""
     if not path.is_file():
         folder = "" if path.parent.is_dir() else f" (no folder {path.parent})"
         raise DataError(f"{path}: file not found{folder}; is this a training run folder?")
-    text = path.read_text(errors="replace")
-    lines = text.splitlines()
     rounds = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                print(f"zscrgan report: warning: {path}: skipped an unfinished last line", file=sys.stderr)
-                continue
             raise DataError(f"{path}: line {number} is not valid JSON ({exc})") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}: line {number} is not a JSON object")
@@ -82,11 +77,9 @@ def _series(rounds: list[dict], pick) -> tuple[list, list]:
 
 
 def _split(row: dict, split: str) -> dict:
+    """A round's figures on ``split`` ("test" or "val"); {} where it was not scored."""
     value = row.get(split)
-    if isinstance(value, dict):
-        return value
-    # Early trainer rows carry only the top-level "prec_at_50" test figure.
-    return {"prec@50": row.get("prec_at_50")} if split == "test" else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _k_of(key: str) -> int:

@@ -6,7 +6,7 @@
     zscrgan evaluate ckt_logs/FLO_logs/best.pt
 
 Outputs (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>``
-with --seeds), as the seed's plus machine-readable records:
+with --seeds), as upstream's plus machine-readable records:
     retrieved_res/NAME_res/acc<Prec@50>.pkl   retrieval lists of the selected round
     ckt_logs/NAME_logs/args.txt, config.json  the arguments of the run
     ckt_logs/NAME_logs/best.pt, last.pt       checkpoints (plain dicts, weights_only-loadable)
@@ -17,7 +17,6 @@ A run holds a lock on its folders and never mixes its outputs with another run's
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -25,35 +24,35 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .config import Config, parse_config, parse_seeds, run_name
 from .data import DataError, load_dataset, read_json_object, resolve_dataset_dir, split_validation, write_atomic
-from .errors import Interrupted, Parser, progress, say
+from .device import DEVICE_HELP, DEVICES, pick_device
+from .errors import Interrupted, Parser, UserError, progress, say
 from .evaluate import common_space_centre, evaluate_classes
+from .flags import add_dataclass_flags, flag
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
-# mean_sd is imported from here by compare and scripts/ablation.py
-from .outputs import RunFolder, aggregate, config_differences, describe, mean_sd, precisions, projection  # noqa: F401
+from .outputs import RunFolder, aggregate, config_differences, describe, per_class_table, precisions, projection
 from .selection import Selector
 from .synthetic import make_builtin_dataset
-from .trainer import EMTrainer
+from .trainer import EMTrainer, retain_freed_memory
 
-BUILTIN_EPOCHS, SEED_EPOCHS = 5, 5000
+BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 # Flags that may change between a run and its resumption; any other change is refused.
 RESUMABLE = {"epochs", "resume", "overwrite", "device", "report", "out_dir", "data_root", "seeds", "name", "workers",
-             "compile", "patience", "config"}
+             "compile", "patience", "config", "retain_memory"}
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda: no CUDA device is available")
-    return torch.device(name)
+def prepare_process(cfg: Config) -> None:
+    """What a training command sets for its whole process, once: glibc keeps freed memory
+    for reuse on the CPU (``--retain_memory``, trainer.retain_freed_memory)."""
+    if cfg.retain_memory and pick_device(cfg.device).type == "cpu":
+        retain_freed_memory()
 
 
 def load_run_data(cfg: Config, splits=("seen", "unseen")):
@@ -82,13 +81,13 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise DataError(f"{path}: checkpoint not found") from None
+        raise UserError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # torch raises many kinds for a bad file
-        raise DataError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
+        raise UserError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
 
 
 class Run:
-    """One seed's training run: its folders, its trainer and what it has selected so far."""
+    """One training run (one --seed): its folders, its trainer and what it has selected so far."""
 
     def __init__(self, cfg: Config):
         self.name = run_name(cfg)
@@ -103,7 +102,7 @@ class Run:
         self.default_epochs = not cfg.epochs  # upstream's 5000: say after round 1 what that costs
         # saved with absolute data paths and the real round count, so evaluate, --resume RUN
         # and the report work from any folder and show what ran
-        cfg = replace(cfg, epochs=cfg.epochs or (SEED_EPOCHS if cfg.dataset else BUILTIN_EPOCHS))
+        cfg = replace(cfg, epochs=cfg.epochs or (UPSTREAM_EPOCHS if cfg.dataset else BUILTIN_EPOCHS))
         if self.data_dir is not None:
             cfg = replace(cfg, dataset=os.path.abspath(self.data_dir), data_root=os.path.abspath(cfg.data_root))
         self.cfg = cfg
@@ -128,7 +127,7 @@ class Run:
             return []
         sizes = [len(self.data.images[c]) for c in classes]
         if cfg.select == "val" and cfg.select_k > max(sizes):
-            raise DataError(f"--select_k {cfg.select_k} is larger than every validation class's gallery (at most "
+            raise UserError(f"--select_k {cfg.select_k} is larger than every validation class's gallery (at most "
                             f"{max(sizes)} images): Prec@{cfg.select_k} would saturate and every round tie; "
                             f"use --select_k {min(sizes)} or less")
         warnings = []
@@ -152,14 +151,14 @@ class Run:
     def restore(self, path: Path) -> int:
         try:
             state = load_checkpoint(path)
-        except DataError as exc:
+        except UserError as exc:
             best = path.with_name("best.pt")
             hint = (f"; {best} is a separate file: copy it over last.pt to resume from the best round"
                     if best.is_file() else "")
-            raise DataError(f"{exc}{hint}, or --overwrite to start over") from None
+            raise UserError(f"{exc}{hint}, or --overwrite to start over") from None
         changed = config_differences(state["config"], asdict(self.cfg), RESUMABLE)
         if changed:
-            raise DataError(f"{path}: made with {changed}; drop the differing flags to resume "
+            raise UserError(f"{path}: made with {changed}; drop the differing flags to resume "
                             f"(zscrgan train --resume {self.run_dir}), or --overwrite to start over")
         self.trainer.load_state_dict(state["trainer"])
         torch.set_rng_state(state["rng"]["cpu"])
@@ -168,11 +167,6 @@ class Run:
         self.history, self.per_class = state["history"], state["per_class"]
         self.selector.load_state_dict(state["selector"])
         return state["round"]
-
-    @staticmethod
-    def per_class_table(scores, classes) -> dict:
-        return {key: {str(c): float(v) for c, v in zip(classes, values)}
-                for key, values in scores.per_class.items()}
 
     # ---- the loop ----------------------------------------------------------------------------
     def centre(self) -> torch.Tensor | None:
@@ -199,7 +193,6 @@ class Run:
         if self.scores_test:
             test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device, centre)
             record["test"], collapse["test"] = test.as_dict(), test.collapse
-            record["prec_at_50"] = record["test"]["prec@50"]
         record["eval_seconds"] = round(time.perf_counter() - start, 3)
         record["collapse"] = collapse
         record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
@@ -208,7 +201,7 @@ class Run:
 
         new_best = self.selector.update(record)
         if new_best and cfg.select != "val":
-            self.per_class = self.per_class_table(test, data.unseen)
+            self.per_class = per_class_table(test, data.unseen)
             self.folder.write_retrieval(cfg.select_k, record["test"], lists, only=cfg.select == "last")
         state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
         if new_best:
@@ -271,7 +264,7 @@ class Run:
         cfg, sel = self.cfg, self.selector
         selected = next((h for h in self.history if h["round"] == sel.round), None)
         if selected is None:
-            raise DataError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
+            raise UserError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
         selected = {k: selected[k] for k in ("val", "test") if k in selected}
         if cfg.select == "val" and score_unseen:
             state = load_checkpoint(self.run_dir / "best.pt")
@@ -283,7 +276,7 @@ class Run:
             test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
                                            sel.round, self.device, self.centre())
             selected["test"] = test.as_dict()
-            self.per_class = self.per_class_table(test, self.data.unseen)
+            self.per_class = per_class_table(test, self.data.unseen)
             self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
         summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
                    "run_name": self.name, "select": cfg.select, "select_k": cfg.select_k, "recipe": cfg.recipe,
@@ -306,7 +299,9 @@ class Run:
 
 
 def _train_one(cfg: Config, threads: int) -> dict:
+    """A worker process's run (train_in_processes)."""
     torch.set_num_threads(threads)
+    prepare_process(cfg)
     return Run(cfg).train()
 
 
@@ -330,6 +325,7 @@ def preflight(configs: list[Config]) -> None:
 
 def train_main(argv: list[str]) -> int:
     cfg = parse_config(argv)
+    prepare_process(cfg)
     if not cfg.seeds:
         preflight([cfg])
         Run(cfg).train()
@@ -351,16 +347,22 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+@dataclass
+class EvaluateArgs:
+    """``zscrgan evaluate``'s flags; None: the checkpoint's setting."""
+
+    checkpoint: str = flag("", "a best.pt or last.pt written by zscrgan train", positional=True)
+    dataset: str | None = flag(None, "data set NAME or folder (default: the checkpoint's)")
+    data_root: str | None = flag(None, "folder holding data sets by NAME (default: the checkpoint's)")
+    device: str = flag("auto", DEVICE_HELP, choices=DEVICES)
+    eval_k: str | None = flag(None, "comma list of K (default: the checkpoint's)")
+    eval_samples: int | None = flag(None, "noise draws averaged per query")
+    eval_mean: bool | None = flag(None, "use mu and z = 0")
+
+
 def evaluate_main(argv: list[str]) -> int:
     parser = Parser(prog="zscrgan evaluate", description="Recompute every metric from a checkpoint.")
-    parser.add_argument("checkpoint", help="a best.pt or last.pt written by zscrgan train")
-    parser.add_argument("--dataset", help="data set NAME or folder (default: the checkpoint's)")
-    parser.add_argument("--data_root", help="folder holding data sets by NAME (default: the checkpoint's)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--eval_k", help="comma list of K (default: the checkpoint's)")
-    parser.add_argument("--eval_samples", type=int, help="noise draws averaged per query")
-    parser.add_argument("--eval_mean", action=argparse.BooleanOptionalAction, default=None, help="use mu and z = 0")
-    args = parser.parse_args(argv)
+    args = add_dataclass_flags(parser, EvaluateArgs).parse_args(argv)
     device = pick_device(args.device)
     state = load_checkpoint(Path(args.checkpoint))
     overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}

@@ -27,7 +27,7 @@ class BatchSampler:
         self.text_counts = torch.tensor(texts_per_class or [1] * len(images_per_class), dtype=torch.long)
         self.text_offsets = torch.cumsum(self.text_counts, 0) - self.text_counts
         self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = torch.Generator().manual_seed(seed)
         self.pointers = torch.zeros(len(images_per_class), dtype=torch.long)
         self.pending = torch.zeros(0, dtype=torch.long)  # rest of the current class shuffle
 
@@ -40,15 +40,15 @@ class BatchSampler:
         if b < n:
             needed = n_batches * b - len(self.pending)
             n_perms = max(0, -(-needed // n))
-            perms = torch.rand(n_perms, n, generator=self.generator).argsort(1).reshape(-1)
+            perms = torch.rand(n_perms, n, generator=self.rng).argsort(1).reshape(-1)
             stream = torch.cat([self.pending, perms])
             self.pending = stream[n_batches * b:]
             return stream[: n_batches * b].view(n_batches, b)
         repeats, rest = divmod(b, n)
         base = torch.arange(n).repeat(repeats).expand(n_batches, -1)
-        extra = torch.rand(n_batches, n, generator=self.generator).argsort(1)[:, :rest]
+        extra = torch.rand(n_batches, n, generator=self.rng).argsort(1)[:, :rest]
         rows = torch.cat([base, extra], 1)
-        order = torch.rand(n_batches, b, generator=self.generator).argsort(1)
+        order = torch.rand(n_batches, b, generator=self.rng).argsort(1)
         return rows.gather(1, order)
 
     def _round_robin(self, classes: torch.Tensor) -> torch.Tensor:
@@ -67,15 +67,16 @@ class BatchSampler:
         """Class rows, image rows and (one random text each) text rows for n_batches."""
         classes = self._class_stream(n_batches)
         images = self._round_robin(classes)
-        pick = (torch.rand(classes.shape, generator=self.generator) * self.text_counts[classes]).long()
+        pick = (torch.rand(classes.shape, generator=self.rng) * self.text_counts[classes]).long()
         texts = self.text_offsets[classes] + pick
         return {"classes": classes, "images": images, "texts": texts}
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "pointers": self.pointers.clone(),
+        # the key "generator" is the checkpoint format's name for the rng: kept so old checkpoints load
+        return {"generator": self.rng.get_state(), "pointers": self.pointers.clone(),
                 "pending": self.pending.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.rng.set_state(state["generator"])
         self.pointers = state["pointers"].clone()
         self.pending = state["pending"].clone()

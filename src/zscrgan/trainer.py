@@ -12,10 +12,11 @@ CSEM steps; every step on a fresh batch. Savings that change no result:
 tests/test_trainer.py checks these against the plain loop of reference.py.
 
 On the CPU, glibc serves large blocks by mmap and unmaps them on free (and trims free space
-at the heap top), so each step's fresh 74 MB of generator gradients page-faulted back in.
-``retain_freed_memory`` keeps freed blocks for reuse instead: page faults per 50+50-step
-round on FLO fell from 0.5-1M to about 10k and such rounds ran about 18% faster
-(docs/performance.md); the process's RSS then stays at its peak.
+at the heap top), so each step's fresh generator gradients (tens of MB at upstream's widths)
+would be page-faulted back in. ``retain_freed_memory`` keeps freed blocks for reuse instead
+(measured in docs/performance.md, "Freed memory is kept for reuse"); the process's RSS then stays at its peak. It
+changes the whole process, so the training command calls it (``--retain_memory``), never
+the trainer.
 """
 from __future__ import annotations
 
@@ -56,8 +57,6 @@ class EMTrainer:
 
     def __init__(self, cfg, data, train_classes: list, device: torch.device):
         self.cfg, self.device = cfg, torch.device(device)
-        if self.device.type == "cpu":
-            retain_freed_memory()
         images = [data.images[c] for c in train_classes]
         texts = [data.texts[c] for c in train_classes]
         dtype = torch.get_default_dtype()  # float32 unless a caller (a float64 test) changes it

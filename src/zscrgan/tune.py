@@ -17,9 +17,6 @@ RUNNING by a killed process on this machine are marked failed at the next start.
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
 import json
 import multiprocessing
 import os
@@ -33,6 +30,8 @@ import numpy as np
 
 from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, run_name
 from .data import DataError, split_validation, write_atomic
+from .errors import UserError
+from .tune_report import best_trial, write_study_report
 
 # The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
 SPACE = {
@@ -57,9 +56,9 @@ SPACE = {
 # Flags that are not hyperparameters: never searched, and free to change when a study resumes.
 NOT_TUNABLE = {"dataset", "config", "name", "data_root", "out_dir", "seed", "seeds", "workers", "device", "resume",
                "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile",
-               "overwrite"}
+               "overwrite", "retain_memory"}
 STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
-              "track_test", "overwrite"}
+              "track_test", "overwrite", "retain_memory"}
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
@@ -228,7 +227,7 @@ def objective(trial, job: dict) -> float:
 
     try:
         summary = run.train(on_round=on_round, score_unseen=False)
-    except DataError as exc:  # a non-finite loss in the first round: nothing to select
+    except UserError as exc:  # a non-finite loss in the first round: nothing to select
         trial.set_user_attr("error", str(exc))
         raise
     trial.set_user_attr("selected_round", summary["selected_round"])
@@ -243,8 +242,11 @@ def run_worker(job: dict, index: int, n_trials: int | None, threads: int) -> Non
     import optuna
     import torch
 
+    from .run import prepare_process
+
     if threads:
         torch.set_num_threads(threads)
+    prepare_process(Config(**job["base"]))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress line below says it all
     seed = int(np.random.SeedSequence([job["base"]["seed"], index, job["start_trials"]]).generate_state(1)[0])
     study = optuna.load_study(study_name=job["study"], storage=open_storage(job["storage"]),
@@ -252,7 +254,7 @@ def run_worker(job: dict, index: int, n_trials: int | None, threads: int) -> Non
                               pruner=make_pruner(job["pruner"], job["epochs"]))
     try:
         study.optimize(lambda trial: objective(trial, job), n_trials=n_trials, timeout=job["timeout"],
-                       catch=(DataError,), callbacks=[lambda s, t: after_trial(s, t, job)])
+                       catch=(UserError,), callbacks=[lambda s, t: after_trial(s, t, job)])
     except KeyboardInterrupt:  # Optuna has marked the trial failed; the parent says "interrupted"
         if threads:  # a spawned process: exit quietly, no traceback
             raise SystemExit(130) from None
@@ -279,10 +281,6 @@ def progress_line(study, trial, k: int) -> str:
     best = best_trial(study)
     tail = f"best {best.value:.3f} (trial {best.number})" if best else "no completed trial yet"
     return f"trial {trial.number}: {head} {params}; {tail}"
-
-
-def best_trial(study):
-    return study.best_trial if any(t.state.name == "COMPLETE" for t in study.trials) else None
 
 
 def write_best_config(study, job: dict) -> Path | None:
@@ -347,8 +345,8 @@ def main(argv: list[str]) -> int:
     study_name = tune["study"] or run_name(Config(**base))
     study_dir = Path(tune["out"] or Path(values["out_dir"]) / f"tune_{study_name}")
     storage = tune["storage"] or str(study_dir / "journal.log")
-    from .run import BUILTIN_EPOCHS, SEED_EPOCHS
-    epochs = base["epochs"] or (SEED_EPOCHS if base["dataset"] else BUILTIN_EPOCHS)
+    from .run import BUILTIN_EPOCHS, UPSTREAM_EPOCHS
+    epochs = base["epochs"] or (UPSTREAM_EPOCHS if base["dataset"] else BUILTIN_EPOCHS)
 
     if "://" not in storage:
         study_dir.mkdir(parents=True, exist_ok=True)  # every check has passed: now the folder may be made
@@ -431,47 +429,6 @@ def run_jobs(job: dict, trials: int, jobs: int) -> None:
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
         raise DataError(f"a trial process exited with code {bad[0]} (its error is printed above)")
-
-
-def write_study_report(study, folder: Path, k: int) -> None:
-    """history.png, importances.png (from 2 completed trials), rounds.png and study.html showing them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
-
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    pictures = {"history.png": ("optimisation history", plots.plot_optimization_history),
-                "rounds.png": (f"val prec@{k} per round (pruned trials stop early)", plots.plot_intermediate_values)}
-    if len(done) >= 2:
-        pictures["importances.png"] = ("parameter importances", plots.plot_param_importances)
-    shown = []
-    for file, (title, plot) in pictures.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = plot(study)
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=90)
-            plt.close(figure)
-            write_atomic(folder / file, buffer.getvalue())
-            shown.append((title, buffer.getvalue()))
-        except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials or no spread: skip the plot
-            continue
-    rows = "".join(f"<tr><td>{t.number}<td>{t.state.name}<td>{'' if t.value is None else f'{t.value:.4f}'}"
-                   f"<td>{html.escape(json.dumps(t.params))}</tr>" for t in study.trials)
-    best, name = best_trial(study), html.escape(study.study_name)
-    head = (f"best val prec@{k} {best.value:.4f} (trial {best.number}), kept in best_config.json: "
-            f"<code>{html.escape(json.dumps(best.params))}</code>" if best else "no completed trial yet")
-    images = "".join(f"<h2>{title}</h2><img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-                     for title, png in shown)
-    page = (f"<!doctype html><meta charset='utf-8'><title>study {name}</title><h1>study {name}</h1><p>{head}</p>"
-            f"{images}<h2>trials</h2><table border=1 cellpadding=3><tr><th>trial<th>state<th>val prec@{k}<th>params"
-            f"</tr>{rows}</table>")
-    write_atomic(folder / "study.html", page.encode())
 
 
 __all__ = ["SPACE", "main", "read_space", "make_pruner"]
