@@ -1,0 +1,103 @@
+"""Scoring: the metrics against torchmetrics, query embedding settings, one scorer for every model."""
+import numpy as np
+import pytest
+import torch
+
+from zscrgan.baselines import fit_baseline
+from zscrgan.config import Config
+from zscrgan.evaluate import Retriever, embed_queries, eval_rng, evaluate_classes, score_classes
+from zscrgan.metrics import score_retrieval
+from zscrgan.networks import ZSCRGAN, truncated_normal
+from zscrgan.synthetic import make_builtin_dataset
+
+
+def tiny_model(data, seed=0):
+    torch.manual_seed(seed)
+    return ZSCRGAN(data.text_dim, data.image_dim, 16, 8, 32, 32)
+
+
+# ---- the metrics against an independent implementation ------------------------------------------
+def test_metrics_agree_with_torchmetrics_where_the_definitions_agree():
+    """Prec@K and Recall@K at any K below the gallery; mAP@K at K = gallery size, where every
+    relevant image is retrieved, so torchmetrics' denominator (relevant retrieved) equals ours
+    (min(K, relevant)). Ours averages per query, then per class, then over classes."""
+    tm = pytest.importorskip("torchmetrics.functional.retrieval")
+    gen = torch.Generator().manual_seed(3)
+    n_classes, gallery_size = 5, 40
+    ql = torch.randint(0, n_classes, (23,), generator=gen)
+    gl = torch.randint(0, n_classes, (gallery_size,), generator=gen)
+    q, g = torch.randn(23, 6, generator=gen, dtype=torch.float64), torch.randn(gallery_size, 6, generator=gen, dtype=torch.float64)
+    ks = (1, 5, 10, gallery_size)
+    ours = score_retrieval(q, ql, g, gl, ks=ks).mean
+    # torchmetrics counts a relevant item scored <= 0 as irrelevant (shift the cosines above 0) and
+    # returns float32 (compare to 1e-6)
+    sims = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(g, dim=1).T + 2
+
+    def class_mean(fn, k):
+        per_query = torch.stack([fn(sims[i], gl == ql[i], top_k=k) for i in range(len(ql))]).double()
+        return float(np.mean([per_query[ql == c].mean().item() for c in ql.unique()]))
+
+    for k in ks:
+        assert ours[f"prec@{k}"] == pytest.approx(class_mean(tm.retrieval_precision, k), abs=1e-6), k
+        assert ours[f"recall@{k}"] == pytest.approx(class_mean(tm.retrieval_recall, k), abs=1e-6), k
+    assert ours[f"map@{gallery_size}"] == pytest.approx(class_mean(tm.retrieval_average_precision, gallery_size), abs=1e-6)
+
+
+# ---- ZSCRGAN's query embedding ----------------------------------------------------------------------
+def test_embed_queries_with_eval_mean_uses_mu_and_no_noise():
+    data = make_builtin_dataset()
+    model = tiny_model(data)
+    texts = torch.from_numpy(data.stacked_texts(data.unseen)[0])
+    got = embed_queries(model, texts, use_mean=True, rng=torch.Generator().manual_seed(1))
+    mu, _ = model.encoder.stats(texts)
+    expected = model.csem(model.generator(mu, torch.zeros(len(texts), model.z_dim)))
+    torch.testing.assert_close(got, expected.detach())
+    again = embed_queries(model, texts, use_mean=True, rng=torch.Generator().manual_seed(99))
+    assert torch.equal(got, again)  # no noise drawn: the rng is irrelevant
+
+
+def test_embed_queries_averages_eval_samples_draws_from_the_rng():
+    data = make_builtin_dataset()
+    model = tiny_model(data)
+    texts = torch.from_numpy(data.stacked_texts(data.unseen)[0])
+    got = embed_queries(model, texts, samples=3, rng=torch.Generator().manual_seed(7))
+    rng = torch.Generator().manual_seed(7)  # the same draws, made by hand: eps then z, per sample
+    mu, log_sigma = model.encoder.stats(texts)
+    draws = []
+    for _ in range(3):
+        eps = truncated_normal(mu.shape, rng=rng)
+        z = torch.randn(len(texts), model.z_dim, generator=rng)
+        draws.append(model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z)))
+    torch.testing.assert_close(got, (sum(draws) / 3).detach())
+    one = embed_queries(model, texts, samples=1, rng=torch.Generator().manual_seed(7))
+    assert not torch.allclose(got, one)  # averaging changed something
+    assert torch.equal(got, embed_queries(model, texts, samples=3, rng=torch.Generator().manual_seed(7)))
+
+
+# ---- one scorer for every model -------------------------------------------------------------------
+def test_evaluate_classes_is_score_classes_through_a_retriever_with_the_run_settings():
+    data = make_builtin_dataset()
+    model = tiny_model(data)
+    cfg = Config(seed=4, eval_samples=2, eval_mean=False).resolved()
+    centre = torch.randn(16)
+    scores, lists = evaluate_classes(model, data, data.unseen, (5, 50), cfg, 3, "cpu", centre)
+    retriever = Retriever(model, 2, False, eval_rng(4, 3, "cpu"), centre)
+    same, same_lists = score_classes(retriever, data, data.unseen, (5, 50), "cpu")
+    assert scores.as_dict() == same.as_dict() and lists == same_lists
+    assert model.training  # embedding put the model in eval mode only while it ran
+
+
+def test_retrieval_lists_are_ordered_best_first():
+    data = make_builtin_dataset()
+    model = fit_baseline("ridge", data, list(data.seen), None)
+    _, lists = score_classes(model, data, data.unseen, (50,), "cpu")
+    texts, _ = data.stacked_texts(data.unseen)
+    images, g_labels = data.stacked_images(data.unseen)
+    q = torch.nn.functional.normalize(model.embed_texts(torch.from_numpy(texts)), dim=1)
+    g = torch.nn.functional.normalize(model.embed_images(torch.from_numpy(images)), dim=1)
+    sims = (q @ g.T).numpy()
+    for i, entry in enumerate(lists):
+        (query_class, retrieved), = entry.items()
+        order = np.argsort(-sims[i], kind="stable")[:50]
+        assert retrieved == [data.unseen[j] for j in g_labels[order]]
+        assert np.all(np.diff(sims[i][order]) <= 0)  # best first
