@@ -12,8 +12,8 @@ from zscrgan.evaluate import score_classes
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """These fits are small; on a busy shared machine two OpenMP threads spin-waiting for
-    each other made this file 10x slower (380 s vs 30 s), so run them single-threaded."""
+    """These fits are small; on a busy shared machine two OpenMP threads spin-waiting for each
+    other made this file many times slower (docs/performance.md), so run them single-threaded."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

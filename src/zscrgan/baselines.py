@@ -117,8 +117,9 @@ def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu") -> Ca
 def _eigh(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigendecomposition of a (float64-accumulated) covariance, done in float32.
 
-    float32 eigh is 3-5x faster on CPU, and its error (~1e-7 of the top eigenvalue) is far
-    below the regularisers the grids use, so the solves built on it keep their accuracy.
+    float32 eigh is several times faster on the CPU (docs/performance.md, "Small measurements
+    behind code choices"), and its error (~1e-7 of the top eigenvalue) is far below the
+    regularisers the grids use, so the solves built on it keep their accuracy.
     Negative round-off eigenvalues are clamped to 0.
     """
     evals, evecs = torch.linalg.eigh(sym.float())
