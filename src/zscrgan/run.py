@@ -38,7 +38,7 @@ from .flags import add_dataclass_flags, flag
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
 from .outputs import RunFolder, aggregate, config_differences, describe, per_class_table, precisions, projection
-from .selection import Selector
+from .selection import Selector, check_select_k
 from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer, retain_freed_memory
 
@@ -119,25 +119,9 @@ class Run:
         self.stopped = ""  # why the run ended before --epochs, if it did
 
     def check_select_k(self) -> list[str]:
-        """Refuse a --select_k no gallery can fill; warn when it exceeds the smallest class (Prec@K saturates)."""
-        cfg = self.cfg
-        classes, what = {"val": (self.val_classes, "validation"), "test": (self.data.unseen, "unseen")}.get(
-            cfg.select, ([], ""))
-        if not classes:
-            return []
-        sizes = [len(self.data.images[c]) for c in classes]
-        if cfg.select == "val" and cfg.select_k > max(sizes):
-            raise UserError(f"--select_k {cfg.select_k} is larger than every validation class's gallery (at most "
-                            f"{max(sizes)} images): Prec@{cfg.select_k} would saturate and every round tie; "
-                            f"use --select_k {min(sizes)} or less")
-        warnings = []
-        if cfg.select_k > min(sizes):
-            warnings.append(f"warning: --select_k {cfg.select_k} exceeds the smallest {what} class's {min(sizes)} "
-                            f"images: Prec@{cfg.select_k} saturates there and rounds tie; try --select_k {min(sizes)}")
-        if cfg.select == "val" and len(classes) < 3:
-            warnings.append(f"warning: --select val holds out only {len(classes)} validation class"
-                            f"{'es' if len(classes) > 1 else ''}: the choice of round rests on very little")
-        return warnings
+        """The selection's warnings for this data (selection.check_select_k; refusals raise)."""
+        classes = {"val": self.val_classes, "test": self.data.unseen}.get(self.cfg.select, [])
+        return check_select_k(self.cfg.select, self.cfg.select_k, [len(self.data.images[c]) for c in classes])
 
     # ---- checkpoints ----------------------------------------------------------------------
     def checkpoint(self, round_: int) -> dict:

@@ -31,6 +31,7 @@ import numpy as np
 from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, run_name
 from .data import DataError, split_validation, write_atomic
 from .errors import UserError
+from .selection import check_select_k
 from .tune_report import best_trial, write_study_report
 
 # The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
@@ -380,10 +381,7 @@ def check_validation(cfg: Config) -> None:
         _, val = split_validation(data, cfg.val_fraction, cfg.seed)
     except DataError as exc:
         raise DataError(f"tune needs validation classes: {exc}") from None
-    largest = max(len(data.images[c]) for c in val)
-    if cfg.select_k > largest:
-        raise DataError(f"--select_k {cfg.select_k} is larger than every validation class's gallery (at most "
-                        f"{largest} images); use --select_k {min(len(data.images[c]) for c in val)} or less")
+    check_select_k("val", cfg.select_k, [len(data.images[c]) for c in val])  # its warnings come again in each trial
 
 
 def open_study(storage: str, name: str, base: dict):
