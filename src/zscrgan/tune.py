@@ -23,45 +23,19 @@ import os
 import re
 import socket
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-from .config import RECIPES, Config, build_parser, check_config, parse_args_with_config, run_name
+from .config import Config, build_parser, check_config, parse_args_with_config, run_name
 from .data import DataError, split_validation, write_atomic
 from .errors import UserError
 from .selection import check_select_k
 from .tune_report import best_trial, write_study_report
+from .tune_space import SPACE, read_space, suggest  # noqa: F401  (SPACE: for the tests and users)
 
-# The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
-SPACE = {
-    "generator_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-    "discriminator_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-    "CSEM_lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-    "gf_dim": {"type": "categorical", "choices": [256, 512, 1024, 2048]},
-    "df_dim": {"type": "categorical", "choices": [256, 512, 1024]},
-    "embed_dim": {"type": "categorical", "choices": [128, 256, 512, 1024]},
-    "z_dim": {"type": "categorical", "choices": [32, 64, 128, 256]},
-    "kl_div_coefficient": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
-    "mm_reg_coeff": {"type": "float", "low": 0.1, "high": 10.0, "log": True},
-    "n_critic": {"type": "int", "low": 1, "high": 10},
-    "m_steps": {"type": "int", "low": 25, "high": 400, "log": True},
-    "clip_val": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
-    "mmr_margin": {"type": "float", "low": 0.5, "high": 8.0, "log": True},
-    # every on/off switch of the recipes (mmr_hinge, csem_per_row, kl_standard, all_texts, eval_mean, ...)
-    **{switch: {"type": "categorical", "choices": [False, True]}
-       for switch, value in RECIPES["original"].items() if isinstance(value, bool)},
-    "optimizer": {"type": "categorical", "choices": ["tf1", "torch"]},
-}
-# Flags that are not hyperparameters: never searched, and free to change when a study resumes.
-NOT_TUNABLE = {"dataset", "config", "name", "data_root", "out_dir", "seed", "seeds", "workers", "device", "resume",
-               "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile",
-               "overwrite", "retain_memory"}
 STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
               "track_test", "overwrite", "retain_memory"}
-SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
-             "categorical": {"type", "choices"}}
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
 
 
@@ -77,87 +51,6 @@ def make_pruner(name: str, epochs: int):
 
 
 # ---- the search space ------------------------------------------------------------------------
-def read_space(path: str, base: dict) -> dict:
-    """SPACE with FILE's entries replacing its own (null removes one); every entry checked."""
-    space = dict(SPACE)
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise DataError(f"{path}: space file not found")
-        if file.suffix not in (".json", ".yaml", ".yml"):
-            raise DataError(f"{path}: a space file is .json, .yaml or .yml")
-        try:
-            if file.suffix == ".json":
-                values = json.loads(file.read_text())
-            else:
-                import yaml
-                values = yaml.safe_load(file.read_text())
-        except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError
-            raise DataError(f"{path}: not valid {file.suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise DataError(f"{path}: expected a mapping of flag name -> range")
-        for name, spec in values.items():
-            check_spec(path, name, spec, base)
-            if spec is None:
-                space.pop(name, None)
-            else:
-                space[name] = spec
-    return space
-
-
-def check_spec(path: str, name: str, spec, base: dict) -> None:
-    """One line naming FILE and the parameter for an unknown name, a bad kind or an empty range."""
-    types = {f.name: str(f.type).split(" ")[0] for f in fields(Config)}
-    if name not in types or name in NOT_TUNABLE:
-        known = sorted(set(types) - NOT_TUNABLE)
-        raise DataError(f"{path}: unknown parameter {name!r} (tunable: {', '.join(known)})")
-    if spec is None:
-        return
-    kind = spec.get("type") if isinstance(spec, dict) else None
-    if kind not in SPEC_KEYS:
-        raise DataError(f"{path}: {name}: expected {{type: float|int|categorical, ...}}, got {spec!r}")
-    extra = sorted(set(spec) - SPEC_KEYS[kind])
-    if extra:
-        raise DataError(f"{path}: {name}: unknown key {extra[0]!r} for type {kind}")
-    if kind == "categorical":
-        values = spec.get("choices")
-        if not isinstance(values, list) or not values:
-            raise DataError(f"{path}: {name}: empty choices")
-    else:
-        low, high = spec.get("low"), spec.get("high")
-        number = (int,) if kind == "int" else (int, float)
-        if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)):
-            raise DataError(f"{path}: {name}: low and high must be {kind}s, got {low!r}, {high!r}")
-        if not low < high:
-            raise DataError(f"{path}: {name}: empty range (low {low} >= high {high})")
-        if spec.get("log") and low <= 0:
-            raise DataError(f"{path}: {name}: a log range needs low > 0, got {low}")
-        if spec.get("log") and spec.get("step"):
-            raise DataError(f"{path}: {name}: a range takes log or step, not both")
-        values = [low, high]
-    want = {"int": int, "float": (int, float), "bool": bool, "str": str}[types[name]]
-    for value in values:
-        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
-            raise DataError(f"{path}: {name}: {value!r} is not a value of --{name} ({types[name]})")
-        problems = check_config(Config(**{**base, name: value}).resolved())
-        choices = next(f.metadata.get("choices") for f in fields(Config) if f.name == name)
-        if choices and value not in choices:
-            problems.append(f"--{name} must be one of {', '.join(choices)}, got {value}")
-        if problems:
-            raise DataError(f"{path}: {name}: {problems[0]}")
-
-
-def suggest(trial, space: dict) -> dict:
-    def one(name, spec):
-        if spec["type"] == "categorical":
-            return trial.suggest_categorical(name, spec["choices"])
-        if spec["type"] == "int":
-            return trial.suggest_int(name, spec["low"], spec["high"], log=bool(spec.get("log")),
-                                     step=spec.get("step", 1))
-        return trial.suggest_float(name, spec["low"], spec["high"], log=bool(spec.get("log")), step=spec.get("step"))
-    return {name: one(name, spec) for name, spec in space.items()}
-
-
 # ---- storage and study -------------------------------------------------------------------------
 def open_storage(spec: str):
     """A URL (postgresql://, mysql://, sqlite:///) -> RDB storage with heartbeats; else a journal file."""
