@@ -9,6 +9,7 @@ TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8",
         "--m_steps", "3", "--n_critic", "2", "--batch_size", "8", "--epochs", "1"]
 
 
+@pytest.mark.slow
 def test_compare_runs_every_method_and_writes_tables(tmp_path, capsys):
     assert main(["compare", "--seeds", "0", "--out_dir", str(tmp_path), *TINY]) == 0
     out = capsys.readouterr().out

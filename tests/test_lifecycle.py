@@ -29,6 +29,7 @@ def one_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow  # a second process
 def test_second_run_refused_while_the_first_holds_the_folder_and_ctrl_c_names_resume(tmp_path, capsys):
     """Two processes, one run name: the second refuses naming the first's PID. A named data set
     without --epochs says after round 1 what upstream's 5000 rounds cost. Ctrl-C names the resume
@@ -57,6 +58,7 @@ def test_second_run_refused_while_the_first_holds_the_folder_and_ctrl_c_names_re
     assert config["gf_dim"] == 32 and config["dataset"] == str(tmp_path / "TOY")  # TINY came from the saved config
 
 
+@pytest.mark.slow  # a second process
 def test_a_kill_during_a_checkpoint_write_leaves_a_temporary_file_the_next_start_removes(tmp_path):
     killed = zscrgan("train", "--epochs", "2", "--out_dir", tmp_path, *TINY, env={KILL_AFTER_TMP: "last.pt"})
     killed.communicate(timeout=120)
