@@ -10,7 +10,7 @@ and exact.f32, never all in memory. Per size: train s (on the first ``64 * nlist
 stream is i.i.d., so that is a random sample), add s (shards of 1M, one after the other here;
 independent, so N machines would take 1/N), merge s, disk, then a fresh child process serves the
 folder as `zscrgan serve` does (``GalleryIndex.open_disk`` + the photo-id array): open s, RSS,
-per-query ms (one query at a time) and recall@10 against exact brute force over the regenerated
+per-query ms (one query at a time) at each of ``--nprobes`` and recall@10 against exact brute force over the regenerated
 chunks, on ``--queries`` queries. ``--ivf_at N`` adds the in-memory IVF-Flat at N for comparison.
 
 ``shards``: `zscrgan shard` on ``--copies`` copies of a photo folder with the local distributor
@@ -70,27 +70,29 @@ SERVE_CHILD = r"""
 import json, sys, time, numpy as np, faiss
 faiss.omp_set_num_threads(1)
 from zscrgan.search import GalleryIndex
-folder, dim, nprobe, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+folder, dim, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+nprobes = [int(p) for p in sys.argv[4].split(",")]
 def rss():
     f = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
-    return int(f["VmRSS"].split()[0]) / 1024, int(f["VmHWM"].split()[0]) / 1024
+    return {k: round(int(f[k].split()[0]) / 1024) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
 t = time.perf_counter()
-index = GalleryIndex.open_disk(folder, dim, nprobe=nprobe)
+index = GalleryIndex.open_disk(folder, dim, nprobe=nprobes[0])
 ids = np.arange(n, dtype=np.int64)  # the photo-id array IndexReader keeps
-open_s = time.perf_counter() - t
-rss_open = rss()[0]
+out = {"open_s": round(time.perf_counter() - t, 3), "rss_open_mb": rss()}
 qs = np.load(folder + "/queries.npy")
-times, found = [], []
-for q in qs:
-    t = time.perf_counter()
-    _, got = index.search(q[None], 10)
-    times.append((time.perf_counter() - t) * 1000)
-    found.append(ids[got[0]])
-np.save(folder + "/found.npy", np.array(found))
-now, peak = rss()
-print(json.dumps({"open_s": round(open_s, 2), "rss_open_mb": round(rss_open), "rss_after_mb": round(now),
-                  "rss_peak_mb": round(peak), "p50_ms": round(float(np.percentile(times, 50)), 2),
-                  "p95_ms": round(float(np.percentile(times, 95)), 2), "mean_ms": round(float(np.mean(times)), 2)}))
+for nprobe in nprobes:
+    faiss.extract_index_ivf(index._index).nprobe = nprobe
+    times, found = [], []
+    for q in qs:
+        t = time.perf_counter()
+        _, got = index.search(q[None], 10)
+        times.append((time.perf_counter() - t) * 1000)
+        found.append(ids[got[0]])
+    np.save(f"{folder}/found_{nprobe}.npy", np.array(found))
+    out[f"nprobe_{nprobe}"] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
+                               "p95_ms": round(float(np.percentile(times, 95)), 2)}
+out["rss_after_mb"] = rss()
+print(json.dumps(out))
 """
 
 
@@ -105,7 +107,7 @@ def bench_ivfpq(n: int, args) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     spec = di.PQSpec(args.dim, args.nlist or di.PQSpec.for_size(n, args.dim).nlist, args.m or args.dim // 8)
-    row = {"n": n, "dim": args.dim, "nlist": spec.nlist, "pq": f"PQ{spec.m}x{spec.nbits}", "nprobe": args.nprobe}
+    row = {"n": n, "dim": args.dim, "nlist": spec.nlist, "pq": f"PQ{spec.m}x{spec.nbits}", "rerank": 300}
     t = time.perf_counter()
     need = spec.train_size(n)
     sample = np.concatenate([x for _, x in chunks(need, args.dim, args.classes, args.seed)])[:need]
@@ -134,7 +136,7 @@ def bench_ivfpq(n: int, args) -> dict:
     qs = queries(args.queries, args.dim, args.classes, args.seed)
     np.save(folder / "queries.npy", qs)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    child = subprocess.run([sys.executable, "-c", SERVE_CHILD, str(folder), str(args.dim), str(args.nprobe), str(n)],
+    child = subprocess.run([sys.executable, "-c", SERVE_CHILD, str(folder), str(args.dim), str(n), args.nprobes],
                            capture_output=True, text=True, env=env, timeout=3600)
     if child.returncode:
         raise SystemExit(child.stderr[-2000:])
@@ -143,7 +145,9 @@ def bench_ivfpq(n: int, args) -> dict:
     sub = qs[: args.exact_queries]
     truth = exact_top(sub, n, args.dim, args.classes, args.seed)
     row["exact_s"] = round(time.perf_counter() - t, 1)
-    row["recall@10"] = round(recall_at_k(np.load(folder / "found.npy")[: len(sub)], truth, 10), 4)
+    for nprobe in args.nprobes.split(","):
+        found = np.load(folder / f"found_{nprobe}.npy")[: len(sub)]
+        row[f"nprobe_{nprobe}"]["recall@10"] = round(recall_at_k(found, truth, 10), 4)
     row["recall_queries"] = len(sub)
     if not args.keep:
         shutil.rmtree(folder)
@@ -202,7 +206,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--nlist", type=int, default=0, help="default: diskindex.PQSpec.for_size")
     parser.add_argument("--m", type=int, default=0, help="PQ sub-quantisers (bytes a vector); default dim/8")
-    parser.add_argument("--nprobe", type=int, default=64)
+    parser.add_argument("--nprobe", type=int, default=64, help="ivf at --ivf_at")
+    parser.add_argument("--nprobes", default="64,128,256", help="ivfpq: served at each")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact_queries", type=int, default=100, help="queries scored by brute force for recall")
     parser.add_argument("--shard_rows", type=int, default=1_000_000)

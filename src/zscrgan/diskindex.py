@@ -12,7 +12,7 @@ centroids plus the pages queries touch. The flow, each step a pure function of f
 
 Ids are gallery rows (0..N-1): a shard holding rows [first, first + n) adds them with those ids,
 so merged results index the ``ids`` array of vectors.npz and ``exact.f32`` (the unit vectors,
-row-aligned, float32, kept for re-ranking the top candidates; optional).
+row-aligned, float32, kept for re-ranking the top candidates, read with pread; optional).
 
 Why not ``faiss.read_index(path, IO_FLAG_MMAP)``: that flag includes IO_FLAG_SKIP_IVF_DATA, so
 on an OnDiskInvertedLists index it leaves the lists unmapped and a search segfaults (faiss
@@ -206,22 +206,39 @@ def open_merged(folder: Path, nprobe: int = 64):
     return index
 
 
-def open_exact(folder: Path, dim: int, rows: int) -> np.memmap | None:
-    """The kept exact vectors (for re-ranking), memory-mapped; None when not kept."""
+class ExactRows:
+    """The kept exact vectors, read row by row with pread: re-ranking touches a few hundred
+    scattered rows per query, and a memory map would fault in (and count in RSS) 64 KB around
+    each one; pread leaves them in the page cache, outside the server's RSS."""
+
+    def __init__(self, path: Path, dim: int, rows: int):
+        self.path, self.dim, self.rows = path, dim, rows
+        self.fd = os.open(path, os.O_RDONLY)
+        self.row_bytes = dim * 4
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        buf = b"".join(os.pread(self.fd, self.row_bytes, int(i) * self.row_bytes) for i in ids)
+        if len(buf) != len(ids) * self.row_bytes:
+            raise DataError(f"{self.path}: shorter than its {self.rows} rows; truncated since opened")
+        return np.frombuffer(buf, np.float32).reshape(len(ids), self.dim)
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError, TypeError):
+            pass
+
+
+def open_exact(folder: Path, dim: int, rows: int) -> ExactRows | None:
+    """The kept exact vectors (for re-ranking); None when not kept."""
     path = Path(folder) / EXACT
     if not path.is_file():
         return None
     if path.stat().st_size != rows * dim * 4:
         raise DataError(f"{path}: {path.stat().st_size} bytes, expected {rows} x {dim} float32; truncated or stale")
-    exact = np.memmap(path, np.float32, "r", shape=(rows, dim))
-    try:  # re-ranking reads scattered rows: readahead would fill RSS with pages never used
-        import mmap
-
-        exact._mmap.madvise(mmap.MADV_RANDOM)
-    except (AttributeError, OSError, ValueError):
-        pass
-    return exact
+    return ExactRows(path, dim, rows)
 
 
 __all__ = ["PQSpec", "train", "add_shard", "merge", "open_merged", "open_exact", "fingerprint",
-           "TRAINED", "MERGED", "IVFDATA", "EXACT"]
+           "ExactRows", "TRAINED", "MERGED", "IVFDATA", "EXACT"]

@@ -29,6 +29,7 @@ MAX_K = 1000
 MAX_TEXT = 1000  # characters of one description
 N_EXPLAIN = 3
 IVF_NPROBE = 64  # recall@10 0.966 at 1M vectors, p95 11 ms (docs/performance.md)
+IVFPQ_NPROBE = 128  # ivfpq, re-ranked: see docs/performance.md#past-one-machine
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -56,7 +57,7 @@ class IndexReader:
         self.kind = str(saved["kind"])
         self.dim = int(self.manifest["run"]["embed_dim"])
         if self.kind == "ivfpq":  # memory-mapped: starts in seconds, RSS far below the vectors
-            self.index = GalleryIndex.open_disk(self.folder, self.dim, nprobe=IVF_NPROBE)
+            self.index = GalleryIndex.open_disk(self.folder, self.dim, nprobe=IVFPQ_NPROBE)
         else:
             self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind, nprobe=IVF_NPROBE)
         self.ids = saved["ids"].astype(np.int64)

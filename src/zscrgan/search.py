@@ -200,7 +200,7 @@ class GalleryIndex:
         return index
 
     @classmethod
-    def open_disk(cls, folder, dim: int, nprobe: int = 64, rerank: int = RERANK) -> "GalleryIndex":
+    def open_disk(cls, folder, dim: int, nprobe: int = 128, rerank: int = RERANK) -> "GalleryIndex":
         """A merged ivfpq index folder (:mod:`zscrgan.diskindex`), memory-mapped; with exact.f32
         beside it, the top ``rerank`` candidates of each query are re-scored exactly."""
         from . import diskindex
@@ -243,14 +243,14 @@ class GalleryIndex:
     def _rerank_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """PQ top ``max(k, rerank)`` candidates, re-scored with the exact vectors, best k kept.
 
-        Rows are read from the memory-mapped file in sorted order (fewer, more local page reads).
+        Rows are read in sorted order (more local reads).
         """
         _, cand = self._index.search(q, min(max(k, self._rerank), self._size))
         scores = np.full((len(q), k), -np.inf, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
         for row, (query, found) in enumerate(zip(q, cand)):
             found = np.unique(found[found >= 0])
-            exact = np.asarray(self._exact[found]) @ query
+            exact = self._exact[found] @ query
             best = np.argsort(-exact, kind="stable")[:k]
             scores[row, :len(best)], ids[row, :len(best)] = exact[best], found[best]
         return scores, ids
