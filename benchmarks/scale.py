@@ -72,6 +72,7 @@ faiss.omp_set_num_threads(1)
 from zscrgan.search import GalleryIndex
 folder, dim, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 nprobes = [int(p) for p in sys.argv[4].split(",")]
+reranks = [int(r) for r in sys.argv[5].split(",")]
 def rss():
     f = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
     return {k: round(int(f[k].split()[0]) / 1024) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
@@ -81,16 +82,18 @@ ids = np.arange(n, dtype=np.int64)  # the photo-id array IndexReader keeps
 out = {"open_s": round(time.perf_counter() - t, 3), "rss_open_mb": rss()}
 qs = np.load(folder + "/queries.npy")
 for nprobe in nprobes:
+  for rerank in reranks:
     faiss.extract_index_ivf(index._index).nprobe = nprobe
+    index._rerank = rerank
     times, found = [], []
     for q in qs:
         t = time.perf_counter()
         _, got = index.search(q[None], 10)
         times.append((time.perf_counter() - t) * 1000)
         found.append(ids[got[0]])
-    np.save(f"{folder}/found_{nprobe}.npy", np.array(found))
-    out[f"nprobe_{nprobe}"] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
-                               "p95_ms": round(float(np.percentile(times, 95)), 2)}
+    np.save(f"{folder}/found_{nprobe}_{rerank}.npy", np.array(found))
+    out[f"nprobe_{nprobe}_rerank_{rerank}"] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
+                                               "p95_ms": round(float(np.percentile(times, 95)), 2)}
 out["rss_after_mb"] = rss()
 print(json.dumps(out))
 """
@@ -106,8 +109,8 @@ def bench_ivfpq(n: int, args) -> dict:
     folder = Path(args.out) / f"ivfpq_{n}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    spec = di.PQSpec(args.dim, args.nlist or di.PQSpec.for_size(n, args.dim).nlist, args.m or args.dim // 8)
-    row = {"n": n, "dim": args.dim, "nlist": spec.nlist, "pq": f"PQ{spec.m}x{spec.nbits}", "rerank": 300}
+    spec = di.PQSpec(args.dim, args.nlist or di.PQSpec.for_size(n, args.dim).nlist, args.m or di.PQSpec.for_size(n, args.dim).m)
+    row = {"n": n, "dim": args.dim, "nlist": spec.nlist, "pq": f"PQ{spec.m}x{spec.nbits}"}
     t = time.perf_counter()
     need = spec.train_size(n)
     sample = np.concatenate([x for _, x in chunks(need, args.dim, args.classes, args.seed)])[:need]
@@ -136,7 +139,7 @@ def bench_ivfpq(n: int, args) -> dict:
     qs = queries(args.queries, args.dim, args.classes, args.seed)
     np.save(folder / "queries.npy", qs)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    child = subprocess.run([sys.executable, "-c", SERVE_CHILD, str(folder), str(args.dim), str(n), args.nprobes],
+    child = subprocess.run([sys.executable, "-c", SERVE_CHILD, str(folder), str(args.dim), str(n), args.nprobes, args.reranks],
                            capture_output=True, text=True, env=env, timeout=3600)
     if child.returncode:
         raise SystemExit(child.stderr[-2000:])
@@ -146,8 +149,9 @@ def bench_ivfpq(n: int, args) -> dict:
     truth = exact_top(sub, n, args.dim, args.classes, args.seed)
     row["exact_s"] = round(time.perf_counter() - t, 1)
     for nprobe in args.nprobes.split(","):
-        found = np.load(folder / f"found_{nprobe}.npy")[: len(sub)]
-        row[f"nprobe_{nprobe}"]["recall@10"] = round(recall_at_k(found, truth, 10), 4)
+        for rerank in args.reranks.split(","):
+            found = np.load(folder / f"found_{nprobe}_{rerank}.npy")[: len(sub)]
+            row[f"nprobe_{nprobe}_rerank_{rerank}"]["recall@10"] = round(recall_at_k(found, truth, 10), 4)
     row["recall_queries"] = len(sub)
     if not args.keep:
         shutil.rmtree(folder)
@@ -205,9 +209,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--nlist", type=int, default=0, help="default: diskindex.PQSpec.for_size")
-    parser.add_argument("--m", type=int, default=0, help="PQ sub-quantisers (bytes a vector); default dim/8")
+    parser.add_argument("--m", type=int, default=0, help="PQ sub-quantisers (bytes a vector); default dim/4")
     parser.add_argument("--nprobe", type=int, default=64, help="ivf at --ivf_at")
-    parser.add_argument("--nprobes", default="64,128,256", help="ivfpq: served at each")
+    parser.add_argument("--nprobes", default="64,128", help="ivfpq: served at each")
+    parser.add_argument("--reranks", default="300,1000", help="ivfpq: exact re-ranking depths served at each")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact_queries", type=int, default=100, help="queries scored by brute force for recall")
     parser.add_argument("--shard_rows", type=int, default=1_000_000)

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     faiss = None
 
 KINDS = ("exact", "ivf", "hnsw", "ivfpq")
-RERANK = 300  # ivfpq: candidates re-scored with exact vectors (100 found 0.76 of the top 10 at 200k, 300 all)
+RERANK = 1000  # ivfpq: candidates re-scored exactly (docs/performance.md: 300 -> 0.94, 1000 -> 0.99 of the top 10)
 _TRAIN_PER_CELL = 256  # faiss' own k-means sample cap per centroid
 _QUERY_CHUNK = 1024  # torch path: queries scored at once
 _GALLERY_BLOCK = 16384  # torch path: gallery rows per similarity block (64 MiB at 1024 queries)
