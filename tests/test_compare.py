@@ -4,6 +4,7 @@ import csv
 import pytest
 
 from zscrgan.cli import main
+from zscrgan.config import RECIPES
 
 TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "3",
         "--m_steps", "3", "--n_critic", "2", "--batch_size", "8", "--epochs", "1"]
@@ -14,7 +15,7 @@ def test_compare_runs_every_method_and_writes_tables(tmp_path, capsys):
     assert main(["compare", "--seeds", "0", "--out_dir", str(tmp_path), *TINY]) == 0
     out = capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "compare_builtin.csv").open()))
-    assert [r["method"] for r in rows] == ["ridge", "devise", "cca", "original", "improved"]
+    assert [r["method"] for r in rows] == ["ridge", "devise", "cca", *RECIPES]
     md = (tmp_path / "compare_builtin.md").read_text()
     for r in rows:
         assert 0.0 <= float(r["prec@50_mean"]) <= 1.0
