@@ -219,6 +219,10 @@ def test_bad_shard_files_are_refused_in_one_line(tmp_path):
     with pytest.raises(DataError, match="shards of another run"):
         from zscrgan.distribute import build_shards
         build_shards(run, other, out)
+    if __import__("importlib").util.find_spec("ray"):  # a silent head: refused before a file is written
+        with pytest.raises(DataError, match="no Ray head answers"):
+            build_shards(run, few, tmp_path / "never", distributor="ray", ray_address="127.0.0.1:1")
+        assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow

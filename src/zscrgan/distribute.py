@@ -53,7 +53,7 @@ def _pool_task(folder, images, shard, paths, key, retries) -> tuple[int, int, st
     return (shard, *_attempts(_WORKER, folder, images, shard, paths, key, retries))
 
 
-def run_local(tasks, folder, images, key, worker_args, workers, retries, bar):
+def run_local(tasks, folder, images, key, worker_args, workers, retries):
     if workers == 1:
         worker = sh.ShardWorker(*worker_args, threads=1)
         for shard, paths in tasks:
@@ -109,33 +109,38 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
                         f"({exc.strerror or exc}); start one with `ray start --head` or fix the address") from None
 
 
-def run_ray(tasks, folder, images, key, worker_args, workers, retries, address):
+def connect_ray(address: str | None, workers: int) -> bool:
+    """Join the cluster at ``address`` (or start a local Ray of ``workers`` CPUs) before any
+    file is written; True when this call started Ray (and so must stop it)."""
     try:
         import ray
     except ImportError:
         raise DataError("--distributor ray needs Ray: pip install 'zscrgan[ray]'") from None
     if address:
         check_address(address)
-    started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
-        except ConnectionError as exc:
-            raise DataError(f"--ray-address {address}: {' '.join(str(exc).split())[:200]}") from None
+    if ray.is_initialized():
+        return False
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        items = [{"shard": s, "paths": p} for s, p in tasks]
-        out = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
-            RayShardActor, fn_constructor_kwargs={"worker_args": worker_args, "folder": str(folder),
-                                                  "images": str(images), "key": key, "retries": retries},
-            batch_size=1, concurrency=workers, num_cpus=1, batch_format="numpy")
-        for row in out.iter_rows():
-            yield int(row["shard"]), int(row["rows"]), str(row["error"])
-    finally:
-        if started:
-            ray.shutdown()
+        ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR")
+    except ConnectionError as exc:
+        raise DataError(f"--ray-address {address}: {' '.join(str(exc).split())[:200]}") from None
+    return True
+
+
+def run_ray(tasks, folder, images, key, worker_args, workers, retries):
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    items = [{"shard": s, "paths": p} for s, p in tasks]
+    if not items:
+        return
+    out = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        RayShardActor, fn_constructor_kwargs={"worker_args": worker_args, "folder": str(folder),
+                                              "images": str(images), "key": key, "retries": retries},
+        batch_size=1, concurrency=workers, num_cpus=1, batch_format="numpy")
+    for row in out.iter_rows():
+        yield int(row["shard"]), int(row["rows"]), str(row["error"])
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -143,20 +148,12 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
                  max_megapixels: float = 40.0) -> dict:
     """Write every unfinished shard of ``out``; returns counts. Refuses before any work."""
-    from . import photostore as ps
     from .index import scan
-    from .trained import class_table, open_run
+    from .trained import open_run
 
     images, out = Path(images), Path(out)
     if distributor not in ("local", "ray"):
         raise DataError(f"--distributor {distributor}: choose local or ray")
-    if distributor == "ray":
-        try:
-            import ray  # noqa: F401  (refuse now, before the model loads)
-        except ImportError:
-            raise DataError("--distributor ray needs Ray: pip install 'zscrgan[ray]'") from None
-        if ray_address:
-            check_address(ray_address)
     files = sorted(scan(images))
     run = open_run(run_dir)
     recorded = run.image_encoder
@@ -168,13 +165,29 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
     key = sh.run_key(run.checkpoint_sha256, encoder, images)
     about = {"checkpoint_sha256": run.checkpoint_sha256, "run": str(run.run_dir), "image_encoder": encoder,
              "images": str(images.resolve()), "embed_dim": run.embed_dim}
+    started = connect_ray(ray_address, workers) if distributor == "ray" else False
+    try:
+        return _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
+                             distributor, workers, retries)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
+                  distributor, workers, retries) -> dict:
+    from . import photostore as ps
+    from .trained import class_table
+
     with ps.FolderLock(out):
         plan, groups = sh.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []
         worker_args = (str(run.run_dir), encoder, int(max_megapixels * 1e6), names)
-        runner = (run_ray(todo, out, images, key, worker_args, workers, retries, ray_address) if distributor == "ray"
-                  else run_local(todo, out, images, key, worker_args, workers, retries, None))
+        runner = (run_ray(todo, out, images, key, worker_args, workers, retries) if distributor == "ray"
+                  else run_local(todo, out, images, key, worker_args, workers, retries))
         start, photos, failed = time.perf_counter(), 0, []
         with progress(len(todo), "shard", "shard", every=1) as bar:
             for shard, rows, error in runner:
