@@ -16,11 +16,17 @@ from zscrgan.data import KILL_AFTER_TMP
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
+def default_sigint():
+    """A shell that starts pytest in the background leaves SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: restore the default in the child so Ctrl-C reaches it as from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def zscrgan(*args, env=None, **kw):
     """`zscrgan ARGS` in a fresh process, unbuffered, stdout and stderr piped (not a terminal)."""
     env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "zscrgan.cli", *map(str, args)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint, **kw)
 
 
 def one_line(capsys) -> str:
