@@ -19,7 +19,7 @@ import torch
 
 from .config import Config
 from .data import DataError, load_dataset, read_json_object, resolve_dataset_dir
-from .evaluate import embed_gallery, embed_queries, eval_generator
+from .evaluate import common_space_centre, embed_gallery, embed_queries, eval_rng
 from .networks import ZSCRGAN
 
 CHECKPOINT = "best.pt"
@@ -63,6 +63,7 @@ class TrainedRun:
     model: ZSCRGAN
     dataset_dir: Path
     dataset_manifest: dict  # {} when the set was not made by `zscrgan data build`
+    centre: torch.Tensor | None = None  # --eval_centre: the training images' mean embedding, subtracted
 
     @property
     def image_encoder(self) -> str | None:
@@ -82,7 +83,10 @@ class TrainedRun:
     @torch.no_grad()
     def embed_images(self, features: np.ndarray) -> np.ndarray:
         """Featurizer vectors -> common-space gallery vectors."""
-        return embed_gallery(self.model, torch.from_numpy(np.asarray(features, np.float32))).numpy()
+        return self._centred(embed_gallery(self.model, torch.from_numpy(np.asarray(features, np.float32)))).numpy()
+
+    def _centred(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb if self.centre is None else emb - self.centre
 
     @torch.no_grad()
     def embed_text_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -93,10 +97,10 @@ class TrainedRun:
         """
         t = torch.from_numpy(np.asarray(vectors, np.float32))
         if self.cfg.eval_mean:
-            return embed_queries(self.model, t, use_mean=True).numpy()
+            return self._centred(embed_queries(self.model, t, use_mean=True)).numpy()
         rows = [embed_queries(self.model, row[None], self.cfg.eval_samples, False,
-                              eval_generator(self.cfg.seed, 0, "cpu")) for row in t]
-        return torch.cat(rows).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
+                              eval_rng(self.cfg.seed, 0, "cpu")) for row in t]
+        return self._centred(torch.cat(rows)).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Free text -> query embeddings; only where a shipped featurizer made the set's texts."""
@@ -135,8 +139,13 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     model.eval()
     folder = _dataset_folder(run_dir, cfg)
     manifest = read_json_object(folder / DATASET_MANIFEST)
+    centre = None
+    if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
+        images, _ = load_dataset(folder, splits=("seen",)).stacked_images(state["classes"]["train"])
+        centre = common_space_centre(model, torch.from_numpy(images))
+        model.eval()
     return TrainedRun(run_dir.resolve(), path.resolve(), hashlib.sha256(payload).hexdigest(), cfg, model,
-                      folder, manifest)
+                      folder, manifest, centre)
 
 
 def class_table(run: TrainedRun) -> dict:
