@@ -14,7 +14,6 @@ and rerunning the same command redoes only unfinished shards.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from . import shards as sh
 from .data import DataError
-from .errors import progress
+from .errors import Parser, progress
 from .featurize import positive_int
 
 ADDRESS_TIMEOUT = 5.0  # seconds to wait for a Ray head before calling it silent
@@ -209,7 +208,7 @@ def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan shard", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="zscrgan shard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run folder: ckt_logs/NAME_logs written by zscrgan train")
     parser.add_argument("--images", required=True, type=Path, help="folder of photos (any depth)")
     parser.add_argument("--out", required=True, type=Path, help="the shard folder to create or complete")

@@ -17,7 +17,6 @@ each and remembered, so they are retried only when they change.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import os
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .errors import Parser
 from . import photostore as ps
 from .data import DataError
 from .featurize import positive_int
@@ -335,7 +335,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan index", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="zscrgan index", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="run folder: ckt_logs/NAME_logs written by zscrgan train")
     parser.add_argument("--images", type=Path, help="folder of photos (any depth)")
     parser.add_argument("--out", type=Path, help="the index folder to create or update")

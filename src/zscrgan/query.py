@@ -13,7 +13,6 @@ one search path shared with `zscrgan serve`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import Parser
 from . import photostore as ps
 from .data import DataError
 from .search import GalleryIndex
@@ -205,7 +205,7 @@ def print_results(query: str, hits: list[dict], explanation: list[dict], args) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan search", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="zscrgan search", description=__doc__.split("\n\n")[0])
     parser.add_argument("index", type=Path, help="index folder made by zscrgan index")
     parser.add_argument("text", nargs="?", help="a description; none: one description per line on stdin")
     parser.add_argument("-k", type=int, default=10, help=f"results per query (1..{MAX_K})")

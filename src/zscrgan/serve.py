@@ -17,12 +17,12 @@ outside 1..1000 are refused; every error is a JSON body {"detail": ...} with a 4
 never a traceback.
 """
 
-import argparse
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
+from .errors import Parser
 from .data import DataError
 from .query import MAX_K, MAX_TEXT, IndexReader
 
@@ -144,7 +144,7 @@ def create_app(reader: IndexReader):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zscrgan serve", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="zscrgan serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("index", type=Path, help="index folder made by zscrgan index")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
