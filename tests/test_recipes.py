@@ -43,3 +43,13 @@ def test_improved_at_upstreams_widths_does_not_collapse_on_flo(flo_dir, tmp_path
     assert [r["collapsed"] for r in rows] == [False, False]
     assert rows[-1]["val"]["prec@50"] > 0.15, rows[-1]["val"]  # chance 1/16; measured 0.246, 0.256, 0.271 on seeds 0-2
     assert rows[-1]["collapse"]["val"]["ranking_overlap"] < 0.5
+
+
+def test_tuned_warns_away_from_the_widths_it_was_measured_at(tmp_path, capsys):
+    from helpers import TINY
+    assert main(["train", "--recipe", "tuned", "--epochs", "1", *TINY, "--out_dir", str(tmp_path)]) == 0
+    assert "warning: --recipe tuned was chosen and measured at --gf_dim 256" in capsys.readouterr().out
+    reduced = ["--gf_dim", "256", "--df_dim", "256", "--embed_dim", "256", "--z_dim", "64", "--e_steps", "2",
+               "--m_steps", "2", "--n_critic", "1", "--no-report", "--epochs", "1"]
+    assert main(["train", "--recipe", "tuned", *reduced, "--out_dir", str(tmp_path / "b")]) == 0
+    assert "--recipe tuned was chosen" not in capsys.readouterr().out

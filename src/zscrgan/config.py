@@ -138,6 +138,15 @@ TUNED_CHANGES = dict(csem_real=True, eval_centre=True, generator_lr=width_scaled
                      discriminator_lr=width_scaled(0.00158), CSEM_lr=0.00118, kl_div_coefficient=0.19,
                      mm_reg_coeff=1.06, n_critic=4, m_steps=394, clip_val=0.0239)
 RECIPES["tuned"] = {**RECIPES["improved"], **TUNED_CHANGES}
+TUNED_WIDTHS = dict(gf_dim=256, df_dim=256, embed_dim=256, z_dim=64)  # where tuned was chosen and measured
+
+
+def recipe_warnings(cfg: "Config") -> list[str]:
+    """What a user should know before training this recipe at these settings."""
+    if cfg.recipe == "tuned" and any(getattr(cfg, k) != v for k, v in TUNED_WIDTHS.items()):
+        return ["warning: --recipe tuned was chosen and measured at --gf_dim 256 --df_dim 256 --embed_dim 256 "
+                "--z_dim 64; at upstream's widths it trained unstably on FLO (docs/results.md)"]
+    return []
 
 
 def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, parse_config, parse_seeds, run_name
+from .config import Config, parse_config, parse_seeds, recipe_warnings, run_name
 from .data import DataError, load_dataset, read_json_object, resolve_dataset_dir, split_validation, write_atomic
 from .device import DEVICE_HELP, DEVICES, pick_device
 from .errors import Interrupted, Parser, UserError, progress, say
@@ -110,7 +110,7 @@ class Run:
             self.train_classes, self.val_classes = split_validation(self.data, cfg.val_fraction, cfg.seed)
         else:
             self.train_classes, self.val_classes = list(self.data.seen), []
-        self.warnings = self.check_select_k()
+        self.warnings = recipe_warnings(cfg) + self.check_select_k()
         torch.manual_seed(cfg.seed)
         self.trainer = EMTrainer(cfg, self.data, self.train_classes, self.device)
         self.history: list[dict] = []
