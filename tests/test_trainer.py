@@ -36,7 +36,8 @@ def float64():
 
 
 @pytest.mark.parametrize("switches", [dict(recipe="original"), dict(recipe="improved"),
-                                      dict(recipe="improved", csem_real=True)])
+                                      dict(recipe="improved", csem_real=True),
+                                      dict(recipe="tuned", generator_linear=True)])
 def test_fast_round_matches_plain_loop(switches, float64):
     fast, plain = tiny_trainer(**switches), tiny_trainer(**switches)
     start = copy.deepcopy(fast.model.state_dict())

@@ -352,7 +352,8 @@ def evaluate_main(argv: list[str]) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}
     cfg = replace(Config(**{**asdict(Config()), **state["config"]}), **overrides)
     data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
-    model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim).to(device)
+    model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim,
+                    bool(cfg.generator_linear)).to(device)
     model.load_state_dict(state["trainer"]["model"])
     centre = None
     if cfg.eval_centre:  # the training classes' images, as the run centred them

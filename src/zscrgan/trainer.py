@@ -63,7 +63,7 @@ class EMTrainer:
         self.images = torch.from_numpy(_concat(images)).to(self.device, dtype)
         self.texts = torch.from_numpy(_concat(texts)).to(self.device, dtype)
         self.model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim,
-                             cfg.gf_dim, cfg.df_dim).to(self.device)
+                             cfg.gf_dim, cfg.df_dim, bool(cfg.generator_linear)).to(self.device)
         self.optimizers = make_optimizers(self.model, cfg)
         self.sampler = BatchSampler([len(x) for x in images], cfg.batch_size, cfg.seed,
                                     [len(t) for t in texts])
