@@ -131,3 +131,18 @@ def test_space_file_yaml_replaces_and_removes_entries(tmp_path):
     space = tune.read_space(str(tmp_path / "s.yaml"), base)
     assert space["gf_dim"]["choices"] == [64, 128] and "clip_val" not in space
     assert space["generator_lr"] == tune.SPACE["generator_lr"]
+
+
+def test_an_interrupted_study_still_writes_its_best_config_and_page(tmp_path, monkeypatch):
+    data = small_set(tmp_path / "TOY")
+    real_run_jobs = tune.run_jobs
+
+    def one_trial_then_ctrl_c(job, trials, jobs):
+        real_run_jobs(job, 1, 1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "run_jobs", one_trial_then_ctrl_c)
+    assert main(tune_args(data, tmp_path, "--trials", "5", "--pruner", "none")) == 130
+    study_dir = tmp_path / "tune_TOY"
+    assert (study_dir / "study.html").is_file() and (study_dir / "history.png").is_file()
+    assert json.loads((study_dir / "best_config.json").read_text())["select"] == "val"

@@ -254,10 +254,12 @@ def main(argv: list[str]) -> int:
                out_dir=values["out_dir"])
     print(f"study {study_name} in {hide_password(storage)}: {len(study.trials)} trials so far; searching "
           f"{', '.join(space)}; {tune['trials']} trials of up to {epochs} rounds, {tune['jobs']} at a time", flush=True)
-    run_jobs(job, tune["trials"], tune["jobs"])
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    best = write_best_config(study, job)
-    write_study_report(study, study_dir, base["select_k"])
+    try:
+        run_jobs(job, tune["trials"], tune["jobs"])
+    finally:  # after Ctrl-C too: the finished trials' best config and page are worth keeping
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        best = write_best_config(study, job)
+        write_study_report(study, study_dir, base["select_k"])
     counts = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
     print(f"study {study_name}: {len(study.trials)} trials ({counts['COMPLETE']} complete, {counts['PRUNED']} "
           f"pruned, {counts['FAIL']} failed); " + (f"best val prec@{base['select_k']} {study.best_value:.4f} "
