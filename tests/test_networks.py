@@ -53,13 +53,11 @@ def test_the_linear_path_starts_at_zero_and_trains_with_the_generator():
     model = ZSCRGAN(text_dim=10, image_dim=7, embed_dim=4, z_dim=3, gf_dim=8, df_dim=6, generator_linear=True)
     c, z = torch.randn(5, 4), torch.randn(5, 3)
     g = model.generator
-    plain = torch.relu(g.fc3(torch.nn.functional.leaky_relu(g.fc2(torch.nn.functional.leaky_relu(
-        g.fc1(torch.cat([c, z], 1)), 0.2)), 0.2)))
-    assert torch.equal(g.skip.weight, torch.zeros(7, 4)) and torch.allclose(g(c, z), plain)
+    mlp = g.fc3(F.leaky_relu(g.fc2(F.leaky_relu(g.fc1(torch.cat([c, z], 1)), 0.2)), 0.2))  # before the ReLU
+    assert torch.equal(g.skip.weight, torch.zeros(7, 4)) and torch.allclose(g(c, z), torch.relu(mlp))
     assert any(p is g.skip.weight for p in model.generator_params())
     with torch.no_grad():
-        g.skip.weight.fill_(1.0)
-    assert torch.allclose(g(c, z), torch.relu(plain.new_tensor(0) + g.fc3(torch.nn.functional.leaky_relu(
-        g.fc2(torch.nn.functional.leaky_relu(g.fc1(torch.cat([c, z], 1)), 0.2)), 0.2)) + c.sum(1, keepdim=True)))
+        g.skip.weight.fill_(1.0)  # W c is then the row sum of c in every output feature
+    assert torch.allclose(g(c, z), torch.relu(mlp + c.sum(1, keepdim=True)))
     assert "generator.skip.weight" in model.state_dict()
     assert "generator.skip.weight" not in ZSCRGAN(10, 7, 4, 3, 8, 6).state_dict()

@@ -66,6 +66,13 @@ def common_space_centre(model: ZSCRGAN, train_images: torch.Tensor) -> torch.Ten
     return centre
 
 
+def training_centre(model: ZSCRGAN, data, train_classes: list, device="cpu") -> torch.Tensor:
+    """:func:`common_space_centre` of a run's training classes, read from its data set (the
+    checkpoint records them), for scoring or searching a saved run as it was evaluated."""
+    images, _ = data.stacked_images(train_classes)
+    return common_space_centre(model, torch.from_numpy(images).to(device))
+
+
 def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: str) -> torch.Tensor:
     """Top-k gallery rows per query via GalleryIndex, the search path `zscrgan serve` uses."""
     from .search import GalleryIndex

@@ -33,7 +33,7 @@ from .config import Config, parse_config, parse_seeds, recipe_warnings, run_name
 from .data import DataError, load_dataset, read_json_object, resolve_dataset_dir, split_validation, write_atomic
 from .device import DEVICE_HELP, DEVICES, pick_device
 from .errors import Interrupted, Parser, UserError, progress, say
-from .evaluate import common_space_centre, evaluate_classes
+from .evaluate import common_space_centre, evaluate_classes, training_centre
 from .flags import add_dataclass_flags, flag
 from .metrics import is_collapsed, parse_ks
 from .networks import ZSCRGAN
@@ -355,10 +355,7 @@ def evaluate_main(argv: list[str]) -> int:
     model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim,
                     bool(cfg.generator_linear)).to(device)
     model.load_state_dict(state["trainer"]["model"])
-    centre = None
-    if cfg.eval_centre:  # the training classes' images, as the run centred them
-        train_images, _ = data.stacked_images(state["classes"]["train"])
-        centre = common_space_centre(model, torch.from_numpy(train_images).to(device))
+    centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
     scores, _ = evaluate_classes(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), cfg,
                                  state["round"], device, centre)
     result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}

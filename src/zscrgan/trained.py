@@ -19,7 +19,7 @@ import torch
 
 from .config import Config
 from .data import DataError, load_dataset, read_json_object, resolve_dataset_dir
-from .evaluate import common_space_centre, embed_gallery, embed_queries, eval_rng
+from .evaluate import embed_gallery, embed_queries, eval_rng, training_centre
 from .networks import ZSCRGAN
 
 CHECKPOINT = "best.pt"
@@ -142,8 +142,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     manifest = read_json_object(folder / DATASET_MANIFEST)
     centre = None
     if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
-        images, _ = load_dataset(folder, splits=("seen",)).stacked_images(state["classes"]["train"])
-        centre = common_space_centre(model, torch.from_numpy(images))
+        centre = training_centre(model, load_dataset(folder, splits=("seen",)), state["classes"]["train"])
         model.eval()
     return TrainedRun(run_dir.resolve(), path.resolve(), hashlib.sha256(payload).hexdigest(), cfg, model,
                       folder, manifest, centre)
