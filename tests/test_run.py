@@ -72,10 +72,11 @@ def test_val_selection_never_reads_unseen_before_selecting(tmp_path, capsys):
     assert (tmp_path / "ckt_logs" / "NANS_logs" / "best.pt").is_file()
 
 
-def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--ridge_path"]])
+def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys, extra):
     small_set(tmp_path / "TOY")
     assert main(["train", "--dataset", str(tmp_path / "TOY"), "--select", "val", "--track_test",
-                 "--select_k", "10", "--epochs", "2", "--out_dir", str(tmp_path), *TINY]) == 0
+                 "--select_k", "10", "--epochs", "2", "--out_dir", str(tmp_path), *TINY, *extra]) == 0
     out = capsys.readouterr().out
     assert "validation-selected" in out and "best-on-test (optimistic)" in out
     logs = tmp_path / "ckt_logs" / "TOY_logs"

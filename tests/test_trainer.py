@@ -37,7 +37,8 @@ def float64():
 
 @pytest.mark.parametrize("switches", [dict(recipe="original"), dict(recipe="improved"),
                                       dict(recipe="improved", csem_real=True),
-                                      dict(recipe="tuned", generator_linear=True)])
+                                      dict(recipe="tuned", generator_linear=True),
+                                      dict(recipe="tuned", ridge_path=True)])
 def test_fast_round_matches_plain_loop(switches, float64):
     fast, plain = tiny_trainer(**switches), tiny_trainer(**switches)
     start = copy.deepcopy(fast.model.state_dict())
@@ -49,6 +50,26 @@ def test_fast_round_matches_plain_loop(switches, float64):
         p_plain = dict(plain.model.named_parameters())[name]
         torch.testing.assert_close(p_fast, p_plain, rtol=1e-9, atol=1e-9, msg=name)
         assert not torch.equal(p_fast, start[name]), f"{name} was not trained"
+
+
+def test_ridge_path_starts_at_the_ridge_fit_chosen_on_validation_classes():
+    """--ridge_path: with the MLP's last layer zeroed, the generator is exactly ReLU(ridge's
+    prediction + the training images' mean), lambda being the one validation chose."""
+    from zscrgan.baselines import fit_baseline
+
+    data = make_builtin_dataset(n_seen=10, n_unseen=3, images_per_class=7, texts_per_class=2)
+    train, val = data.seen[:7], data.seen[7:]
+    torch.manual_seed(0)
+    trainer = EMTrainer(tiny_config(recipe="tuned", ridge_path=True), data, train, "cpu", val)
+    ridge = fit_baseline("ridge", data, train, val, seed=0)
+    model = trainer.model
+    with torch.no_grad():
+        model.generator.fc3.weight.zero_()
+        text = torch.from_numpy(data.stacked_texts(data.unseen)[0])
+        c, z = torch.randn(len(text), 8), torch.randn(len(text), 4)
+        expected = torch.relu((text - ridge.text_mean) @ ridge.text_map + ridge.image_mean)
+        torch.testing.assert_close(model.generator(c, z, text), expected)
+    assert any(p is model.generator.text_path.weight for p in model.generator_params())
 
 
 def test_critic_is_clipped_and_round_reports_finite_losses():

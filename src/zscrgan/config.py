@@ -82,6 +82,9 @@ class Config:
                                "on generated features only, yet embeds the real gallery with it)")
     generator_linear: bool = _f(None, "a linear map of the code beside the generator's MLP, starting at zero "
                                       "(docs/results.md; tuned: on)")
+    ridge_path: bool = _f(None, "a linear map of the text beside the generator's MLP, started at the ridge regression "
+                                "fit on the training classes (lambda chosen on the validation classes); training "
+                                "moves it away from ridge (docs/results.md)")
     eval_centre: bool = _f(None, "centre common-space embeddings on the training images' mean embedding before the "
                                  "cosine (as the baselines centre theirs)")
     optimizer: str = _f(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
@@ -119,7 +122,7 @@ UPSTREAM = dict(CSEM_lr=0.002, kl_div_coefficient=1.0, mm_reg_coeff=2.0, mmr_mar
 
 RECIPES = {
     "original": dict(**UPSTREAM, mmr_hinge=False, csem_per_row=False, kl_standard=False, all_texts=False, csem_real=False,
-                     eval_centre=False, generator_linear=False,
+                     eval_centre=False, generator_linear=False, ridge_path=False,
                      optimizer="tf1", generator_lr=0.0002, discriminator_lr=0.0002,
                      eval_samples=1, eval_mean=False),
     # What measurements on FLO's validation classes kept (docs/results.md): PyTorch optimiser
@@ -127,7 +130,7 @@ RECIPES = {
     # softplus, all texts. The hinge on the max-margin term is NOT kept: it removes the L1 pull
     # of x_hat towards its class's images once the small margin is met, and training collapsed.
     "improved": dict(**UPSTREAM, mmr_hinge=False, csem_per_row=True, kl_standard=True, all_texts=True, csem_real=False,
-                     eval_centre=False, generator_linear=False,
+                     eval_centre=False, generator_linear=False, ridge_path=False,
                      optimizer="torch", generator_lr=width_scaled(0.003), discriminator_lr=width_scaled(0.003),
                      eval_samples=1, eval_mean=True),
 }

@@ -35,13 +35,13 @@ def embed_queries(model: ZSCRGAN, texts: torch.Tensor, samples: int = 1, use_mea
         mu, log_sigma = model.encoder.stats(t)
         if use_mean:
             z = torch.zeros(len(t), model.z_dim, device=t.device)
-            out.append(model.csem(model.generator(mu, z)))
+            out.append(model.csem(model.generator(mu, z, t)))
             continue
         acc = 0
         for _ in range(samples):
             eps = truncated_normal(mu.shape, rng=rng, device=t.device)
             z = torch.randn(len(t), model.z_dim, generator=rng, device=t.device)
-            acc = acc + model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z))
+            acc = acc + model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z, t))
         out.append(acc / samples)
     return torch.cat(out)
 
@@ -117,6 +117,25 @@ class Retriever:
             return self._centred(embed_gallery(self.model, images))
         finally:
             self.model.train(training)
+
+
+class ImageSpaceRetriever:
+    """The generator alone: its noise-free output G(mu, 0) scored against the photos in image space.
+
+    Both sides are centred on ``centre`` (the training images' mean feature), as ridge's are, so
+    the figure compares the generator as a text-to-image map with ridge's map, the CSEM left out.
+    """
+
+    def __init__(self, model: ZSCRGAN, centre: torch.Tensor):
+        self.model, self.centre = model, centre
+
+    @torch.no_grad()
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.model.encoder.stats(texts)
+        return self.model.generator(mu, torch.zeros(len(texts), self.model.z_dim, device=texts.device), texts) - self.centre
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images - self.centre
 
 
 @torch.no_grad()

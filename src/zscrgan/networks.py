@@ -78,20 +78,28 @@ class Generator(nn.Module):
     ``linear=True`` (``--generator_linear``) adds a linear map of the code beside the MLP,
     ReLU(MLP(c, z) + W c) with W starting at zero: with a few dozen training classes a linear
     text-to-image map generalises better than the MLP alone (docs/results.md).
+    ``text_dim`` (``--ridge_path``) adds an affine map of the raw text, ReLU(MLP(c, z) + A t + b),
+    which :meth:`ZSCRGAN.start_text_path` sets to a ridge regression fit.
     """
 
-    def __init__(self, embed_dim: int, z_dim: int, gf_dim: int, image_dim: int, linear: bool = False):
+    def __init__(self, embed_dim: int, z_dim: int, gf_dim: int, image_dim: int, linear: bool = False,
+                 text_dim: int = 0):
         super().__init__()
         self.fc1 = Linear(embed_dim + z_dim, gf_dim)
         self.fc2 = Linear(gf_dim, 2 * gf_dim)
         self.fc3 = Linear(2 * gf_dim, image_dim)
         self.skip = Linear(embed_dim, image_dim, bias=False) if linear else None
+        self.text_path = Linear(text_dim, image_dim) if text_dim else None
 
-    def forward(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, c: torch.Tensor, z: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         h = F.leaky_relu(self.fc1(torch.cat([c, z], dim=1)), LEAK)
         h = F.leaky_relu(self.fc2(h), LEAK)
         out = self.fc3(h)
-        return F.relu(out if self.skip is None else out + self.skip(c))
+        if self.skip is not None:
+            out = out + self.skip(c)
+        if self.text_path is not None:
+            out = out + self.text_path(text)
+        return F.relu(out)
 
 
 class Critic(nn.Module):
@@ -133,16 +141,23 @@ class ZSCRGAN(nn.Module):
     """The four networks together, built from the data dims and the hyperparameters."""
 
     def __init__(self, text_dim: int, image_dim: int, embed_dim: int, z_dim: int, gf_dim: int, df_dim: int,
-                 generator_linear: bool = False):
+                 generator_linear: bool = False, ridge_path: bool = False):
         super().__init__()
         self.encoder = TextEncoder(text_dim, embed_dim)
-        self.generator = Generator(embed_dim, z_dim, gf_dim, image_dim, generator_linear)
+        self.generator = Generator(embed_dim, z_dim, gf_dim, image_dim, generator_linear, text_dim if ridge_path else 0)
         self.critic = Critic(image_dim, text_dim, df_dim)
         self.csem = CSEM(image_dim, embed_dim)
         self.z_dim = z_dim
         init_weights(self)
         if generator_linear:  # starts as upstream's generator; training grows the linear part
             nn.init.zeros_(self.generator.skip.weight)
+
+    @torch.no_grad()
+    def start_text_path(self, text_mean: torch.Tensor, text_map: torch.Tensor, image_mean: torch.Tensor) -> None:
+        """Set the text path to the affine map t -> (t - text_mean) @ text_map + image_mean (a ridge fit)."""
+        path = self.generator.text_path
+        path.weight.copy_(text_map.T)
+        path.bias.copy_(image_mean - text_mean @ text_map)
 
     def generator_params(self) -> list[nn.Parameter]:
         """What the E-step's generator update trains: text encoder + generator."""
@@ -152,4 +167,4 @@ class ZSCRGAN(nn.Module):
         """t -> (x_hat, c, mu, log_sigma) for given noise draws."""
         mu, log_sigma = self.encoder.stats(text)
         c = self.encoder.sample(mu, log_sigma, eps)
-        return self.generator(c, z), c, mu, log_sigma
+        return self.generator(c, z, text), c, mu, log_sigma

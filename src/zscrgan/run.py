@@ -112,7 +112,7 @@ class Run:
             self.train_classes, self.val_classes = list(self.data.seen), []
         self.warnings = recipe_warnings(cfg) + self.check_select_k()
         torch.manual_seed(cfg.seed)
-        self.trainer = EMTrainer(cfg, self.data, self.train_classes, self.device)
+        self.trainer = EMTrainer(cfg, self.data, self.train_classes, self.device, self.val_classes)
         self.history: list[dict] = []
         self.selector = Selector(cfg.select, cfg.select_k, cfg.patience)
         self.per_class: dict = {}
@@ -353,7 +353,7 @@ def evaluate_main(argv: list[str]) -> int:
     cfg = replace(Config(**{**asdict(Config()), **state["config"]}), **overrides)
     data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
     model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim,
-                    bool(cfg.generator_linear)).to(device)
+                    bool(cfg.generator_linear), bool(cfg.ridge_path)).to(device)
     model.load_state_dict(state["trainer"]["model"])
     centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
     scores, _ = evaluate_classes(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), cfg,

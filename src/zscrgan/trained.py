@@ -135,7 +135,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     embed_dim, image_dim = weights["csem.fc.weight"].shape
     model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
                     weights["critic.fc_image.weight"].shape[0],
-                    "generator.skip.weight" in weights)
+                    "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
     model.load_state_dict(weights)
     model.eval()
     folder = _dataset_folder(run_dir, cfg)

@@ -26,6 +26,7 @@ import sys
 import numpy as np
 import torch
 
+from .baselines import fit_baseline
 from .losses import critic_loss, csem_loss, kl_quirk, kl_standard, max_margin
 from .networks import ZSCRGAN, truncated_normal
 from .optim import make_optimizers
@@ -55,7 +56,7 @@ def retain_freed_memory() -> bool:
 class EMTrainer:
     """Model, optimisers, sampler and the training data of one run, on one device."""
 
-    def __init__(self, cfg, data, train_classes: list, device: torch.device):
+    def __init__(self, cfg, data, train_classes: list, device: torch.device, val_classes: list | None = None):
         self.cfg, self.device = cfg, torch.device(device)
         images = [data.images[c] for c in train_classes]
         texts = [data.texts[c] for c in train_classes]
@@ -63,7 +64,10 @@ class EMTrainer:
         self.images = torch.from_numpy(_concat(images)).to(self.device, dtype)
         self.texts = torch.from_numpy(_concat(texts)).to(self.device, dtype)
         self.model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim,
-                             cfg.gf_dim, cfg.df_dim, bool(cfg.generator_linear)).to(self.device)
+                             cfg.gf_dim, cfg.df_dim, bool(cfg.generator_linear), bool(cfg.ridge_path)).to(self.device)
+        if cfg.ridge_path:  # the text path starts as ridge, its lambda chosen on the validation classes
+            ridge = fit_baseline("ridge", data, train_classes, val_classes, seed=cfg.seed, device=self.device)
+            self.model.start_text_path(ridge.text_mean, ridge.text_map, ridge.image_mean)
         self.optimizers = make_optimizers(self.model, cfg)
         self.sampler = BatchSampler([len(x) for x in images], cfg.batch_size, cfg.seed,
                                     [len(t) for t in texts])
@@ -105,7 +109,7 @@ class EMTrainer:
         mu_w, log_sigma_w = mu.roll(1, 0), log_sigma.roll(1, 0)
         c = model.encoder.sample(mu, log_sigma, eps[:b])
         c_w = model.encoder.sample(mu_w, log_sigma_w, eps[b:])
-        x_both = model.generator(torch.cat([c, c_w]), z)
+        x_both = model.generator(torch.cat([c, c_w]), z, torch.cat([t, t.roll(1, 0)]))
         x_hat = x_both[:b]
         emb = model.csem(x_both)
         parts = {
@@ -131,13 +135,15 @@ class EMTrainer:
         """
         m, b = text_rows.shape
         with torch.no_grad():
-            mu, log_sigma = self.model.encoder.stats(self.texts[text_rows].reshape(m * b, -1))
+            t = self.texts[text_rows]
+            mu, log_sigma = self.model.encoder.stats(t.reshape(m * b, -1))
             mu, log_sigma = mu.view(m, b, -1), log_sigma.view(m, b, -1)
             mu_w, log_sigma_w = mu.roll(1, 1), log_sigma.roll(1, 1)
             eps, z = noise  # [2*m*b, .]: the right rows first, then the wrong rows
             c = self.model.encoder.sample(mu, log_sigma, eps[: m * b].view(m, b, -1))
             c_w = self.model.encoder.sample(mu_w, log_sigma_w, eps[m * b:].view(m, b, -1))
-            x_hat = self.model.generator(torch.cat([c, c_w]).view(2 * m * b, -1), z).view(2, m, b, -1)
+            x_hat = self.model.generator(torch.cat([c, c_w]).view(2 * m * b, -1), z,
+                                         torch.cat([t, t.roll(1, 1)]).view(2 * m * b, -1)).view(2, m, b, -1)
         total = torch.zeros((), device=self.device)
         real = self.images[image_rows] if self.cfg.csem_real else None
         for j in range(m):
