@@ -58,6 +58,23 @@ def one_seed(cfg: Config, data) -> dict:
     return {"seed": cfg.seed, "ridge": fit_baseline("ridge", data, train, val, seed=cfg.seed).params["val_prec"], **curves}
 
 
+def plot(runs: list[dict], path: Path) -> None:
+    """Each view's mean curve over the seeds (thin lines: each seed) and ridge's validation figure."""
+    rounds = range(len(runs[0][VIEWS[0]]))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.add_subplot()
+    for view, style in zip(VIEWS, ("-o", "-s", ":^")):
+        ax.plot(rounds, np.mean([r[view] for r in runs], axis=0), style, label=view)
+        for r in runs:
+            ax.plot(rounds, r[view], "-", lw=0.5, alpha=0.4, color=ax.lines[-1].get_color())
+    ax.axhline(np.mean([r["ridge"] for r in runs]), color="k", ls="--", lw=1, label="ridge, validation classes")
+    ax.set(xlabel="EM round (0: before training)", ylabel="Prec@50",
+           title="Training from the ridge start (mean of seeds; thin: each seed)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     parser = build_parser("scripts/warm_start.py")
     parser.set_defaults(report=False, seeds="0,1,2", out_dir="runs/warm_start", epochs=8)
@@ -79,18 +96,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines) + "\n"
     write_atomic(out / "warm_start.md", table.encode())
 
-    fig = Figure(figsize=(6, 3.6))
-    ax = fig.add_subplot()
-    for view, style in zip(VIEWS, ("-o", "-s", ":^")):
-        ax.plot(rounds, mean[view], style, label=view)
-        for r in runs:
-            ax.plot(rounds, r[view], "-", lw=0.5, alpha=0.4, color=ax.lines[-1].get_color())
-    ax.axhline(ridge, color="k", ls="--", lw=1, label="ridge")
-    ax.set(xlabel="EM round (0: before training)", ylabel="Prec@50",
-           title="Training from the ridge start (mean of seeds; thin: each seed)")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "warm_start.png", dpi=110)
+    plot(runs, out / "warm_start.png")
     print(table)
     return 0
 

@@ -155,7 +155,8 @@ def recipe_warnings(cfg: "Config") -> list[str]:
     """What a user should know before training this recipe at these settings."""
     if cfg.recipe == "tuned" and any(getattr(cfg, k) != v for k, v in TUNED_WIDTHS.items()):
         return ["warning: --recipe tuned was chosen and measured at --gf_dim 256 --df_dim 256 --embed_dim 256 "
-                "--z_dim 64; at upstream's widths it trained unstably on FLO (docs/results.md)"]
+                "--z_dim 64; it has not been measured at other widths, and the tuned recipe before it trained unstably at "
+                "upstream's (docs/results.md)"]
     return []
 
 
