@@ -1,5 +1,6 @@
 """A trained run opened for search embeds exactly as the run evaluated, centring included."""
 import numpy as np
+import pytest
 import torch
 
 from helpers import TINY, small_set
@@ -9,11 +10,14 @@ from zscrgan.evaluate import common_space_centre, embed_gallery, embed_queries
 from zscrgan.trained import open_run
 
 
-def test_a_centred_run_is_searched_centred_as_it_was_evaluated(tmp_path):
+@pytest.mark.parametrize("recipe", [["--recipe", "improved", "--eval_centre"],
+                                    ["--recipe", "tuned"]])  # tuned: centred, text path started at ridge
+def test_a_centred_run_is_searched_centred_as_it_was_evaluated(tmp_path, recipe):
     data = small_set(tmp_path / "TOY")
-    assert main(["train", "--dataset", str(data), "--recipe", "improved", "--eval_centre", "--epochs", "1",
+    assert main(["train", "--dataset", str(data), *recipe, "--epochs", "1",
                  "--out_dir", str(tmp_path), *TINY]) == 0
     run = open_run(tmp_path / "ckt_logs" / "TOY_logs")
+    assert (run.model.generator.text_path is not None) == ("tuned" in recipe)
     state = torch.load(run.checkpoint, weights_only=True)
     loaded = load_dataset(data)
     train_images, _ = loaded.stacked_images(state["classes"]["train"])
