@@ -4,7 +4,7 @@ import json
 import pytest
 
 from zscrgan.cli import main
-from zscrgan.config import RECIPES, TUNED_CHANGES, UPSTREAM, Config
+from zscrgan.config import RECIPES, TUNED_CHANGES, UPSTREAM, Config, recipe_warnings
 
 
 def test_original_keeps_upstreams_values():
@@ -48,8 +48,9 @@ def test_improved_at_upstreams_widths_does_not_collapse_on_flo(flo_dir, tmp_path
 def test_tuned_warns_away_from_the_widths_it_was_measured_at(tmp_path, capsys):
     from helpers import TINY
     assert main(["train", "--recipe", "tuned", "--epochs", "1", *TINY, "--out_dir", str(tmp_path)]) == 0
-    assert "warning: --recipe tuned was chosen and measured at --gf_dim 256" in capsys.readouterr().out
+    assert "warning: --recipe tuned was chosen at --gf_dim 256" in capsys.readouterr().out
     reduced = ["--gf_dim", "256", "--df_dim", "256", "--embed_dim", "256", "--z_dim", "64", "--e_steps", "2",
                "--m_steps", "2", "--n_critic", "1", "--no-report", "--epochs", "1"]
     assert main(["train", "--recipe", "tuned", *reduced, "--out_dir", str(tmp_path / "b")]) == 0
     assert "--recipe tuned was chosen" not in capsys.readouterr().out
+    assert recipe_warnings(Config(recipe="tuned").resolved()) == []  # upstream's widths: measured too
