@@ -83,8 +83,8 @@ class Config:
     generator_linear: bool = _f(None, "a linear map of the code beside the generator's MLP, starting at zero "
                                       "(docs/results.md; tuned: on)")
     ridge_path: bool = _f(None, "a linear map of the text beside the generator's MLP, started at the ridge regression "
-                                "fit on the training classes (lambda chosen on the validation classes); training "
-                                "moves it away from ridge (docs/results.md; tuned: on)")
+                                "fit on the training classes (lambda chosen on the validation classes, 0.1 without "
+                                "them); training moves it away from ridge (docs/results.md; tuned: on)")
     eval_centre: bool = _f(None, "centre common-space embeddings on the training images' mean embedding before the "
                                  "cosine (as the baselines centre theirs)")
     optimizer: str = _f(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
