@@ -24,18 +24,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from zscrgan.baselines import fit_baseline
+from zscrgan.baselines import fit_baseline, validation_scorer
 from zscrgan.config import Config, build_parser, parse_seeds
 from zscrgan.data import load_dataset, resolve_dataset_dir, split_validation, write_atomic
-from zscrgan.evaluate import ImageSpaceRetriever, common_space_centre, evaluate_classes, score_classes
+from zscrgan.evaluate import ImageSpaceRetriever, common_space_centre, evaluate_classes
 from zscrgan.run import prepare_process
 from zscrgan.trainer import EMTrainer
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
-
-
-def prec50(model, data, classes) -> float:
-    return float(score_classes(model, data, classes, (50,), "cpu")[0].mean["prec@50"])
 
 
 def one_seed(cfg: Config, data) -> dict:
@@ -43,6 +39,7 @@ def one_seed(cfg: Config, data) -> dict:
     torch.manual_seed(cfg.seed)
     trainer = EMTrainer(cfg, data, train, "cpu", val)
     image_centre = trainer.images.mean(0)
+    score_val, score_train = validation_scorer(data, val), validation_scorer(data, train)  # Prec@50
     curves = {view: [] for view in VIEWS}
     for round_ in range(cfg.epochs + 1):
         if round_:
@@ -52,8 +49,8 @@ def one_seed(cfg: Config, data) -> dict:
         scores, _ = evaluate_classes(model, data, val, (50,), cfg, round_, "cpu", centre)
         curves["common space"].append(float(scores.mean["prec@50"]))
         generator = ImageSpaceRetriever(model, image_centre)
-        curves["generator in image space"].append(prec50(generator, data, val))
-        curves["generator in image space, training classes"].append(prec50(generator, data, train))
+        curves["generator in image space"].append(score_val(generator))
+        curves["generator in image space, training classes"].append(score_train(generator))
         print(f"seed {cfg.seed} round {round_}: " + ", ".join(f"{v} {c[-1]:.3f}" for v, c in curves.items()), flush=True)
     return {"seed": cfg.seed, "ridge": fit_baseline("ridge", data, train, val, seed=cfg.seed).params["val_prec"], **curves}
 

@@ -15,7 +15,7 @@ def test_warm_start_scores_every_round_and_never_reads_unseen_classes(tmp_path):
     small_set(tmp_path / "TOY", nan_unseen=True)
     out = tmp_path / "out"
     assert warm_start.main(["--dataset", str(tmp_path / "TOY"), "--recipe", "tuned", *TINY, "--epochs", "2",
-                            "--seeds", "0,1", "--generator_lr", "1e-12", "--select_k", "10",
+                            "--seeds", "0,1", "--generator_lr", "1e-12",
                             "--out_dir", str(out)]) == 0
     runs = json.loads((out / "warm_start.json").read_text())
     assert [r["seed"] for r in runs] == [0, 1]

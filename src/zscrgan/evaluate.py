@@ -23,9 +23,6 @@ def eval_rng(seed: int, round_: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + round_)
 
 
-eval_generator = eval_rng  # the old name, still imported by trained.py
-
-
 @torch.no_grad()
 def embed_queries(model: ZSCRGAN, texts: torch.Tensor, samples: int = 1, use_mean: bool = False,
                   rng: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:

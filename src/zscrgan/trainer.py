@@ -109,7 +109,7 @@ class EMTrainer:
         mu_w, log_sigma_w = mu.roll(1, 0), log_sigma.roll(1, 0)
         c = model.encoder.sample(mu, log_sigma, eps[:b])
         c_w = model.encoder.sample(mu_w, log_sigma_w, eps[b:])
-        x_both = model.generator(torch.cat([c, c_w]), z, torch.cat([t, t.roll(1, 0)]))
+        x_both = model.generator(torch.cat([c, c_w]), z, self._right_and_wrong_texts(t, 0))
         x_hat = x_both[:b]
         emb = model.csem(x_both)
         parts = {
@@ -142,8 +142,9 @@ class EMTrainer:
             eps, z = noise  # [2*m*b, .]: the right rows first, then the wrong rows
             c = self.model.encoder.sample(mu, log_sigma, eps[: m * b].view(m, b, -1))
             c_w = self.model.encoder.sample(mu_w, log_sigma_w, eps[m * b:].view(m, b, -1))
+            texts = self._right_and_wrong_texts(t, 1)
             x_hat = self.model.generator(torch.cat([c, c_w]).view(2 * m * b, -1), z,
-                                         torch.cat([t, t.roll(1, 1)]).view(2 * m * b, -1)).view(2, m, b, -1)
+                                         None if texts is None else texts.view(2 * m * b, -1)).view(2, m, b, -1)
         total = torch.zeros((), device=self.device)
         real = self.images[image_rows] if self.cfg.csem_real else None
         for j in range(m):
@@ -155,6 +156,14 @@ class EMTrainer:
             self._apply(self.optimizers["csem"], self._csem_params, loss)
             total = total + loss.detach()
         return total
+
+    def _right_and_wrong_texts(self, t: torch.Tensor, dim: int) -> torch.Tensor | None:
+        """The generator's text input for the right rows, then the wrong ones (rolled by one along
+        ``dim``); None without a text path (--ridge_path), so no copy is made (a round's M-step
+        texts are tens of MB)."""
+        if self.model.generator.text_path is None:
+            return None
+        return torch.cat([t, t.roll(1, dim)])
 
     @staticmethod
     def _apply(optimizer, params, loss) -> None:
