@@ -10,17 +10,19 @@ a Markdown table of the means, the round each run selected and its training seco
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from zscrgan.data import read_json_object
+from zscrgan.report import read_rounds
+
 
 def read_run(folder: Path) -> tuple[list[dict], dict]:
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    summary_path = folder / "summary.json"
-    return rows, (json.loads(summary_path.read_text()) if summary_path.is_file() else {})
+    """A run's per-round records and its summary.json ({} before the run has ended)."""
+    summary = folder / "summary.json"
+    return read_rounds(folder / "metrics.jsonl"), (read_json_object(summary) if summary.is_file() else {})
 
 
 def series(rows: list[dict], split: str, key: str) -> dict[int, float]:

@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 
 from zscrgan.baselines import fit_baseline, validation_scorer
 from zscrgan.config import Config, build_parser, parse_seeds
-from zscrgan.data import load_dataset, resolve_dataset_dir, split_validation, write_atomic
+from zscrgan.data import split_validation, write_atomic
 from zscrgan.evaluate import ImageSpaceRetriever, common_space_centre, evaluate_classes
-from zscrgan.run import prepare_process
+from zscrgan.run import load_run_data, prepare_process
 from zscrgan.trainer import EMTrainer
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     parser.set_defaults(report=False, seeds="0,1,2", out_dir="runs/warm_start", epochs=8)
     cfg = Config(**vars(parser.parse_args(argv))).resolved()
     prepare_process(cfg)
-    data = load_dataset(resolve_dataset_dir(cfg.dataset, cfg.data_root), splits=("seen",))
+    data = load_run_data(cfg, ("seen",))[0]
     runs = [one_seed(replace(cfg, seed=seed), data) for seed in parse_seeds(cfg.seeds)]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

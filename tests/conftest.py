@@ -37,7 +37,8 @@ FLOWER_RUN_CALL = re.compile(r"(?<![\w.])(?<!def )(flower_run|flower_index|flowe
 
 def _builds_flower_run(item) -> bool:
     functions = [getattr(item, "function", None)]
-    functions += [defs[-1].func for defs in getattr(item, "_fixtureinfo").name2fixturedefs.values()]
+    info = getattr(item, "_fixtureinfo", None)  # absent on items that are not test functions (doctests)
+    functions += [defs[-1].func for defs in info.name2fixturedefs.values()] if info else []
     for function in functions:
         try:
             source = inspect.getsource(function)

@@ -164,3 +164,13 @@ def test_config_file_with_an_unknown_setting_is_refused(tmp_path, capsys):
     path.write_text(json.dumps({"gf_dim": 32, "learning_rate": 0.1}))
     assert main(["train", "--config", str(path), "--out_dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"zscrgan train: error: {path}: unknown setting learning_rate"
+
+
+def test_config_file_value_outside_a_flags_choices_is_refused(tmp_path, capsys):
+    """argparse checks choices only on the command line; a settings file's values are checked too."""
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"optimizer": "adam"}))
+    assert main(["train", "--config", str(path), "--out_dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == \
+        f"zscrgan train: error: {path}: --optimizer must be one of tf1, torch, got adam"
+    assert not (tmp_path / "ckt_logs").exists()

@@ -8,90 +8,87 @@ each quirk behind its own flag (see docs/results.md for what each fix is worth).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .device import DEVICE_HELP, DEVICES
+from .flags import flag
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
-
-
-def _f(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
 class Config:
     # --- upstream's hyperparameters, same names and defaults ---
-    dataset: str = _f("", "data set NAME (looked up as <data_root>/NAME/) or a folder path; empty: the built-in demo data")
-    batch_size: int = _f(32, "rows per batch (one seen class per row)")
-    gf_dim: int = _f(2048, "generator hidden width (its second hidden layer is 2*gf_dim)")
-    df_dim: int = _f(1024, "critic hidden width")
-    embed_dim: int = _f(1024, "size of mu and of sigma, and of the common space")
-    CSEM_lr: float = _f(None, "Adam learning rate of the CSEM (upstream's 0.002; tuned: 0.000776)")
-    generator_lr: float = _f(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, upstream's; improved: 0.003 up to gf_dim 256, times sqrt(256/gf_dim) above)")
-    discriminator_lr: float = _f(None, "RMSProp learning rate of the critic (original: 0.0002, upstream's; improved: as --generator_lr)")
-    epochs: int = _f(0, "number of EM rounds (upstream left it unused); 0: 5000 as upstream, or 5 on the built-in data")
-    kl_div_coefficient: float = _f(None, "weight of the KL term (upstream's 1.0; tuned: 0.118)")
-    mm_reg_coeff: float = _f(None, "weight of the max-margin regulariser (upstream's 2.0; tuned: 2.38)")
-    z_dim: int = _f(256, "noise size")
-    mmr_margin: float = _f(None, "margin of the max-margin regulariser (upstream's constant 2; matters with --mmr_hinge)")
-    clip_val: float = _f(None, "WGAN weight clipping of the critic, 0 disables it (upstream's 0.01; tuned: 0.0519)")
-    config: str = _f("", "a JSON file of settings (as written by zscrgan tune, or a run's config.json); "
+    dataset: str = flag("", "data set NAME (looked up as <data_root>/NAME/) or a folder path; empty: the built-in demo data")
+    batch_size: int = flag(32, "rows per batch (one seen class per row)")
+    gf_dim: int = flag(2048, "generator hidden width (its second hidden layer is 2*gf_dim)")
+    df_dim: int = flag(1024, "critic hidden width")
+    embed_dim: int = flag(1024, "size of mu and of sigma, and of the common space")
+    CSEM_lr: float = flag(None, "Adam learning rate of the CSEM (upstream's 0.002; tuned: 0.000776)")
+    generator_lr: float = flag(None, "RMSProp learning rate of text encoder + generator (original: 0.0002, upstream's; improved: 0.003 up to gf_dim 256, times sqrt(256/gf_dim) above)")
+    discriminator_lr: float = flag(None, "RMSProp learning rate of the critic (original: 0.0002, upstream's; improved: as --generator_lr)")
+    epochs: int = flag(0, "number of EM rounds (upstream left it unused); 0: 5000 as upstream, or 5 on the built-in data")
+    kl_div_coefficient: float = flag(None, "weight of the KL term (upstream's 1.0; tuned: 0.118)")
+    mm_reg_coeff: float = flag(None, "weight of the max-margin regulariser (upstream's 2.0; tuned: 2.38)")
+    z_dim: int = flag(256, "noise size")
+    mmr_margin: float = flag(None, "margin of the max-margin regulariser (upstream's constant 2; matters with --mmr_hinge)")
+    clip_val: float = flag(None, "WGAN weight clipping of the critic, 0 disables it (upstream's 0.01; tuned: 0.0519)")
+    config: str = flag("", "a JSON file of settings (as written by zscrgan tune, or a run's config.json); "
                          "flags given on the command line override it")
     # --- where things are ---
-    name: str = _f("", "NAME of the outputs (retrieved_res/NAME_res/, ckt_logs/NAME_logs/); default: the data set's")
-    data_root: str = _f("datasets", "folder holding data sets by NAME")
-    out_dir: str = _f(".", "folder under which retrieved_res/ and ckt_logs/ are written")
+    name: str = flag("", "NAME of the outputs (retrieved_res/NAME_res/, ckt_logs/NAME_logs/); default: the data set's")
+    data_root: str = flag("datasets", "folder holding data sets by NAME")
+    out_dir: str = flag(".", "folder under which retrieved_res/ and ckt_logs/ are written")
     # --- run control ---
-    seed: int = _f(0, "random seed of the run (model init, batches, noise)")
-    seeds: str = _f("", "comma list of seeds, e.g. 0,1,2: one run each, then mean +- sd of every figure")
-    workers: int = _f(1, "with --seeds: train this many seeds at once, each in its own process with an equal share "
+    seed: int = flag(0, "random seed of the run (model init, batches, noise)")
+    seeds: str = flag("", "comma list of seeds, e.g. 0,1,2: one run each, then mean +- sd of every figure")
+    workers: int = flag(1, "with --seeds: train this many seeds at once, each in its own process with an equal share "
                          "of the CPU threads (on a CPU, small products use the cores better this way)")
-    device: str = _f("auto", DEVICE_HELP, choices=DEVICES)
-    resume: bool = _f(False, "continue this run from its last.pt after a crash or Ctrl-C; --resume RUN (a "
+    device: str = flag("auto", DEVICE_HELP, choices=DEVICES)
+    resume: bool = flag(False, "continue this run from its last.pt after a crash or Ctrl-C; --resume RUN (a "
                              "ckt_logs/NAME_logs folder, or a NAME) takes every setting from that run's config.json")
-    overwrite: bool = _f(False, "start over in a folder holding an earlier run's outputs, deleting them first "
+    overwrite: bool = flag(False, "start over in a folder holding an earlier run's outputs, deleting them first "
                                 "(without it, or --resume, such a folder is refused)")
-    report: bool = _f(True, "write plots and report.html into the run folder at the end")
+    report: bool = flag(True, "write plots and report.html into the run folder at the end")
     # --- schedule (upstream's fixed values; smaller for smoke tests) ---
-    e_steps: int = _f(100, "generator steps per E-step")
-    n_critic: int = _f(None, "critic steps before each generator step (upstream's 5; tuned: 1)")
-    m_steps: int = _f(None, "CSEM steps per M-step (upstream's 100; tuned: 504)")
+    e_steps: int = flag(100, "generator steps per E-step")
+    n_critic: int = flag(None, "critic steps before each generator step (upstream's 5; tuned: 1)")
+    m_steps: int = flag(None, "CSEM steps per M-step (upstream's 100; tuned: 504)")
     # --- evaluation and model selection ---
-    select: str = _f("test", "round selection: test (upstream's, optimistic), val (held-out seen classes) or last (no selection: the final round)",
+    select: str = flag("test", "round selection: test (upstream's, optimistic), val (held-out seen classes) or last (no selection: the final round)",
                      choices=("test", "val", "last"))
-    val_fraction: float = _f(0.2, "with --select val: fraction of seen classes held out for validation")
-    track_test: bool = _f(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
-    select_k: int = _f(50, "the K whose Prec@K drives --select, --patience and tuning (added to --eval_k); keep it "
+    val_fraction: float = flag(0.2, "with --select val: fraction of seen classes held out for validation")
+    track_test: bool = flag(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
+    select_k: int = flag(50, "the K whose Prec@K drives --select, --patience and tuning (added to --eval_k); keep it "
                            "below the smallest validation class's image count, or every round ties")
-    patience: int = _f(0, "stop once the selection figure has not improved for this many rounds (0: never; "
+    patience: int = flag(0, "stop once the selection figure has not improved for this many rounds (0: never; "
                           "the run still ends at --epochs)")
-    eval_k: str = _f("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 and --select_k always included)")
-    eval_samples: int = _f(None, "average the query's common-space embedding over N noise draws (original: 1)")
-    eval_mean: bool = _f(None, "embed queries with mu and z = 0, no noise (original: off)")
+    eval_k: str = flag("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 and --select_k always included)")
+    eval_samples: int = flag(None, "average the query's common-space embedding over N noise draws (original: 1)")
+    eval_mean: bool = flag(None, "embed queries with mu and z = 0, no noise (original: off)")
     # --- recipe and its switches (None: taken from the recipe) ---
-    recipe: str = _f("original", "original (the authors' code, quirks included), improved (its quirks fixed) or tuned "
+    recipe: str = flag("original", "original (the authors' code, quirks included), improved (its quirks fixed) or tuned "
                                              "(improved with settings chosen on FLO's validation classes)",
                     choices=("original", "improved", "tuned"))
-    mmr_hinge: bool = _f(None, "fix: hinge max(0, .) on the max-margin term")
-    csem_per_row: bool = _f(None, "fix: mean of per-row softplus in the CSEM loss")
-    kl_standard: bool = _f(None, "fix: the standard KL(N(mu, sigma^2) || N(0, I))")
-    all_texts: bool = _f(None, "fix: train on all texts of a class (one drawn per row), not only the first")
-    csem_real: bool = _f(None, "fix: the M-step also maps real images to their class's code (upstream trains the CSEM "
+    mmr_hinge: bool = flag(None, "fix: hinge max(0, .) on the max-margin term")
+    csem_per_row: bool = flag(None, "fix: mean of per-row softplus in the CSEM loss")
+    kl_standard: bool = flag(None, "fix: the standard KL(N(mu, sigma^2) || N(0, I))")
+    all_texts: bool = flag(None, "fix: train on all texts of a class (one drawn per row), not only the first")
+    csem_real: bool = flag(None, "fix: the M-step also maps real images to their class's code (upstream trains the CSEM "
                                "on generated features only, yet embeds the real gallery with it)")
-    generator_linear: bool = _f(None, "a linear map of the code beside the generator's MLP, starting at zero "
+    generator_linear: bool = flag(None, "a linear map of the code beside the generator's MLP, starting at zero "
                                       "(docs/results.md; tuned: on)")
-    ridge_path: bool = _f(None, "a linear map of the text beside the generator's MLP, started at the ridge regression "
+    ridge_path: bool = flag(None, "a linear map of the text beside the generator's MLP, started at the ridge regression "
                                 "fit on the training classes (lambda chosen on the validation classes, 0.1 without "
                                 "them); training moves it away from ridge (docs/results.md; tuned: on)")
-    eval_centre: bool = _f(None, "centre common-space embeddings on the training images' mean embedding before the "
+    eval_centre: bool = flag(None, "centre common-space embeddings on the training images' mean embedding before the "
                                  "cosine (as the baselines centre theirs)")
-    optimizer: str = _f(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
+    optimizer: str = flag(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
     # --- speed (changes no result beyond float rounding) ---
-    compile: bool = _f(False, "compile the optimiser updates with torch.compile: about 30 s once per process (needs a "
+    compile: bool = flag(False, "compile the optimiser updates with torch.compile: about 30 s once per process (needs a "
                               "C++ compiler on the CPU), then each update one fused pass (docs/performance.md)")
-    retain_memory: bool = _f(True, "on the CPU, have glibc keep freed memory for reuse in this process (mallopt): "
+    retain_memory: bool = flag(True, "on the CPU, have glibc keep freed memory for reuse in this process (mallopt): "
                                    "large blocks are not unmapped and faulted back in every step, so rounds run "
                                    "faster; memory use then stays at its peak (docs/performance.md)")
 
@@ -189,7 +186,18 @@ def read_config_file(path: str) -> dict:
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"{path}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    problems = choice_problems(values)
+    if problems:
+        raise UserError(f"{path}: {problems[0]}")
     return {k: v for k, v in values.items() if k not in ("config", "resume", "overwrite")}  # a run's own choices
+
+
+def choice_problems(values: dict) -> list[str]:
+    """Values outside a flag's ``choices``: argparse checks only those the command line gives, so a
+    settings file's (``--config``, ``--resume RUN``) and a search space's are checked here."""
+    return [f"--{f.name} must be one of {', '.join(f.metadata['choices'])}, got {values[f.name]}"
+            for f in fields(Config) if f.metadata.get("choices") and values.get(f.name) is not None
+            and values[f.name] not in f.metadata["choices"]]
 
 
 def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:

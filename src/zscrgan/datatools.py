@@ -25,8 +25,8 @@ from .convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from .data import CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, save_dataset, write_atomic
 from .device import add_device_flag
 from .errors import Parser
-from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, Features, describe, featurize_images,
-                        featurize_texts, list_class_files, positive_int, read_description_rows)
+from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, Features, describe, encode_texts, featurize_images,
+                        list_class_files, positive_int, read_texts)
 from .outputs import check_writable
 
 __all__ = ["build_dataset", "check_dataset", "choose_unseen", "convert_gazsl", "convert_xlsa17", "main"]
@@ -34,26 +34,11 @@ __all__ = ["build_dataset", "check_dataset", "choose_unseen", "convert_gazsl", "
 
 # ---------------------------------------------------------------- build
 
-def _image_features(source: Path, encoder: str, batch_size: int, device: str) -> tuple[Features, int]:
-    if source.is_dir():
-        feats, skipped = featurize_images(source, encoder, batch_size, device)
-        return feats, len(skipped)
-    return Features.load(source, "images"), 0
-
-
-def _text_features(source: Path, batch_size: int, device: str, encoding: str = "utf-8-sig") -> Features:
-    if source.suffix == ".npz":
-        return Features.load(source, "texts")
-    return featurize_texts(source, batch_size, device, encoding)
-
-
 def _text_rows(source: Path, encoding: str) -> Features:
-    """The descriptions' classes and named photos, without encoding anything (a Features with no vectors)."""
+    """The descriptions' classes and named photos: a texts .npz, or a CSV/JSON read without encoding anything."""
     if source.suffix == ".npz":
         return Features.load(source, "texts")
-    rows, has_images = read_description_rows(source, encoding)
-    return Features("texts", None, [c for c, _, _ in rows], [t for _, t, _ in rows], "",
-                    images=[i for _, _, i in rows] if has_images else None)
+    return read_texts(source, encoding)
 
 
 def _same_classes(img_names: set, txt_names: set, images: Path, texts: Path) -> None:
@@ -158,9 +143,11 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
     ids = {name: i + 1 for i, name in enumerate(names)}
     unseen_names = choose_unseen(names, unseen, unseen_fraction, seed)
     check_writable(out, "--out", create=False)
-    txt = _text_features(texts, batch_size, device, encoding)  # the slow part, now that all is known good
+    if txt.features is None:  # the slow part, now that all is known good
+        txt = encode_texts(txt, batch_size, device)
     if images.is_dir():
-        img, skipped = _image_features(images, encoder, batch_size, device)
+        img, failed = featurize_images(images, encoder, batch_size, device)
+        skipped = len(failed)
         _same_classes(set(img.classes), set(txt.classes), images, texts)  # a class whose photos all failed to decode
     image_arrays, image_rows = _rows_by_class(img, ids)
     text_arrays, text_rows = _rows_by_class(txt, ids)

@@ -36,9 +36,9 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with the command that resumes (str(exc) is printed after 'interrupted; ')."""
 
 
-def is_terminal(stream=None) -> bool:
-    stream = sys.stderr if stream is None else stream
-    return bool(getattr(stream, "isatty", lambda: False)())
+def is_terminal() -> bool:
+    """Whether stderr (where progress goes) is a terminal."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 class progress:
@@ -47,9 +47,9 @@ class progress:
     Used as ``with progress(total, "featurize", "img", every=100) as bar: bar.update(n)``.
     """
 
-    def __init__(self, total: int, desc: str, unit: str, every: int = 1, initial: int = 0, prefix: str = ""):
+    def __init__(self, total: int, desc: str, unit: str, every: int = 1, initial: int = 0):
         """``every=0``: no plain lines (the caller prints its own line per step)."""
-        self.total, self.desc, self.unit, self.every, self.prefix = total, desc, unit, every, prefix
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.n = self.last = initial
         self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, file=sys.stderr) if is_terminal() else None
 
@@ -59,7 +59,7 @@ class progress:
             self.bar.update(n)
         elif self.every and (self.n - self.last >= self.every or self.n == self.total):
             self.last = self.n
-            print(f"{self.prefix}{self.desc}: {self.n}/{self.total} {self.unit}", file=sys.stderr, flush=True)
+            print(f"{self.desc}: {self.n}/{self.total} {self.unit}", file=sys.stderr, flush=True)
 
     def set_postfix_str(self, text: str) -> None:
         if self.bar is not None:

@@ -305,13 +305,22 @@ def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto"
                     encoding: str = "utf-8-sig") -> Features:
     """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
     dev = pick_device(device)
+    return encode_texts(read_texts(path, encoding), batch_size, dev)
+
+
+def read_texts(path: str | Path, encoding: str = "utf-8-sig") -> Features:
+    """A description file's rows as Features with no vectors yet (classes, texts, named photos)."""
     rows, has_images = read_description_rows(path, encoding)
-    model = load_text_encoder(dev)
-    texts = [text for _, text, _ in rows]
-    vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=is_terminal())
-    return Features("texts", np.asarray(vecs, np.float32), [cls for cls, _, _ in rows], texts, TEXT_ENCODER,
+    return Features("texts", None, [cls for cls, _, _ in rows], [text for _, text, _ in rows], "",
                     images=[image for _, _, image in rows] if has_images else None)
+
+
+def encode_texts(rows: Features, batch_size: int = 64, device: str | torch.device = "auto") -> Features:
+    """:func:`read_texts`' rows with their vectors, from the shipped sentence encoder."""
+    model = load_text_encoder(pick_device(device) if isinstance(device, str) else device)
+    vecs = model.encode(rows.sources, batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=is_terminal())
+    return Features("texts", np.asarray(vecs, np.float32), rows.classes, rows.sources, TEXT_ENCODER, images=rows.images)
 
 
 # ---------------------------------------------------------------- command
@@ -353,7 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "images":
         feats, skipped = featurize_images(args.dir, args.encoder, args.batch_size, args.device)
     else:
-        read_description_rows(args.file, args.encoding)  # a bad file fails before the encoder loads
         feats, skipped = featurize_texts(args.file, args.batch_size, args.device, args.encoding), []
     feats.save(args.out)
     print(f"{args.out}: {describe(feats, len(skipped))}")

@@ -43,6 +43,13 @@ from .synthetic import make_builtin_dataset
 from .trainer import EMTrainer, retain_freed_memory
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
+
+
+def rounds_to_run(cfg: Config) -> int:
+    """--epochs, or when it is 0 upstream's 5000 rounds on a named data set and 5 on the built-in one."""
+    return cfg.epochs or (UPSTREAM_EPOCHS if cfg.dataset else BUILTIN_EPOCHS)
+
+
 # Flags that may change between a run and its resumption; any other change is refused.
 RESUMABLE = {"epochs", "resume", "overwrite", "device", "report", "out_dir", "data_root", "seeds", "name", "workers",
              "compile", "patience", "config", "retain_memory"}
@@ -102,7 +109,7 @@ class Run:
         self.default_epochs = not cfg.epochs  # upstream's 5000: say after round 1 what that costs
         # saved with absolute data paths and the real round count, so evaluate, --resume RUN
         # and the report work from any folder and show what ran
-        cfg = replace(cfg, epochs=cfg.epochs or (UPSTREAM_EPOCHS if cfg.dataset else BUILTIN_EPOCHS))
+        cfg = replace(cfg, epochs=rounds_to_run(cfg))
         if self.data_dir is not None:
             cfg = replace(cfg, dataset=os.path.abspath(self.data_dir), data_root=os.path.abspath(cfg.data_root))
         self.cfg = cfg

@@ -32,10 +32,8 @@ from .data import DataError, split_validation, write_atomic
 from .errors import UserError
 from .selection import check_select_k
 from .tune_report import best_trial, write_study_report
-from .tune_space import SPACE, read_space, suggest  # noqa: F401  (SPACE: for the tests and users)
+from .tune_space import SPACE, STUDY_FREE, read_space, suggest  # noqa: F401  (SPACE: for the tests and users)
 
-STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
-              "track_test", "overwrite", "retain_memory"}
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
 
 
@@ -50,7 +48,6 @@ def make_pruner(name: str, epochs: int):
     return optuna.pruners.NopPruner()
 
 
-# ---- the search space ------------------------------------------------------------------------
 # ---- storage and study -------------------------------------------------------------------------
 def open_storage(spec: str):
     """A URL (postgresql://, mysql://, sqlite:///) -> RDB storage with heartbeats; else a journal file."""
@@ -239,8 +236,8 @@ def main(argv: list[str]) -> int:
     study_name = tune["study"] or run_name(Config(**base))
     study_dir = Path(tune["out"] or Path(values["out_dir"]) / f"tune_{study_name}")
     storage = tune["storage"] or str(study_dir / "journal.log")
-    from .run import BUILTIN_EPOCHS, UPSTREAM_EPOCHS
-    epochs = base["epochs"] or (UPSTREAM_EPOCHS if base["dataset"] else BUILTIN_EPOCHS)
+    from .run import rounds_to_run
+    epochs = rounds_to_run(Config(**base))
 
     if "://" not in storage:
         study_dir.mkdir(parents=True, exist_ok=True)  # every check has passed: now the folder may be made

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import fields
 from pathlib import Path
 
-from .config import RECIPES, Config, check_config
+from .config import RECIPES, Config, check_config, choice_problems
 from .data import DataError
 from .flags import flag_type
 
@@ -34,10 +33,12 @@ SPACE = {
        for switch, value in RECIPES["original"].items() if isinstance(value, bool)},
     "optimizer": {"type": "categorical", "choices": ["tf1", "torch"]},
 }
-# Flags that are not hyperparameters: never searched, and free to change when a study resumes.
-NOT_TUNABLE = {"dataset", "config", "name", "data_root", "out_dir", "seed", "seeds", "workers", "device", "resume",
-               "report", "select", "val_fraction", "track_test", "select_k", "patience", "eval_k", "recipe", "compile",
-               "overwrite", "retain_memory"}
+# Flags that say how to run, not what to train: free to change when a study resumes (tune.open_study).
+STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
+              "track_test", "overwrite", "retain_memory"}
+# Flags that are not hyperparameters: those, and what the study is about (data, split, selection); never searched.
+NOT_TUNABLE = STUDY_FREE | {"dataset", "seed", "seeds", "select", "val_fraction", "select_k", "patience", "eval_k",
+                            "recipe"}
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 
@@ -69,12 +70,13 @@ def read_space(path: str, base: dict) -> dict:
     return space
 
 
+FLAG_TYPES = {name: flag_type(hint) for name, hint in typing.get_type_hints(Config).items()}  # -> int/float/str/bool
+
+
 def check_spec(path: str, name: str, spec, base: dict) -> None:
     """One line naming FILE and the parameter for an unknown name, a bad kind or an empty range."""
-    hints = typing.get_type_hints(Config)
-    types = {f.name: flag_type(hints[f.name]).__name__ for f in fields(Config)}
-    if name not in types or name in NOT_TUNABLE:
-        known = sorted(set(types) - NOT_TUNABLE)
+    if name not in FLAG_TYPES or name in NOT_TUNABLE:
+        known = sorted(set(FLAG_TYPES) - NOT_TUNABLE)
         raise DataError(f"{path}: unknown parameter {name!r} (tunable: {', '.join(known)})")
     if spec is None:
         return
@@ -100,14 +102,12 @@ def check_spec(path: str, name: str, spec, base: dict) -> None:
         if spec.get("log") and spec.get("step"):
             raise DataError(f"{path}: {name}: a range takes log or step, not both")
         values = [low, high]
-    want = {"int": int, "float": (int, float), "bool": bool, "str": str}[types[name]]
+    flag_kind = FLAG_TYPES[name]
+    want = (int, float) if flag_kind is float else flag_kind  # an int is a float value too
     for value in values:
-        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
-            raise DataError(f"{path}: {name}: {value!r} is not a value of --{name} ({types[name]})")
-        problems = check_config(Config(**{**base, name: value}).resolved())
-        choices = next(f.metadata.get("choices") for f in fields(Config) if f.name == name)
-        if choices and value not in choices:
-            problems.append(f"--{name} must be one of {', '.join(choices)}, got {value}")
+        if not isinstance(value, want) or (isinstance(value, bool) and flag_kind is not bool):
+            raise DataError(f"{path}: {name}: {value!r} is not a value of --{name} ({flag_kind.__name__})")
+        problems = check_config(Config(**{**base, name: value}).resolved()) + choice_problems({name: value})
         if problems:
             raise DataError(f"{path}: {name}: {problems[0]}")
 
