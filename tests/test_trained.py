@@ -22,7 +22,6 @@ def test_a_centred_run_is_searched_centred_as_it_was_evaluated(tmp_path, recipe)
     loaded = load_dataset(data)
     train_images, _ = loaded.stacked_images(state["classes"]["train"])
     centre = common_space_centre(run.model, torch.from_numpy(train_images))
-    run.model.eval()
     x, _ = loaded.stacked_images(loaded.unseen[:1])
     t, _ = loaded.stacked_texts(loaded.unseen[:1])
     expected_x = embed_gallery(run.model, torch.from_numpy(x)) - centre

@@ -22,7 +22,6 @@ from .data import split_validation, write_atomic
 from .device import pick_device
 from .errors import Interrupted, say
 from .evaluate import score_classes
-from .metrics import parse_ks
 from .outputs import check_writable, mean_sd
 from .run import Run, load_run_data, preflight, prepare_process
 
@@ -53,7 +52,7 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     start = time.perf_counter()
     model = fit_baseline(method, data, train, val, seed=seed, device=device)
     seconds = time.perf_counter() - start
-    scores, _ = score_classes(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), device)
+    scores, _ = score_classes(model, data, data.unseen, cfg.scored_ks(), device)
     return scores.as_dict(), seconds
 
 

@@ -92,6 +92,12 @@ class Config:
                                    "large blocks are not unmapped and faulted back in every step, so rounds run "
                                    "faster; memory use then stays at its peak (docs/performance.md)")
 
+    def scored_ks(self) -> tuple[int, ...]:
+        """Every K a run scores: --eval_k, --select_k and 50 (metrics.parse_ks)."""
+        from .metrics import parse_ks
+
+        return parse_ks(f"{self.eval_k},{self.select_k}")
+
     def resolved(self) -> "Config":
         """A copy with the recipe's values filled into the fields left at None."""
         values = asdict(self)

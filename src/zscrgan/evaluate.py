@@ -12,10 +12,23 @@ on the same device.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .metrics import RetrievalScores, collapse_stats, score_retrieval
 from .networks import ZSCRGAN, truncated_normal
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """The model in eval mode for the block, then back in the mode it was in."""
+    training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(training)
 
 
 def eval_rng(seed: int, round_: int, device) -> torch.Generator:
@@ -57,10 +70,8 @@ def common_space_centre(model: ZSCRGAN, train_images: torch.Tensor) -> torch.Ten
     (seen classes only, never the gallery) leaves the directions that tell classes apart,
     as the baselines' centring does.
     """
-    model.eval()
-    centre = embed_gallery(model, train_images).mean(0)
-    model.train()
-    return centre
+    with evaluating(model):
+        return embed_gallery(model, train_images).mean(0)
 
 
 def training_centre(model: ZSCRGAN, data, train_classes: list, device="cpu") -> torch.Tensor:
@@ -100,20 +111,12 @@ class Retriever:
         return emb if self.centre is None else emb - self.centre
 
     def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
-        training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             return self._centred(embed_queries(self.model, texts, self.samples, self.use_mean, self.rng))
-        finally:
-            self.model.train(training)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             return self._centred(embed_gallery(self.model, images))
-        finally:
-            self.model.train(training)
 
 
 class ImageSpaceRetriever:

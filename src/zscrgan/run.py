@@ -35,11 +35,11 @@ from .device import DEVICE_HELP, DEVICES, pick_device
 from .errors import Interrupted, Parser, UserError, progress, say
 from .evaluate import common_space_centre, evaluate_classes, training_centre
 from .flags import add_dataclass_flags, flag
-from .metrics import is_collapsed, parse_ks
-from .networks import ZSCRGAN
+from .metrics import is_collapsed
 from .outputs import RunFolder, aggregate, config_differences, describe, per_class_table, precisions, projection
 from .selection import Selector, check_select_k
 from .synthetic import make_builtin_dataset
+from .trained import checkpoint_config, model_from_weights
 from .trainer import EMTrainer, retain_freed_memory
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
@@ -102,7 +102,7 @@ class Run:
         self.run_dir, self.res_dir = self.folder.run_dir, self.folder.res_dir
         self.prefix = f"[seed {cfg.seed}] " if cfg.seeds else ""  # parallel seeds' lines interleave
         self.scores_test = cfg.select != "val" or cfg.track_test
-        self.ks = parse_ks(f"{cfg.eval_k},{cfg.select_k}")
+        self.ks = cfg.scored_ks()
         self.device = pick_device(cfg.device)
         splits = ("seen", "unseen") if self.scores_test else ("seen",)
         self.data, self.data_dir = load_run_data(cfg, splits)
@@ -357,13 +357,11 @@ def evaluate_main(argv: list[str]) -> int:
     device = pick_device(args.device)
     state = load_checkpoint(Path(args.checkpoint))
     overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}
-    cfg = replace(Config(**{**asdict(Config()), **state["config"]}), **overrides)
+    cfg = replace(checkpoint_config(state["config"]), **overrides)
     data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
-    model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim, cfg.gf_dim, cfg.df_dim,
-                    bool(cfg.generator_linear), bool(cfg.ridge_path)).to(device)
-    model.load_state_dict(state["trainer"]["model"])
+    model = model_from_weights(state["trainer"]["model"], cfg).to(device)
     centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
-    scores, _ = evaluate_classes(model, data, data.unseen, parse_ks(f"{cfg.eval_k},{cfg.select_k}"), cfg,
+    scores, _ = evaluate_classes(model, data, data.unseen, cfg.scored_ks(), cfg,
                                  state["round"], device, centre)
     result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
     print(json.dumps(result, indent=1))

@@ -34,10 +34,21 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _config(raw: dict) -> Config:
+def checkpoint_config(raw: dict) -> Config:
     """A Config from a checkpoint's dict, ignoring keys a newer or older version added."""
     known = {f.name for f in fields(Config)}
     return Config(**{k: v for k, v in raw.items() if k in known}).resolved()
+
+
+def model_from_weights(weights: dict, cfg: Config) -> ZSCRGAN:
+    """The networks a checkpoint's weights fit, their sizes and optional paths read from the weights."""
+    text_dim = weights["encoder.fc.weight"].shape[1]
+    embed_dim, image_dim = weights["csem.fc.weight"].shape
+    model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
+                    weights["critic.fc_image.weight"].shape[0],
+                    "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
+    model.load_state_dict(weights)
+    return model
 
 
 def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
@@ -128,22 +139,15 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         weights = state["trainer"]["model"]
-        cfg = _config(state["config"])
+        cfg = checkpoint_config(state["config"])
     except Exception as exc:  # torch raises many kinds for a damaged file
         raise DataError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
-    text_dim = weights["encoder.fc.weight"].shape[1]
-    embed_dim, image_dim = weights["csem.fc.weight"].shape
-    model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
-                    weights["critic.fc_image.weight"].shape[0],
-                    "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
-    model.load_state_dict(weights)
-    model.eval()
+    model = model_from_weights(weights, cfg).eval()
     folder = _dataset_folder(run_dir, cfg)
     manifest = read_json_object(folder / DATASET_MANIFEST)
     centre = None
     if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
         centre = training_centre(model, load_dataset(folder, splits=("seen",)), state["classes"]["train"])
-        model.eval()
     return TrainedRun(run_dir.resolve(), path.resolve(), hashlib.sha256(payload).hexdigest(), cfg, model,
                       folder, manifest, centre)
 
