@@ -63,6 +63,8 @@ def test_three_shards_merged_and_mmapped_recall_against_flat(merged):
     scores, ids = index.search(q, 10)
     assert recall_at_k(ids, exact_ids, 10) >= 0.9
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # re-ranked: exact scores, best first
+    unit_x, unit_q = di.unit(x), di.unit(q)
+    np.testing.assert_allclose(scores, (unit_x[ids] * unit_q[:, None]).sum(-1), atol=1e-5)  # the exact cosines
     (moved / di.EXACT).unlink()  # without exact vectors: PQ scores only, still a ranking
     _, pq_ids = GalleryIndex.open_disk(moved, 32, nprobe=16).search(q, 10)
     assert (pq_ids >= 0).all()
@@ -139,7 +141,7 @@ def shard_argv(run, photos, out, *extra):
             "--out", str(out), "--shard-size", "4", *extra]
 
 
-def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path):
+def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
     photos, _, run = flowers()
     out = tmp_path / "shards"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -159,8 +161,11 @@ def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path):
                                                 env=env, timeout=180).stdout
 
     index = tmp_path / "index"
+    capsys.readouterr()
     assert cli(["index", "--run", str(run), "--images", str(photos), "--out", str(index), "--shards", str(out),
                 "--kind", "ivfpq"]) == 0
+    said = capsys.readouterr().out
+    assert f"; 0 embedded, 61 taken from {out}" in said, said  # all 60 photos and the unreadable one, from the shards
     manifest = json.loads((index / "manifest.json").read_text())
     assert manifest["kind"] == "ivfpq" and manifest["counts"]["photos"] == 60
     assert (index / di.IVFDATA).is_file() and (index / di.EXACT).stat().st_size == 60 * 128 * 4

@@ -97,7 +97,7 @@ KILL_AFTER_TMP = "ZSCRGAN_KILL_AFTER_TMP"
 
 
 def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes to ``path`` via a temporary file ``.<name>.<random>.tmp`` and rename, so no half
+    """Write bytes (or an array's buffer) to ``path`` via a temporary file ``.<name>.<random>.tmp`` and rename, so no half
     file is left; a temporary file a killed writer leaves is removed by the next run (outputs.py)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

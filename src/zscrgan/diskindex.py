@@ -63,11 +63,16 @@ class PQSpec:
         dim/4, not dim/8: with 10,000 photos a class, dim/8 codes put only 0.49 of the true top
         10 among the 300 best PQ candidates, dim/4 codes 0.94 (docs/performance.md)."""
         nlist = int(max(1, min(65536, round(4 * n ** 0.5), n // 39 or 1)))
+        nbits = int(min(8, max(4, np.log2(max(n, 1) / 39))))
+        return cls(dim, nlist, cls.default_m(dim), opq, nbits)
+
+    @staticmethod
+    def default_m(dim: int) -> int:
+        """Sub-quantisers: the largest divisor of dim up to dim/4 (at least 1)."""
         m = max(1, dim // 4)
         while dim % m:
             m -= 1
-        nbits = int(min(8, max(4, np.log2(max(n, 1) / 39))))
-        return cls(dim, nlist, m, opq, nbits)
+        return m
 
     @property
     def factory(self) -> str:

@@ -147,7 +147,7 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
                  max_megapixels: float = 40.0) -> dict:
     """Write every unfinished shard of ``out``; returns counts. Refuses before any work."""
-    from .index import scan
+    from .index import resolve_encoder, scan
     from .trained import open_run
 
     images, out = Path(images), Path(out)
@@ -155,12 +155,7 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
         raise DataError(f"--distributor {distributor}: choose local or ray")
     files = sorted(scan(images))
     run = open_run(run_dir)
-    recorded = run.image_encoder
-    if recorded is None and encoder is None:
-        raise DataError(f"{run.dataset_dir}: no manifest.json naming its image featurizer; pass --encoder NAME")
-    if recorded is not None and encoder not in (None, recorded):
-        raise DataError(f"--encoder {encoder} does not match {run.dataset_dir}'s image featurizer {recorded}")
-    encoder = encoder or recorded
+    encoder = resolve_encoder(run, encoder)
     key = sh.run_key(run.checkpoint_sha256, encoder, images)
     about = {"checkpoint_sha256": run.checkpoint_sha256, "run": str(run.run_dir), "image_encoder": encoder,
              "images": str(images.resolve()), "embed_dim": run.embed_dim}

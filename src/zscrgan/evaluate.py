@@ -83,9 +83,10 @@ def training_centre(model: ZSCRGAN, data, train_classes: list, device="cpu") -> 
 
 def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: str) -> torch.Tensor:
     """Top-k gallery rows per query via GalleryIndex, the search path `zscrgan serve` uses."""
+    from .index import ivf_nlist
     from .search import GalleryIndex
 
-    index = GalleryIndex(gallery.shape[1], kind, nlist=max(1, min(1024, round(4 * len(gallery) ** 0.5))))
+    index = GalleryIndex(gallery.shape[1], kind, nlist=ivf_nlist(len(gallery)))
     index.add(gallery.cpu())
     return torch.from_numpy(index.search(queries.cpu(), k)[1])
 

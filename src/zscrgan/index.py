@@ -84,8 +84,8 @@ def read_photo(path: Path, max_pixels: int) -> tuple | str:
     return pixels, buf.getvalue(), width, height, hashlib.sha256(raw).hexdigest()
 
 
-def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | None) -> str:
-    """The image encoder to use; refuses a mismatch or an index folder of another run."""
+def resolve_encoder(run: TrainedRun, encoder: str | None) -> str:
+    """The image featurizer that made the run's image vectors (``--encoder`` may name it, never another)."""
     recorded = run.image_encoder
     if recorded is None and encoder is None:
         raise DataError(f"{run.dataset_dir}: no manifest.json naming its image featurizer (not made by "
@@ -93,6 +93,12 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
     if recorded is not None and encoder is not None and encoder != recorded:
         raise DataError(f"--encoder {encoder} does not match {run.dataset_dir}'s image featurizer {recorded}; "
                         f"the trained CSEM only understands vectors of the latter")
+    return encoder or recorded
+
+
+def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | None) -> str:
+    """The image encoder to use; refuses a mismatch or an index folder of another run."""
+    encoder = resolve_encoder(run, encoder)
     if (out / ps.MANIFEST).is_file():
         old = ps.read_manifest(out)
         if old["run"]["checkpoint_sha256"] != run.checkpoint_sha256:
@@ -102,7 +108,7 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
             raise DataError(f"{out}: indexes {old['images']}, not {images.resolve()}; use a new --out folder")
     elif out.is_dir() and any(p.name != ps.LOCK for p in out.iterdir()):
         raise DataError(f"{out}: exists and is not an index folder; give an empty or new --out folder")
-    return encoder or recorded
+    return encoder
 
 
 def known_class(rel: str, class_names: set) -> str | None:
@@ -153,25 +159,30 @@ class Indexer:
 
     def process(self, batch: list[tuple[str, os.stat_result, tuple]]) -> None:
         """Featurize, embed and commit one batch (one transaction: all of it or none)."""
-        pixels = torch.from_numpy(np.stack([item[2][0] for item in batch]))
-        with torch.inference_mode():
-            feats = self.cnn(pixels).mean(dim=(2, 3)).float().numpy()
-        emb = self.run.embed_images(feats).astype(np.float32)
+        emb = self.run.embed_images(cnn_features(self.cnn, [item[2][0] for item in batch])).astype(np.float32)
         with self.conn:
             for (rel, st, (_, thumb, w, h, digest)), vec in zip(batch, emb):
-                self.conn.execute("DELETE FROM skipped WHERE path = ?", (rel,))
-                self.conn.execute(
-                    "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, "
-                    "size=excluded.size, mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
-                    "class=excluded.class, embedding=excluded.embedding, thumb=excluded.thumb",
-                    (rel, digest, st.st_size, st.st_mtime_ns, w, h, known_class(rel, self.class_names), vec.tobytes(), thumb))
+                self._store(rel, digest, st.st_size, st.st_mtime_ns, w, h, known_class(rel, self.class_names), vec, thumb)
+
+    def _store(self, rel, digest, size, mtime_ns, width, height, cls, vec: np.ndarray, thumb) -> None:
+        """Insert or update one photo's row (inside the caller's transaction)."""
+        self.conn.execute("DELETE FROM skipped WHERE path = ?", (rel,))
+        self.conn.execute(
+            "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, "
+            "size=excluded.size, mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
+            "class=excluded.class, embedding=excluded.embedding, thumb=excluded.thumb",
+            (rel, digest, size, mtime_ns, width, height, cls, np.asarray(vec, np.float32).tobytes(), thumb))
+
+    def _mark_skipped(self, rel: str, size: int, mtime_ns: int, reason: str) -> None:
+        """Record an unreadable photo (inside the caller's transaction), so reruns do not retry it unchanged."""
+        self.conn.execute("DELETE FROM photos WHERE path = ?", (rel,))
+        self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (rel, size, mtime_ns, reason))
 
     def skip(self, rel: str, st: os.stat_result, reason: str) -> None:
         tqdm.write(f"zscrgan index: warning: skipped {self.images / rel}: {reason}", file=sys.stderr)
         with self.conn:
-            self.conn.execute("DELETE FROM photos WHERE path = ?", (rel,))
-            self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (rel, st.st_size, st.st_mtime_ns, reason))
+            self._mark_skipped(rel, st.st_size, st.st_mtime_ns, reason)
 
     def embed_all(self, todo: list[str]) -> int:
         batch, added = [], 0
@@ -209,6 +220,8 @@ class Indexer:
         if plan.get("image_encoder") != self.encoder_name:
             raise DataError(f"{folder}: embedded with {plan.get('image_encoder')}, not {self.encoder_name}")
         wanted = set(todo)
+        if not wanted:
+            return []  # nothing new: the shards need not be read
         for rows, emb in sh.finished_rows(folder, plan):
             with self.conn:
                 for r in rows:
@@ -217,18 +230,10 @@ class Indexer:
                         continue  # changed since sharded: embedded below like any new photo
                     wanted.discard(r["path"])
                     if r["skipped"] is not None:
-                        self.conn.execute("DELETE FROM photos WHERE path = ?", (r["path"],))
-                        self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
-                                          (r["path"], r["size"], r["mtime_ns"], r["skipped"]))
-                        continue
-                    self.conn.execute("DELETE FROM skipped WHERE path = ?", (r["path"],))
-                    self.conn.execute(
-                        "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, "
-                        "size=excluded.size, mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
-                        "class=excluded.class, embedding=excluded.embedding, thumb=excluded.thumb",
-                        (r["path"], r["sha256"], r["size"], r["mtime_ns"], r["width"], r["height"], r["class"],
-                         emb[r["row"]].astype(np.float32).tobytes(), r["thumb"]))
+                        self._mark_skipped(r["path"], r["size"], r["mtime_ns"], r["skipped"])
+                    else:
+                        self._store(r["path"], r["sha256"], r["size"], r["mtime_ns"], r["width"], r["height"],
+                                    r["class"], emb[r["row"]], r["thumb"])
         return [p for p in todo if p in wanted]
 
     def write_derived(self, kind: str, manifest: dict, opq: bool = False, keep_vectors: bool = True) -> int:
@@ -248,7 +253,7 @@ class Indexer:
             index.add(vectors)
             blob = index.to_bytes()
         ps.write_npz(self.out / ps.VECTORS, index=blob, ids=ids, kind=np.array(kind))
-        if kind != "ivfpq":
+        if kind != "ivfpq":  # after vectors.npz names the new kind: an earlier ivfpq index's files are stale
             for stale in (diskindex.MERGED, diskindex.IVFDATA, diskindex.EXACT, diskindex.TRAINED):
                 (self.out / stale).unlink(missing_ok=True)
         ps.write_npz(self.out / ps.CLASSES, **self.classes)
@@ -280,7 +285,7 @@ def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
             parts.append(stage / f"part-{first // SHARD_ROWS:05d}.index")
             di.add_shard(stage / di.TRAINED, vectors[first:first + SHARD_ROWS], first, parts[-1])
         if keep_vectors:
-            ps.write_atomic(out / di.EXACT, di.unit(vectors).tobytes())
+            ps.write_atomic(out / di.EXACT, di.unit(vectors))  # written from the array's buffer: no bytes copy
         else:
             (out / di.EXACT).unlink(missing_ok=True)
         di.merge(stage / di.TRAINED, parts, out, expected_rows=n)
@@ -290,6 +295,12 @@ def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
 
         shutil.rmtree(stage, ignore_errors=True)
     return spec
+
+
+def cnn_features(cnn, pixels: list[np.ndarray]) -> np.ndarray:
+    """Pooled CNN features of a batch of preprocessed photos ([3, H, W] arrays)."""
+    with torch.inference_mode():
+        return cnn(torch.from_numpy(np.stack(pixels))).mean(dim=(2, 3)).float().numpy()
 
 
 def ivf_nlist(n: int) -> int:

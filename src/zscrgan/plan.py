@@ -30,12 +30,17 @@ def human(n: float) -> str:
     return f"{n:.1f} PB"
 
 
+def sqlite_bytes(n: int, dim: int) -> int:
+    """photos.sqlite: per photo its embedding, a thumbnail and the row's metadata."""
+    return n * (dim * 4 + THUMB_BYTES + ROW_BYTES)
+
+
 def estimate(n: int, dim: int) -> dict[str, dict]:
     """{kind: {serve_ram, index_disk, total_disk, build_ram}} in bytes, for N photos of dim-d vectors."""
     from .index import ivf_nlist
 
     vec, ids = n * dim * 4, n * 8
-    sqlite = n * (dim * 4 + THUMB_BYTES + ROW_BYTES)
+    sqlite = sqlite_bytes(n, dim)
     nlist = ivf_nlist(n)
     pq = PQSpec.for_size(n, dim)
     rows = {
@@ -71,7 +76,7 @@ def plan_main(args) -> int:
     free = shutil.disk_usage(probe).free
     rows = estimate(args.plan, dim)
     print(f"zscrgan index --plan {args.plan:,} photos, dim {dim}: photos.sqlite alone is "
-          f"{human(args.plan * (dim * 4 + THUMB_BYTES + ROW_BYTES))} (thumbnail {THUMB_BYTES // 1000} KB assumed); "
+          f"{human(sqlite_bytes(args.plan, dim))} (thumbnail {THUMB_BYTES // 1000} KB assumed); "
           f"{human(free)} free at {probe}")
     print(f"{'kind':7s} {'serve RAM':>10s} {'index disk':>11s} {'total disk':>11s} {'build RAM':>10s}  fits")
     for kind in KINDS:

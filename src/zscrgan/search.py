@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from zscrgan.diskindex import PQSpec
 from zscrgan.metrics import _ranked_topk, _unit_rows
 
 try:  # optional: pip install 'zscrgan[search]'
@@ -83,7 +84,7 @@ class GalleryIndex:
         self._blocks: list[torch.Tensor] = []  # torch path: the normalised gallery
         self._ef_search = ef_search
         self._exact = None  # ivfpq from disk: the kept exact vectors, memory-mapped
-        self._pq_m = pq_m or max(1, dim // 8)
+        self._pq_m = pq_m or PQSpec.default_m(dim)  # as the on-disk ivfpq index (diskindex.PQSpec)
         if kind == "ivfpq" and dim % self._pq_m:
             raise ValueError(f"pq_m={self._pq_m} must divide dim={dim}")
         self._index = self._make_faiss_index(nprobe, hnsw_m, ef_construction)

@@ -164,18 +164,13 @@ class ShardWorker:
         self.max_pixels, self.class_names = max_pixels, set(class_names)
 
     def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
-        import torch
+        from .index import cnn_features
 
-        out = []
-        for start in range(0, len(pixels), BATCH):
-            batch = torch.from_numpy(np.stack(pixels[start:start + BATCH]))
-            with torch.inference_mode():
-                out.append(self.cnn(batch).mean(dim=(2, 3)).float().numpy())
-        feats = np.concatenate(out) if out else np.zeros((0, self.cnn_dim()), np.float32)
-        return self.run.embed_images(feats).astype(np.float32) if len(feats) else np.zeros((0, self.run.embed_dim), np.float32)
-
-    def cnn_dim(self) -> int:
-        return self.run.model.csem.fc.in_features
+        if not pixels:
+            return np.zeros((0, self.run.embed_dim), np.float32)
+        feats = np.concatenate([cnn_features(self.cnn, pixels[start:start + BATCH])
+                                for start in range(0, len(pixels), BATCH)])
+        return self.run.embed_images(feats).astype(np.float32)
 
     def __call__(self, folder: str, images: str, shard: int, paths: list[str], key: str) -> int:
         """Write shard ``shard``'s files and its done record; returns the photos embedded."""
