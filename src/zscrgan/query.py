@@ -30,6 +30,7 @@ MAX_TEXT = 1000  # characters of one description
 N_EXPLAIN = 3
 IVF_NPROBE = 64  # recall@10 0.966 at 1M vectors, p95 11 ms (docs/performance.md)
 IVFPQ_NPROBE = 128  # ivfpq, re-ranked: see docs/performance.md#past-one-machine
+_IN_CHUNK = 500  # ids per SQL IN (...): under SQLite's oldest 999-variable limit
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -43,6 +44,10 @@ def check_texts(texts: list[str]) -> None:
             raise DataError("empty query: give a description of what the photo shows")
         if len(text) > MAX_TEXT:
             raise DataError(f"query of {len(text)} characters: at most {MAX_TEXT}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\\ud800"): the tokenizer would fail on it
+            raise DataError("query is not valid Unicode text (an unpaired surrogate)") from None
 
 
 class IndexReader:
@@ -97,6 +102,17 @@ class IndexReader:
                                 (int(photo_id),)).fetchone()
         return dict(row) if row else None
 
+    def photos_meta(self, photo_ids) -> dict[int, dict]:
+        """{id: {path, class}} of many photos in one query per 500 ids (not one query per hit)."""
+        wanted = sorted({int(i) for i in photo_ids})
+        found = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start:start + _IN_CHUNK]
+            for row in self.db().execute(f"SELECT id, path, class FROM photos WHERE id IN "
+                                         f"({','.join('?' * len(chunk))})", chunk):
+                found[row[0]] = {"path": row[1], "class": row[2]}
+        return found
+
     def thumb(self, photo_id: int) -> bytes | None:
         row = self.db().execute("SELECT thumb FROM photos WHERE id = ?", (int(photo_id),)).fetchone()
         return row[0] if row else None
@@ -135,12 +151,21 @@ class IndexReader:
         return at < len(self.ids) and int(self.ids[at]) == int(photo_id)
 
     def embed_like(self, photo_id: int) -> np.ndarray:
-        if not self.has_id(photo_id):
+        got = self.embeddings_of([photo_id])
+        if photo_id not in got:
             raise DataError(f"photo id {photo_id}: not in {self.folder}")
-        got = self.db().execute("SELECT embedding FROM photos WHERE id = ?", (int(photo_id),)).fetchone()
-        if got is None:
-            raise DataError(f"photo id {photo_id}: not in {self.folder}")
-        return np.frombuffer(got[0], np.float32)[None].copy()
+        return got[photo_id][None].copy()
+
+    def embeddings_of(self, photo_ids) -> dict[int, np.ndarray]:
+        """{id: stored embedding} of the given photos that are in the index, in one query per 500 ids."""
+        wanted = sorted({int(i) for i in photo_ids if self.has_id(i)})
+        found = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start:start + _IN_CHUNK]
+            for row in self.db().execute(f"SELECT id, embedding FROM photos WHERE id IN "
+                                         f"({','.join('?' * len(chunk))})", chunk):
+                found[row[0]] = np.frombuffer(row[1], np.float32)
+        return found
 
     def embed_class(self, class_id: str) -> np.ndarray:
         key = str(class_id)
@@ -170,19 +195,30 @@ class IndexReader:
             raise DataError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
         want = min(k + (exclude is not None), len(self.index))
         scores, rows = self.index.search(np.asarray(queries, np.float32), want)
+        return [[{**hit, "score": round(hit["score"], 4)} for hit in hits]
+                for hits in self.hits(scores, rows, [k] * len(rows), [min_score] * len(rows),
+                                      [exclude] * len(rows))]
+
+    def hits(self, scores: np.ndarray, rows: np.ndarray, ks, min_scores, excludes) -> list[list[dict]]:
+        """FAISS rows -> per query [{id, path, score, class}] (scores unrounded), metadata in one query.
+
+        Shared by :meth:`search` and `zscrgan serve`'s batches, so both answer alike."""
+        ids = [[int(self.ids[r]) for r in row if r >= 0] for row in rows]
+        meta = self.photos_meta(i for row in ids for i in row)
         results = []
-        for score_row, id_row in zip(scores, rows):
+        for score_row, id_row, k, min_score, exclude in zip(scores, rows, ks, min_scores, excludes):
             hits = []
             for score, row in zip(score_row, id_row):
                 if row < 0 or score < min_score:
                     continue
                 photo_id = int(self.ids[row])
-                meta = self.photo(photo_id)
-                if meta is None or photo_id == exclude:  # dropped by an index run since vectors.npz
+                found = meta.get(photo_id)
+                if found is None or photo_id == exclude:  # dropped by an index run since vectors.npz
                     continue
-                hits.append({"id": photo_id, "path": meta["path"], "score": round(float(score), 4),
-                             "class": meta["class"]})
-            results.append(hits[:k])
+                hits.append({"id": photo_id, "path": found["path"], "score": float(score), "class": found["class"]})
+                if len(hits) == k:
+                    break
+            results.append(hits)
         return results
 
     def info(self) -> dict:

@@ -113,8 +113,10 @@ class TrainedRun:
                               eval_rng(self.cfg.seed, 0, "cpu")) for row in t]
         return self._centred(torch.cat(rows)).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """Free text -> query embeddings; only where a shipped featurizer made the set's texts."""
+    def sentence_vectors(self, texts: list[str]) -> np.ndarray:
+        """Free text -> the data set's text vectors; only where a shipped featurizer made the set's texts.
+
+        Apart from :meth:`encode_texts` so `zscrgan serve` can time the two halves of a batch."""
         from .featurize import TEXT_ENCODER, load_text_encoder
 
         if self.text_encoder != TEXT_ENCODER:
@@ -124,7 +126,11 @@ class TrainedRun:
         encoder = load_text_encoder(torch.device("cpu"))
         vecs = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
                               convert_to_numpy=True, show_progress_bar=False)
-        return self.embed_text_vectors(np.asarray(vecs, np.float32))
+        return np.asarray(vecs, np.float32)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Free text -> query embeddings."""
+        return self.embed_text_vectors(self.sentence_vectors(texts))
 
 
 def open_run(run_dir: str | Path) -> TrainedRun:
