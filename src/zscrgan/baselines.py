@@ -17,10 +17,20 @@ only in how the two ``W`` are fitted:
   one SVD of the whitened cross-covariance; components are weighted by their canonical
   correlation raised to a chosen power.
 
-Training pairs: every image of a train class is paired with ONE text of its class, drawn
-uniformly per image by an rng seeded with ``seed``. Drawing, rather than averaging a
-class's texts, keeps the per-text variation the queries show at test time; with one text
-per class (FLO) it is simply the class text. Means used for centring come from these pairs.
+Training pairs (``PAIRINGS``; texts and images of a class are only tied by their class):
+
+* ``photo``      -- every image of a train class with ONE text of its class, drawn uniformly
+  per image by an rng seeded with ``seed``; with one text per class (FLO) it is simply the
+  class text. With ten captions a photo, it uses a tenth of them.
+* ``caption``    -- every text with ONE image of its class, drawn per text: all captions used,
+  the photos' variation kept.
+* ``class_mean`` -- every text with the mean image of its class. For ridge this is the
+  closed form of pairing each text with every image of its class (tests/test_baselines.py).
+
+With one text per class only ``photo`` is fitted (the others say the same thing); with
+many texts per class (captions) the pairing is chosen on the validation classes like any
+other hyperparameter and recorded in ``params["pairs"]``. Means used for centring come from
+the pairs.
 
 Hyperparameters are chosen on the validation classes: their texts query their images and the
 grid point with the best mean Prec@50 wins, the
@@ -40,6 +50,7 @@ from .data import ZeroShotData
 from .evaluate import score_classes
 
 BASELINES = ("ridge", "devise", "cca")
+PAIRINGS = ("photo", "caption", "class_mean")  # the first is the default without validation classes
 SELECT_K = 50  # hyperparameters are chosen by Prec@50 on validation classes
 
 # Each grid's first point is the default used when no validation classes are given.
@@ -96,20 +107,32 @@ class Pairs:
         return tm, self.texts - tm, im, self.images - im
 
 
-def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu") -> Pairs:
-    """Each image of ``classes`` with one text of its class drawn per image (seeded)."""
+def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu", pairing: str = "photo") -> Pairs:
+    """Training pairs of ``classes`` as ``pairing`` says (module docstring), drawn with ``seed``."""
     rng = np.random.default_rng(seed)
-    images, labels = data.stacked_images(classes)
-    texts = np.concatenate([data.texts[c][rng.integers(0, len(data.texts[c]), len(data.images[c]))]
-                            for c in classes])
-    return Pairs(torch.from_numpy(texts).to(device), torch.from_numpy(images).to(device),
+    if pairing == "photo":
+        images, labels = data.stacked_images(classes)
+        texts = np.concatenate([data.texts[c][rng.integers(0, len(data.texts[c]), len(data.images[c]))]
+                                for c in classes])
+    elif pairing in ("caption", "class_mean"):
+        texts, labels = data.stacked_texts(classes)
+        if pairing == "caption":
+            images = np.concatenate([data.images[c][rng.integers(0, len(data.images[c]), len(data.texts[c]))]
+                                     for c in classes])
+        else:
+            means = np.stack([data.images[c].mean(0, dtype=np.float64) for c in classes]).astype(np.float32)
+            images = means[labels]
+    else:
+        raise ValueError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS)}")
+    return Pairs(torch.from_numpy(texts).to(device), torch.from_numpy(np.ascontiguousarray(images)).to(device),
                  torch.from_numpy(labels).to(device))
 
 
 def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu") -> Callable:
     """A function model -> mean Prec@50 of val texts querying val images (:func:`zscrgan.evaluate.score_classes`)."""
     def score(model: Baseline) -> float:
-        return float(score_classes(model, data, val_classes, (SELECT_K,), device)[0].mean[f"prec@{SELECT_K}"])
+        scores = score_classes(model, data, val_classes, (SELECT_K,), device, details=False)[0]
+        return float(scores.mean[f"prec@{SELECT_K}"])
 
     return score
 
@@ -274,31 +297,39 @@ def _fit(name: str, pairs: Pairs, grid: list[dict], score: Callable | None, seed
 
 
 def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes: list | None,
-                 seed: int = 0, device="cpu", refit: bool = False) -> AffineBaseline:
+                 seed: int = 0, device="cpu", refit: bool = False, pairing: str | None = None) -> AffineBaseline:
     """Fit baseline ``name`` on ``train_classes``, choosing its hyperparameters on ``val_classes``.
 
     ``model.params`` records the chosen setting -- ridge: lam; devise: margin, lr, dim, steps;
-    cca: reg, dim (capped at the number of non-zero correlations), power -- and "val_prec",
-    its validation Prec@50 (None without val). With ``refit`` the chosen setting is fitted
-    again on train + val classes. Embeddings come back on ``device``.
+    cca: reg, dim (capped at the number of non-zero correlations), power; every one: pairs,
+    the training pairing -- and "val_prec", its validation Prec@50 (None without val). The
+    pairing is ``pairing`` when given, else chosen on val among :data:`PAIRINGS` for data with
+    many texts per class, else ``photo``. With ``refit`` the chosen setting is fitted again on
+    train + val classes. Embeddings come back on ``device``.
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     grid = {"ridge": RIDGE_GRID, "devise": DEVISE_GRID, "cca": CCA_GRID}[name]
+    pairings = [pairing] if pairing else list(PAIRINGS if data.many_texts and val_classes else PAIRINGS[:1])
+
+    def fit(classes, pairs_kind, points, score):
+        model = _fit(name, training_pairs(data, classes, seed, device, pairs_kind), points, score, seed)
+        model.params["pairs"] = pairs_kind
+        return model
+
     if not val_classes:
-        model = _fit(name, training_pairs(data, train_classes, seed, device), grid[:1], None, seed)
+        model = fit(train_classes, pairings[0], grid[:1], None)
         model.params["val_prec"] = None
         return model
     score = validation_scorer(data, val_classes, device)
-    model = _fit(name, training_pairs(data, train_classes, seed, device), grid, score, seed)
+    model = _best((fit(train_classes, kind, grid, score) for kind in pairings), score)
     if not refit:
         return model
-    chosen = {k: v for k, v in model.params.items() if k != "val_prec"}
-    final = _fit(name, training_pairs(data, list(train_classes) + list(val_classes), seed, device),
-                 [chosen], None, seed)
+    chosen = {k: v for k, v in model.params.items() if k not in ("val_prec", "pairs")}
+    final = fit(list(train_classes) + list(val_classes), model.params["pairs"], [chosen], None)
     final.params["val_prec"] = model.params["val_prec"]
     return final
 
 
-__all__ = ["BASELINES", "Baseline", "AffineBaseline", "CCASolver", "fit_baseline",
+__all__ = ["BASELINES", "PAIRINGS", "Baseline", "AffineBaseline", "CCASolver", "fit_baseline",
            "ridge_path", "training_pairs", "validation_scorer"]

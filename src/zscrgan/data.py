@@ -152,10 +152,26 @@ class ZeroShotData:
         labels = np.concatenate([np.full(len(self.texts[c]), i) for i, c in enumerate(classes)])
         return feats, labels
 
+    @property
+    def many_texts(self) -> bool:
+        """True when some class has more than one text (captions): evaluation then reports the
+        per-class protocol beside the per-text one, and the baselines try both pairings."""
+        return any(len(t) > 1 for t in self.texts.values())
+
+    def class_mean_texts(self) -> "ZeroShotData":
+        """The same data with each class's texts replaced by their mean: the *per-class* query
+        protocol (one query per class). With one text per class it is the data itself."""
+        texts = {c: t if len(t) == 1 else t.mean(0, keepdims=True, dtype=np.float64).astype(np.float32)
+                 for c, t in self.texts.items()}
+        return ZeroShotData(texts, self.images, self.seen, self.unseen, self.name, self.classnames)
+
     def summary(self) -> str:
         n_img = sum(len(v) for v in self.images.values())
+        n_txt = sum(len(v) for v in self.texts.values())
+        texts = (f"{n_txt} texts of dim {self.text_dim} (up to {max(len(v) for v in self.texts.values())} a class)"
+                 if self.many_texts else f"texts of dim {self.text_dim}")
         return (f"{self.name}: {len(self.seen)} seen / {len(self.unseen)} unseen classes, "
-                f"{n_img} images of dim {self.image_dim}, texts of dim {self.text_dim}")
+                f"{n_img} images of dim {self.image_dim}, {texts}")
 
 
 def _as_matrix(value, path: Path, cls, what: str) -> np.ndarray:
@@ -187,10 +203,37 @@ def _as_matrix(value, path: Path, cls, what: str) -> np.ndarray:
     return arr
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits(path: Path, raw: dict, classes, what: str) -> None:
+    """Refuse, before any conversion, vectors whose float32 copy would not fit in memory."""
+    rows = {}
+    for cls in classes:
+        value = raw.get(cls)
+        shape = np.shape(value) if isinstance(value, np.ndarray) else None
+        if shape and len(shape) == 2:
+            rows[cls] = shape[0] * shape[1]
+    need, free = 4 * sum(rows.values()), available_memory()
+    if free is not None and need > free:
+        raise DataError(f"{path}: the {what} vectors need {need / 2**30:.1f} GiB as float32, more than the "
+                        f"{free / 2**30:.1f} GiB of memory available; use fewer {what}s per class")
+
+
 def _read_dict(path: Path, classes, what: str) -> dict:
     raw = read_pickle(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a dict of class id -> vectors, got {type(raw).__name__}")
+    _check_fits(path, raw, classes, what)
     out, dim = {}, None
     for cls in classes:
         if cls not in raw:

@@ -141,13 +141,15 @@ class ImageSpaceRetriever:
 
 @torch.no_grad()
 def score_classes(model, data, classes: list, ks, device,
-                  index_kind: str | None = None) -> tuple[RetrievalScores, list]:
+                  index_kind: str | None = None, details: bool = True) -> tuple[RetrievalScores, list]:
     """Score retrieval among ``classes`` with any model having ``embed_texts``/``embed_images``.
 
     Returns the scores (with ``collapse`` stats, :func:`zscrgan.metrics.collapse_stats`) and
     the retrieval lists, upstream's output format: one {query class id: [class ids of the
     top-50 images, best first]} per query, in query order. ``index_kind`` ("exact", "ivf",
     "hnsw") ranks with a FAISS GalleryIndex instead of ``score_retrieval``'s exact ranking.
+    ``details=False`` skips the collapse stats and the lists
+    (an empty list comes back): the figures alone, for choosing hyperparameters.
     """
     device = torch.device(device)
     texts, q_labels = data.stacked_texts(classes)
@@ -158,6 +160,8 @@ def score_classes(model, data, classes: list, ks, device,
     g_labels_t = torch.from_numpy(g_labels).to(device)
     ranking = gallery_ranking(queries, gallery, min(max(ks), len(gallery)), index_kind) if index_kind else None
     scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks, ranking=ranking)
+    if not details:
+        return scores, []
     # top-k overlap needs k well below the gallery: at most 10, at most a class's share of it
     scores.collapse = collapse_stats(queries, q_labels_t, scores.topk, max(1, min(10, len(g_labels) // len(classes))))
     top50 = g_labels[scores.topk[:, :50].cpu().numpy()]

@@ -28,6 +28,7 @@ from .errors import UserError
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "best.pt", "last.pt", "args.txt", "config.json", "report.html")
 LOCK_FILE = ".lock"
+MAX_RETRIEVAL_LISTS = 100_000  # retrieval lists written per pickle (write_retrieval)
 
 
 def check_writable(folder: Path, flag: str = "--out_dir", create: bool = True) -> None:
@@ -142,7 +143,13 @@ class RunFolder:
 
     def write_retrieval(self, k: int, figures: dict, lists: list, only: bool = False) -> Path:
         """``acc<Prec@50>.pkl`` as upstream names it; ``acc_p<K>_<Prec@K>.pkl`` when selecting on
-        another K. ``only``: remove the earlier ones first (--select last keeps one file)."""
+        another K. ``only``: remove the earlier ones first (--select last keeps one file).
+
+        One entry per query text, every query, up to :data:`MAX_RETRIEVAL_LISTS` (about 13 MB);
+        past that, an evenly spaced sample of that many queries, in query order (a caption set of
+        millions of texts would otherwise write gigabytes)."""
+        if len(lists) > MAX_RETRIEVAL_LISTS:
+            lists = [lists[i] for i in np.linspace(0, len(lists) - 1, MAX_RETRIEVAL_LISTS).round().astype(int)]
         prec = figures[f"prec@{k}"]
         path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == 50 else f"acc_p{k}_{prec:.3f}.pkl")
         if only:
@@ -205,6 +212,10 @@ def describe(summary: dict) -> str:
     k = summary.get("select_k", 50)
     lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
                  f"at round {summary['selected_round']} [{how}]")
+    if "test_class" in summary["selected"]:
+        per = summary["selected"]["test_class"]
+        lines.append(f"  per class (one query a class, the mean of its texts): {precisions(per)}, "
+                     f"mAP@{k} {per[f'map@{k}']:.4f}")
     if summary["select"] == "val" and "best_on_test" in summary:
         b = summary["best_on_test"]["test"]
         lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
@@ -225,8 +236,9 @@ def mean_sd(values) -> tuple[float, float]:
 def aggregate(summaries: list[dict]) -> dict:
     """mean and sd over seeds of every reported figure."""
     table = {}
-    for view in ("selected", "best_on_test"):
-        rows = [s[view]["test"] for s in summaries if view in s]
-        if len(rows) == len(summaries):
-            table[view] = {k: mean_sd([r[k] for r in rows]) for k in rows[0]}
+    for view, key, name in (("selected", "test", "selected"), ("selected", "test_class", "selected_per_class"),
+                            ("best_on_test", "test", "best_on_test")):
+        rows = [s[view][key] for s in summaries if key in s.get(view, {})]
+        if rows and len(rows) == len(summaries):
+            table[name] = {k: mean_sd([r[k] for r in rows]) for k in rows[0]}
     return table

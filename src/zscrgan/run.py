@@ -181,9 +181,11 @@ class Run:
         if self.val_classes:
             val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device, centre)
             record["val"], collapse["val"] = val.as_dict(), val.collapse
+            record.update(self.per_class_protocol("val", self.val_classes, r, centre))
         if self.scores_test:
             test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device, centre)
             record["test"], collapse["test"] = test.as_dict(), test.collapse
+            record.update(self.per_class_protocol("test", data.unseen, r, centre))
         record["eval_seconds"] = round(time.perf_counter() - start, 3)
         record["collapse"] = collapse
         record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
@@ -199,6 +201,16 @@ class Run:
             self.folder.write("best.pt", state)
         self.folder.write("last.pt", state)
         return record
+
+    def per_class_protocol(self, view: str, classes: list, round_: int, centre) -> dict:
+        """``{view}_class``: the figures with one query per class, the mean of its texts, where a class
+        has many texts (captions); nothing on data with one text per class, where the two are one.
+        The per-text figures (every text a query) are ``view`` itself and drive selection."""
+        if not self.data.many_texts:
+            return {}
+        scores, _ = evaluate_classes(self.trainer.model, self.data.class_mean_texts(), classes, self.ks,
+                                     self.cfg, round_, self.device, centre)
+        return {f"{view}_class": scores.as_dict()}
 
     def say(self, line: str) -> None:
         say(line, self.prefix)
@@ -256,7 +268,7 @@ class Run:
         selected = next((h for h in self.history if h["round"] == sel.round), None)
         if selected is None:
             raise UserError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
-        selected = {k: selected[k] for k in ("val", "test") if k in selected}
+        selected = {k: selected[k] for k in ("val", "val_class", "test", "test_class") if k in selected}
         if cfg.select == "val" and score_unseen:
             state = load_checkpoint(self.run_dir / "best.pt")
             self.trainer.model.load_state_dict(state["trainer"]["model"])
@@ -267,6 +279,7 @@ class Run:
             test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
                                            sel.round, self.device, self.centre())
             selected["test"] = test.as_dict()
+            selected.update(self.per_class_protocol("test", self.data.unseen, sel.round, self.centre()))
             self.per_class = per_class_table(test, self.data.unseen)
             self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
         summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,

@@ -23,12 +23,19 @@ from .errors import UserError
 POLICIES = ("test", "val", "last")
 
 
+MIN_VAL_CLASSES = 2  # a gallery of one validation class holds only that class's photos: Prec@K 1.0 whatever the model
+
+
 def check_select_k(policy: str, k: int, sizes: list[int]) -> list[str]:
     """Warnings about selecting on Prec@``k`` among classes of ``sizes`` images (the validation
     classes under ``val``, the unseen ones under ``test``); a UserError where no gallery can fill K."""
     if not sizes or policy == "last":
         return []
     what = "validation" if policy == "val" else "unseen"
+    if policy == "val" and len(sizes) < MIN_VAL_CLASSES:
+        raise UserError(f"--select val holds out only {len(sizes)} validation class: its gallery holds only its own "
+                        "photos, so every round scores Prec@K 1.0 whatever the model; raise --val_fraction, or use "
+                        "--select last")
     if policy == "val" and k > max(sizes):
         raise UserError(f"--select_k {k} is larger than every validation class's gallery (at most {max(sizes)} "
                         f"images): Prec@{k} would saturate and every round tie; use --select_k {min(sizes)} or less")
@@ -36,9 +43,9 @@ def check_select_k(policy: str, k: int, sizes: list[int]) -> list[str]:
     if k > min(sizes):
         warnings.append(f"warning: --select_k {k} exceeds the smallest {what} class's {min(sizes)} "
                         f"images: Prec@{k} saturates there and rounds tie; try --select_k {min(sizes)}")
-    if policy == "val" and len(sizes) < 3:
-        warnings.append(f"warning: --select val holds out only {len(sizes)} validation class"
-                        f"{'es' if len(sizes) > 1 else ''}: the choice of round rests on very little")
+    if policy == "val" and len(sizes) < 5:
+        warnings.append(f"warning: --select val holds out only {len(sizes)} validation classes: "
+                        "the choice of round rests on very little")
     return warnings
 
 
