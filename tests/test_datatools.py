@@ -72,7 +72,7 @@ def test_image_features_separate_the_flowers(flower_set):
 def test_check_summarises_a_good_set(flower_set, capsys):
     assert cli.main(["data", "check", str(flower_set[1]), "--strict"]) == 0
     out = capsys.readouterr().out
-    assert "5 seen / 5 unseen classes, 60 images of dim 1280, texts of dim 384" in out
+    assert "5 seen / 5 unseen classes, 60 images of dim 1280, 30 texts of dim 384 (up to 3 a class)" in out
     assert "images per class: min 6 / median 6 / max 6" in out
     assert "texts per class: min 3 / median 3 / max 3" in out
     assert "text vectors: dim 384" in out and out.rstrip().endswith("problems: none")
@@ -224,3 +224,23 @@ def test_zscrgan_beats_chance_on_the_built_flower_set(flower_set, tmp_path):
     mean = result["mean_sd"]["selected"]["prec@5"][0]
     assert mean == pytest.approx(sum(finals) / 5)
     assert mean > 0.25, f"Prec@5 {finals} does not beat chance 0.20"
+
+
+def test_split_moves_the_named_classes_to_unseen_and_records_the_encoders(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    texts = {c: rng.normal(size=(3, 4)).astype(np.float32) for c in (1, 2, 3, 4, 5)}
+    images = {c: rng.random(size=(4, 6)).astype(np.float32) for c in (1, 2, 3, 4, 5)}
+    names = {1: "pink primrose", 2: "hard-leaved pocket orchid", 3: "daffodil", 4: "rose", 5: "lotus"}
+    save_dataset(ZeroShotData(texts, images, [1, 2, 3], [4, 5], "src", names), tmp_path / "src")
+    assert cli.main(["data", "split", str(tmp_path / "src"), "--unseen", "hard-leaved_pocket_orchid,3",
+                     "--out", str(tmp_path / "new"), "--text_encoder", "all-MiniLM-L6-v2"]) == 0
+    split = load_dataset(tmp_path / "new")
+    assert (split.seen, split.unseen) == ([1, 4, 5], [2, 3])
+    assert all(np.array_equal(split.texts[c], texts[c]) for c in texts) and split.classnames == names
+    manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    assert manifest["text_encoder"] == "all-MiniLM-L6-v2" and manifest["unseen"] == [2, 3]
+    assert "unseen: hard-leaved pocket orchid, daffodil" in capsys.readouterr().out
+    assert cli.main(["data", "split", str(tmp_path / "src"), "--unseen", "tulip", "--out", str(tmp_path / "x")]) == 1
+    assert "--unseen: " in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert cli.main(["data", "split", str(tmp_path / "src"), "--unseen", "1,2,3,4,5", "--out", str(tmp_path / "x")]) == 1
+    assert "need at least one seen and one unseen class; 5 of 5 named" in capsys.readouterr().err

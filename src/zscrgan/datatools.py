@@ -2,6 +2,7 @@
 
     zscrgan data build --images DIR|images.npz --texts FILE|texts.npz --out datasets/NAME
                        (--unseen a,b,c | --unseen_fraction F [--seed S])
+    zscrgan data split SOURCE --unseen NAMES|IDS --out datasets/NAME [--text_encoder E --image_encoder E]
     zscrgan data check datasets/NAME [--strict]
     zscrgan data convert --xlsa17 DIR --out datasets/NAME [--text_key att]
     zscrgan data convert --gazsl DIR --bird CUB|NAB --split easy|hard --out datasets/NAME
@@ -10,7 +11,9 @@
 build featurizes photos and descriptions (or takes the .npz files of `zscrgan featurize`),
 numbers the classes 1..C in sorted name order and writes the four pickles, classnames.json
 and manifest.json (which photo each image row came from, and each text's photo when the
-descriptions name one). convert (zscrgan.convert) reads published benchmark files. check
+descriptions name one). split re-draws the seen/unseen line of an existing set: the named
+classes become unseen, every other class seen (how the flower search model holds out the
+classes of the photos it is shown). convert (zscrgan.convert) reads published benchmark files. check
 loads a set as training would, estimates the memory a run needs and reports what looks
 wrong; load errors exit 1, problems (duplicate photos are common in real sets) only with --strict.
 """
@@ -22,14 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from .convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
-from .data import CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, save_dataset, write_atomic
+from .data import (CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, read_json_object, save_dataset,
+                   write_atomic)
 from .device import add_device_flag
 from .errors import Parser
-from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, Features, describe, encode_texts, featurize_images,
+from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER, Features, describe, encode_texts, featurize_images,
                         list_class_files, positive_int, read_texts)
 from .outputs import check_writable
 
-__all__ = ["build_dataset", "check_dataset", "choose_unseen", "convert_gazsl", "convert_xlsa17", "main"]
+__all__ = ["build_dataset", "check_dataset", "choose_unseen", "split_dataset", "convert_gazsl", "convert_xlsa17", "main"]
 
 
 # ---------------------------------------------------------------- build
@@ -177,6 +181,40 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
     return data
 
 
+# ---------------------------------------------------------------- split
+
+def class_key(name: str) -> str:
+    """Names compare alike whatever their separators: 'hard-leaved_pocket_orchid' is 'hard-leaved pocket orchid'."""
+    return " ".join(str(name).replace("_", " ").lower().split())
+
+
+def split_dataset(source, unseen: str, out, text_encoder: str | None = None,
+                  image_encoder: str | None = None) -> ZeroShotData:
+    """``source`` with the classes named (or numbered) in ``unseen`` as its unseen classes and every
+    other class seen, written to ``out`` with its class names and a manifest naming the encoders."""
+    data = load_dataset(source)
+    classes = list(data.seen) + list(data.unseen)
+    by_key = {class_key(name): c for c, name in data.classnames.items()} | {str(c): c for c in classes}
+    asked = [u.strip() for u in unseen.split(",") if u.strip()]
+    unknown = [u for u in asked if class_key(u) not in by_key and u not in by_key]
+    if unknown:
+        raise DataError(f"--unseen: {source} has no class {', '.join(unknown)} (give names from classnames.json or ids)")
+    held = {by_key.get(u, by_key.get(class_key(u))) for u in asked}
+    if not held or len(held) >= len(classes):
+        raise DataError(f"--unseen: need at least one seen and one unseen class; {len(held)} of {len(classes)} named")
+    check_writable(Path(out).parent)
+    split = ZeroShotData(data.texts, data.images, sorted(c for c in classes if c not in held),
+                         sorted(held), Path(out).name, data.classnames)
+    save_dataset(split, out)
+    manifest = read_json_object(Path(source) / MANIFEST_FILE)
+    manifest.update({k: v for k, v in (("text_encoder", text_encoder), ("image_encoder", image_encoder)) if v})
+    manifest.update(split_from=str(Path(source).resolve()), seen=split.seen, unseen=split.unseen)
+    write_atomic(Path(out) / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+    names = ", ".join(data.classnames.get(c, str(c)) for c in split.unseen)
+    print(f"{out}: {split.summary()}; unseen: {names}")
+    return split
+
+
 # ---------------------------------------------------------------- check
 
 def _spread(counts: list) -> str:
@@ -281,6 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
     build.add_argument("--batch_size", type=positive_int, default=32)
     add_device_flag(build)
+    split = sub.add_parser("split", help="an existing data set with other classes held out as unseen")
+    split.add_argument("source", type=Path, help="a data set folder")
+    split.add_argument("--unseen", required=True, help="comma list of class names (classnames.json) or ids")
+    split.add_argument("--out", type=Path, required=True, help="the new data set folder, e.g. datasets/NAME")
+    split.add_argument("--text_encoder", choices=[TEXT_ENCODER],
+                       help="the featurizer that made the source's text vectors, where it has no manifest.json "
+                            "saying so (lets zscrgan search encode free text for a run trained on it)")
+    split.add_argument("--image_encoder", choices=list(IMAGE_ENCODERS),
+                       help="the featurizer that made the source's image vectors, likewise (lets zscrgan index "
+                            "featurize new photos)")
     check = sub.add_parser("check", help="validate a data set and summarise it")
     check.add_argument("dir", type=Path)
     check.add_argument("--strict", action="store_true", help="exit 1 when problems are found, not only on load errors")
@@ -298,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--text_pca", type=positive_int,
                          help="GAZSL: project texts to D dims, fit on the seen classes only (default: off)")
     args = parser.parse_args(argv)
-    if args.action == "build":
+    if args.action == "split":
+        split_dataset(args.source, args.unseen, args.out, args.text_encoder, args.image_encoder)
+    elif args.action == "build":
         build_dataset(args.images, args.texts, args.out, args.unseen, args.unseen_fraction, args.seed,
                       args.encoder, args.batch_size, args.device, args.encoding)
     elif args.action == "convert" and args.xlsa17:

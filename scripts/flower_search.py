@@ -1,0 +1,116 @@
+"""Does photo search find flowers it never saw? Precision@5 of free-text descriptions (issue 20).
+
+    zscrgan data split ../shared/data/FLO_cap --out datasets/flowers_cap --text_encoder all-MiniLM-L6-v2 \\
+        --image_encoder efficientnet-lite0 --unseen "$(ls ../shared/data/flower_photos | grep -v '\\.md' | paste -sd,)"
+    zscrgan train --dataset flowers_cap --config examples/flowers_cap.json
+    zscrgan index --run ckt_logs/flowers_cap_logs --images ../shared/data/flower_photos --out flowers_index
+    python scripts/flower_search.py --photos ../shared/data/flower_photos --descriptions examples/flower_descriptions.csv \\
+        --dataset datasets/flowers_cap --index flowers_index [--index OTHER_INDEX ...] --out docs/flower_search.md
+
+Three things, written as one Markdown table (and JSON beside it):
+1. the featurizer check: each photo featurized here (`zscrgan featurize`'s CNN path) against the
+   rows of its class in the data set's image features (FLO's were made from the full-size photos):
+   the best cosine per photo, and the runner-up, so a unique match is visible;
+2. for each ``--index`` (a `zscrgan index` folder), precision@K of every description: its class's
+   photos among the top K of the index's answer, through the same search path as `zscrgan search`;
+3. ridge regression fitted on the data set's seen classes (lambda and pairing chosen on validation
+   classes, as `zscrgan compare` does), ranking the same photos by cosine: the linear baseline.
+Chance is (photos of a class) / (photos), 0.10 for the 60 flower photos. Only the descriptions'
+classes are scored; the data set must hold them out as unseen (split above), so neither model saw them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zscrgan.baselines import fit_baseline
+from zscrgan.data import load_dataset, split_validation, write_atomic
+from zscrgan.datatools import class_key
+from zscrgan.featurize import encode_texts, featurize_images, read_texts
+from zscrgan.query import IndexReader
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> tuple[float, dict]:
+    """Mean precision@k over queries, and per class."""
+    hits = [sum(c == w for c in row[:k]) / k for row, w in zip(ranked_classes, wanted)]
+    per_class = {}
+    for w, h in zip(wanted, hits):
+        per_class.setdefault(w, []).append(h)
+    return float(np.mean(hits)), {c: float(np.mean(v)) for c, v in per_class.items()}
+
+
+def featurizer_check(photos, data) -> dict:
+    """Best and runner-up cosine of each photo to its class's rows in the data set."""
+    ids = {class_key(name): c for c, name in data.classnames.items()}
+    feats = unit(photos.features)
+    best, second = [], []
+    for vec, cls in zip(feats, photos.classes):
+        rows = unit(data.images[ids[class_key(cls)]])
+        sims = np.sort(rows @ vec)[::-1]
+        best.append(float(sims[0]))
+        second.append(float(sims[1]))
+    return {"photos": len(best), "best_min": min(best), "best_median": float(np.median(best)),
+            "runner_up_max": max(second), "unique": sum(b > 0.99 and s < 0.99 for b, s in zip(best, second))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, required=True, help="DIR/<class>/<photo>")
+    parser.add_argument("--descriptions", type=Path, required=True, help="class,text CSV")
+    parser.add_argument("--dataset", type=Path, required=True, help="the data set the models were trained on")
+    parser.add_argument("--index", action="append", default=[], help="a zscrgan index folder (repeatable)")
+    parser.add_argument("-k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="the validation split ridge chooses lambda on")
+    parser.add_argument("--out", type=Path, required=True, help="Markdown file; JSON written beside it")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+
+    photos, _ = featurize_images(args.photos)
+    texts = encode_texts(read_texts(args.descriptions))
+    data = load_dataset(args.dataset)
+    check = featurizer_check(photos, data)
+    unseen = {class_key(data.classnames[c]) for c in data.unseen}
+    asked = {class_key(c) for c in texts.classes}
+    if not asked <= unseen:
+        raise SystemExit(f"{args.dataset}: classes {sorted(asked - unseen)} of the descriptions are not unseen there")
+    chance = float(np.mean([photos.classes.count(c) / len(photos.classes) for c in texts.classes]))
+    rows = {}
+    for folder in args.index:
+        reader = IndexReader(folder)
+        hits = reader.search(reader.embed_texts(texts.sources), k=args.k)
+        rows[f"index {Path(folder).name}"] = precision_at([[h["class"] for h in row] for row in hits],
+                                                          texts.classes, args.k)
+    train, val = split_validation(data, 0.2, args.seed)
+    ridge = fit_baseline("ridge", data, train, val, seed=args.seed)
+    sims = unit(ridge.embed_texts(torch.from_numpy(texts.features)).numpy()) @ \
+        unit(ridge.embed_images(torch.from_numpy(photos.features)).numpy()).T
+    order = np.argsort(-sims, axis=1, kind="stable")
+    rows[f"ridge ({ridge.params['pairs']}, lambda {ridge.params['lam']:.3g})"] = precision_at(
+        [[photos.classes[i] for i in row] for row in order], texts.classes, args.k)
+
+    classes = sorted(set(texts.classes))
+    md = [f"Precision@{args.k} of {len(texts.sources)} descriptions ({args.descriptions.name}) of {len(classes)} "
+          f"classes none of the models saw, over {len(photos.classes)} photos; chance {chance:.2f}.", "",
+          "| model | P@5 | " + " | ".join(c.replace("_", " ") for c in classes) + " |", "|---" * (len(classes) + 2) + "|"]
+    md += [f"| {name} | **{mean:.3f}** | " + " | ".join(f"{per[c]:.2f}" for c in classes) + " |"
+           for name, (mean, per) in rows.items()]
+    md += ["", f"Featurizer check: {check['photos']} photos featurized here against {args.dataset.name}'s rows of their "
+           f"class: best cosine min {check['best_min']:.4f}, median {check['best_median']:.4f}; the runner-up row "
+           f"at most {check['runner_up_max']:.4f}; {check['unique']} photos match exactly one row (cosine > 0.99)."]
+    write_atomic(args.out, ("\n".join(md) + "\n").encode())
+    write_atomic(args.out.with_suffix(".json"), json.dumps(
+        {"k": args.k, "chance": chance, "featurizer_check": check,
+         "models": {n: {"precision": m, "per_class": p} for n, (m, p) in rows.items()}}, indent=1).encode())
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
