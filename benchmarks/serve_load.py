@@ -1,33 +1,74 @@
-"""Latency under load of `zscrgan serve` over a synthetic 1M-photo index, and GalleryIndex alone.
+"""`zscrgan serve` under load, measured with a real load generator (wrk), on loopback.
 
-    python benchmarks/serve_load.py --photos 1000000 --dim 256 --clients 32 --seconds 20
+    python benchmarks/serve_load.py --work /tmp/serve_load --photos 1000000 --seconds 3 --write
 
-1. GalleryIndex at N vectors: exact and IVF (build s, resident memory, ms per single query,
-   recall@10 of IVF against exact), on clustered data (points around --centers centres):
-   approximate indexes behave very differently on clustered data than on isotropic noise.
-2. An index folder of N synthetic photos (the SQLite table without real thumbnails, the IVF
-   vectors, a class table) served by `zscrgan serve`'s app under uvicorn in a child process;
-   --clients concurrent clients POST /search {like_id: random, k: 10} for --seconds; p50 /
-   p95 / p99 latency, requests/s and errors. Text queries add the sentence encoder and the
-   generator on top (measured separately by --text_ms with a real run, not here).
+1. Installs `wrk` (Debian package) where it is missing.
+2. The flower index of the quick start (60 shared photos, the tiny flower run of tests/flowerkit.py),
+   built once into --work; and a synthetic index folder of --photos clustered 256-d vectors (IVF,
+   nlist 1024; the SQLite table with one tiny shared thumbnail), also kept in --work.
+3. For each index and each --workers count: starts `zscrgan serve`, runs `GET /health`,
+   `POST /search {like_id: random, k: 10}` and, with a model, `POST /search {text: one of 40
+   descriptions, k: 10}`, each at 1, 16 and 64 connections for --seconds; records requests/s,
+   p50 / p99 latency, errors (non-2xx and socket errors), the mean batch size of a lone worker
+   and each worker's RSS after the load.
+4. Prints a Markdown table; --write puts it, with the command line, into docs/performance.md
+   between the serve_load markers.
+
+Everything binds 127.0.0.1. Each cell is bounded by --seconds (plus wrk's 10 s timeout).
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import csv
 import json
 import os
-import resource
+import re
+import shutil
+import socket
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from zscrgan import photostore as ps
-from zscrgan.search import GalleryIndex, recall_at_k
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ZSCRGAN_SHARED", ROOT.parent / "shared"))
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- serve_load:begin -->", "<!-- serve_load:end -->"
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    print("installing wrk (apt-get install -y wrk)", flush=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "wrk"], check=False, stdout=subprocess.DEVNULL)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing and could not be installed: apt-get install -y wrk")
+    return shutil.which("wrk")
+
+
+def zscrgan(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "zscrgan.cli", *args], check=True)
+
+
+def flower_index(work: Path) -> Path:
+    """The quick start's tiny flower run and its index of the 60 shared photos (once)."""
+    from flowerkit import EXAMPLES, TRAIN, UNSEEN
+
+    out = work / "flower_index"
+    if (out / "vectors.npz").is_file():
+        return out
+    photos = SHARED / "data" / "flower_photos"
+    zscrgan("data", "build", "--images", str(photos), "--texts", str(EXAMPLES), "--out", str(work / "flowers"),
+            "--unseen", UNSEEN, "--device", "cpu")
+    zscrgan("train", "--dataset", str(work / "flowers"), "--out_dir", str(work), "--device", "cpu", *TRAIN)
+    zscrgan("index", "--run", str(work / "ckt_logs" / "flowers_logs"), "--images", str(photos), "--out", str(out))
+    return out
 
 
 def clustered(n: int, dim: int, centers: int, rng, chunk: int = 100_000) -> np.ndarray:
@@ -39,156 +80,209 @@ def clustered(n: int, dim: int, centers: int, rng, chunk: int = 100_000) -> np.n
     return out
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_index(vectors: np.ndarray, queries: np.ndarray, nlist: int, nprobe: int) -> tuple[dict, GalleryIndex]:
-    rows, exact_ids = {}, None
-    for kind in ("exact", "ivf"):
-        before = rss_mb()
-        start = time.perf_counter()
-        index = GalleryIndex(vectors.shape[1], kind, nlist=nlist, nprobe=nprobe)
-        index.add(vectors)
-        index.build()
-        build = time.perf_counter() - start
-        n_single = 50 if kind == "exact" else len(queries)
-        start = time.perf_counter()
-        for q in queries[:n_single]:
-            index.search(q[None], 10)
-        ms = (time.perf_counter() - start) / n_single * 1000
-        _, ids = index.search(queries[:n_single], 10)
-        if kind == "exact":
-            exact_ids = ids
-            recall = 1.0
-        else:
-            recall = recall_at_k(ids[: len(exact_ids)], exact_ids, 10)
-        rows[kind] = {"build_s": round(build, 1), "peak_rss_growth_mb": round(rss_mb() - before),
-                      "ms_per_query": round(ms, 2), "recall@10": round(recall, 4)}
-        print(kind, rows[kind], flush=True)
-        if kind == "exact":
-            del index
-    return rows, index
-
-
-def write_index_folder(folder: Path, index: GalleryIndex, vectors: np.ndarray, centers: int) -> None:
-    """A synthetic index folder in the real layout (thumbnails are one tiny JPEG shared by all)."""
+def synthetic_index(work: Path, n: int, dim: int = 256, centers: int = 1000, nlist: int = 1024) -> Path:
+    """A synthetic IVF index folder in the real layout (once): clustered vectors, one shared thumbnail."""
     from io import BytesIO
 
     from PIL import Image
 
+    from zscrgan import photostore as ps
+    from zscrgan.search import GalleryIndex
+
+    folder = work / f"synthetic_{n}"
+    if (folder / ps.VECTORS).is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    start = time.perf_counter()
+    vectors = clustered(n, dim, centers, np.random.default_rng(0))
+    index = GalleryIndex(dim, "ivf", nlist=min(nlist, n))
+    index.add(vectors)
+    index.build()
+    print(f"synthetic {n}: IVF built in {time.perf_counter() - start:.0f} s", flush=True)
     buf = BytesIO()
     Image.new("RGB", (8, 8), (120, 160, 90)).save(buf, "JPEG")
-    thumb = buf.getvalue()
     conn = ps.connect(folder)
     conn.execute("PRAGMA synchronous=OFF")
     with conn:
-        conn.executemany("INSERT INTO photos (id, path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
-                         "VALUES (?, ?, '', 0, 0, 8, 8, NULL, ?, ?)",
-                         ((i + 1, f"synthetic/{i:07d}.jpg", vectors[i].tobytes(), thumb) for i in range(len(vectors))))
+        conn.executemany("INSERT INTO photos (id, path, sha256, size, mtime_ns, width, height, class, embedding, "
+                         "thumb) VALUES (?, ?, '', 0, 0, 8, 8, NULL, ?, ?)",
+                         ((i + 1, f"synthetic/{i:07d}.jpg", vectors[i].tobytes(), buf.getvalue()) for i in range(n)))
     conn.close()
-    dim = vectors.shape[1]
-    ps.write_npz(folder / ps.VECTORS, index=index.to_bytes(), ids=np.arange(1, len(vectors) + 1), kind=np.array("ivf"))
     ps.write_npz(folder / ps.CLASSES, ids=np.array([str(i) for i in range(centers)]),
                  names=np.array([f"class{i}" for i in range(centers)]), seen=np.ones(centers, bool),
                  embeddings=vectors[:centers].copy())
     ps.write_manifest(folder, {"format": ps.FORMAT, "run": {"embed_dim": dim, "checkpoint": "", "run": "",
                                                             "checkpoint_sha256": "", "text_encoder": None},
-                               "images": str(folder), "kind": "ivf", "state": "ready",
-                               "counts": {"photos": len(vectors)}})
+                               "images": str(folder), "kind": "ivf", "state": "ready", "counts": {"photos": n}})
+    ps.write_npz(folder / ps.VECTORS, index=index.to_bytes(), ids=np.arange(1, n + 1), kind=np.array("ivf"))
+    print(f"synthetic {n}: folder written in {time.perf_counter() - start:.0f} s", flush=True)
+    return folder
 
 
-SERVER = """
-import sys, uvicorn
-from zscrgan.query import IndexReader
-from zscrgan.serve import create_app
-uvicorn.run(create_app(IndexReader(sys.argv[1], load_model=False)), host="127.0.0.1", port=int(sys.argv[2]),
-            log_level="warning")
-"""
+def lua_scripts(work: Path, n_photos: int, texts: list[str]) -> dict[str, Path]:
+    post = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nmath.randomseed(1)\n'
+    scripts = {"like": post + f'request = function()\n  return wrk.format(nil, nil, nil, \'{{"like_id": \' .. '
+                              f'math.random(1, {n_photos}) .. \', "k": 10}}\')\nend\n',
+               "text": post + "texts = {" + ", ".join(json.dumps(json.dumps({"text": t, "k": 10})) for t in texts)
+               + "}\nrequest = function()\n  return wrk.format(nil, nil, nil, texts[math.random(1, #texts)])\nend\n"}
+    paths = {}
+    for name, body in scripts.items():
+        paths[name] = work / f"{name}_{n_photos}.lua"
+        paths[name].write_text(body)
+    return paths
 
 
-async def load(base: str, n_photos: int, clients: int, seconds: float) -> dict:
-    import httpx
-
-    latencies, errors, rng = [], 0, np.random.default_rng(1)
-    stop = time.perf_counter() + seconds
-
-    async def client(http):
-        nonlocal errors
-        while time.perf_counter() < stop:
-            body = {"like_id": int(rng.integers(1, n_photos + 1)), "k": 10}
-            start = time.perf_counter()
-            try:
-                reply = await http.post(base + "/search", json=body)
-                ok = reply.status_code == 200 and len(reply.json()["results"]) == 10
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - start)
-            errors += not ok
-
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        began = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        took = time.perf_counter() - began
-    ms = np.array(latencies) * 1000
-    return {"clients": clients, "seconds": round(took, 1), "requests": len(ms), "errors": errors,
-            "req_per_s": round(len(ms) / took, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+def descriptions(limit: int = 40) -> list[str]:
+    with open(ROOT / "examples" / "flower_descriptions.csv", newline="", encoding="utf-8") as fh:
+        texts = [row["text"] for row in csv.DictReader(fh)]
+    words = ["white petals", "a yellow centre", "purple bell-shaped flowers", "red and orange", "pink, ruffled"]
+    return (texts + [f"a flower with {w}" for w in words])[:limit]
 
 
-def serve_and_load(folder: Path, n: int, clients: int, seconds: float) -> dict:
-    import socket
-    import urllib.request
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
+
+def wrk(url: str, connections: int, seconds: float, script: Path | None) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s", url]
+    if script is not None:
+        cmd[1:1] = ["-s", str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def ms(pct: str) -> float:
+        found = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return round(float(found.group(1)) * UNIT[found.group(2)], 2) if found else float("nan")
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rate is None:
+        raise SystemExit(f"{' '.join(cmd)}: no figures in wrk's output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+    return {"rps": float(rate.group(1)), "p50": ms(50), "p99": ms(99), "errors": errors}
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def serve(folder: Path, workers: int, text: bool, extra: list[str]) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(folder), str(port)])
+    cmd = [sys.executable, "-m", "zscrgan.cli", "serve", str(folder), "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd + extra + ([] if text else ["--no_text"]))
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            get(base + "/health")
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"{' '.join(cmd)} exited with {proc.returncode}")
+            time.sleep(0.5)
+    time.sleep(3 if workers > 1 else 0)  # the other workers finish loading
+    return proc, base
+
+
+def worker_pids(proc: subprocess.Popen, workers: int) -> list[int]:
+    if workers == 1:
+        return [proc.pid]
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    return [int(p) for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]  # not the resource tracker
+
+
+def measure(name: str, folder: Path, n: int, workers: int, text: bool, scripts: dict, args,
+            extra: tuple = (), kinds: tuple = ("health", "like", "text")) -> list[dict]:
+    proc, base = serve(folder, workers, text, list(extra))
+    rows = []
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    raise SystemExit("server exited")
-                time.sleep(0.5)
-        return asyncio.run(load(base, n, clients, seconds))
+        for kind in [k for k in kinds if text or k != "text"]:
+            url = base + ("/health" if kind == "health" else "/search")
+            wrk(url, 4, 1, scripts.get(kind))  # warm-up
+            for conns in args.connections:
+                before = get(base + "/info") if workers == 1 else None
+                cell = wrk(url, conns, args.seconds, scripts.get(kind))
+                if before is not None and kind != "health":
+                    after = get(base + "/info")
+                    done = after["queries"] - before["queries"]
+                    cell["batch"] = round(done / max(1, after["batches"] - before["batches"]), 1)
+                rows.append({"index": name, "photos": n, "workers": workers, "options": " ".join(extra),
+                             "request": kind, "conns": conns, **cell})
+                print(json.dumps(rows[-1]), flush=True)
+        rss = [round(rss_mb(p)) for p in worker_pids(proc, workers)]
+        for row in rows:
+            row["rss_mb"] = "/".join(map(str, rss))
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
+    return rows
+
+
+REQUEST = {"health": "`GET /health`", "like": "`POST /search {like_id, k: 10}`", "text": "`POST /search {text, k: 10}`"}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| index | workers | request | conns | req/s | p50 ms | p99 ms | errors | mean batch | RSS MB per worker |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        workers = f"{r['workers']}{' ' + r['options'] if r['options'] else ''}"
+        lines.append(f"| {r['index']} | {workers} | {REQUEST[r['request']]} | {r['conns']} | {r['rps']:,.0f} | "
+                     f"{r['p50']} | {r['p99']} | {r['errors']} | {r.get('batch', '')} | {r['rss_mb']} |")
+    return "\n".join(lines)
+
+
+def write_doc(text: str) -> None:
+    doc = DOC.read_text()
+    if BEGIN not in doc:
+        raise SystemExit(f"{DOC}: no {BEGIN} marker to write the table at")
+    head, rest = doc.split(BEGIN, 1)
+    DOC.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--centers", type=int, default=1000)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--nprobe", type=int, default=64)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--threads", type=int, default=0, help="faiss threads (0: its default)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/zscrgan-serve-load"), help="indexes kept here")
+    parser.add_argument("--photos", type=int, default=1_000_000, help="synthetic index size (0: none)")
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--workers", default="1,2", help="server processes to try, e.g. 1,2")
+    parser.add_argument("--bf16", action="store_true", help="also text queries with --precision bf16")
+    parser.add_argument("--write", action="store_true", help="put the table into docs/performance.md")
     args = parser.parse_args()
-    if args.threads:
-        import faiss
-        faiss.omp_set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    vectors = clustered(args.photos, args.dim, args.centers, rng)
-    queries = clustered(args.queries, args.dim, args.centers, np.random.default_rng(7))
-    print(f"{args.photos} x {args.dim} clustered vectors, {os.cpu_count()} CPUs", flush=True)
-    rows, ivf = bench_index(vectors, queries, args.nlist, args.nprobe)
-    with tempfile.TemporaryDirectory(prefix="zscrgan-load-") as tmp:
-        start = time.perf_counter()
-        write_index_folder(Path(tmp), ivf, vectors, args.centers)
-        print(f"index folder written in {time.perf_counter() - start:.0f} s", flush=True)
-        del ivf, vectors
-        rows["serve"] = serve_and_load(Path(tmp), args.photos, args.clients, args.seconds)
-    print(json.dumps(rows, indent=1))
+    args.connections = [int(c) for c in args.connections.split(",")]
+    ensure_wrk()
+    args.work.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    flowers = flower_index(args.work)
+    texts = descriptions()
+    rows = []
+    scripts = lua_scripts(args.work, 60, texts)
+    for workers in map(int, args.workers.split(",")):
+        rows += measure("flowers", flowers, 60, workers, True, scripts, args)
+        if args.bf16:
+            rows += measure("flowers", flowers, 60, workers, True, scripts, args, ("--precision", "bf16"), ("text",))
+    if args.photos:
+        synthetic = synthetic_index(args.work, args.photos)
+        for workers in map(int, args.workers.split(",")):
+            rows += measure(f"synthetic {args.photos:,} (ivf)", synthetic, args.photos, workers, False,
+                            lua_scripts(args.work, args.photos, texts), args, kinds=("health", "like"))
+    command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
+    text = (f"```\n{command}\n```\n\n{os.cpu_count()} CPUs; load average before the run "
+            f"{load[0]:.1f}, after {os.getloadavg()[0]:.1f}; wrk 1 thread, {args.seconds:g} s a cell.\n\n{table(rows)}")
+    print(text)
+    (args.work / "serve_load.json").write_text(json.dumps(rows, indent=1))
+    if args.write:
+        write_doc(text)
     return 0
 
 

@@ -6,7 +6,9 @@ answered one at a time in a thread pool also fight over the GIL and the cores. S
 onto a queue; the one model thread takes the first, then whatever else arrives within
 ``wait_ms`` (at most ``max_batch``), and answers them all with one ``encode`` call, one
 generator + CSEM pass, one FAISS search and one SQLite read of the hits' metadata. While it
-works the next batch queues up, so batches grow with the load by themselves. The event loop
+works the next batch queues up, so batches grow with the load by themselves. It waits for
+company only while batches have company (the last batch held more than one query), so a lone
+user's query never waits. The event loop
 only puts queries on the queue and awaits a future: it never waits on the model.
 
 Each query is checked on its own first, and a batch whose encoding fails is retried one query
@@ -52,6 +54,7 @@ class Batcher:
     def __init__(self, reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS):
         self.reader, self.max_batch, self.wait = reader, max(1, int(max_batch)), max(0.0, wait_ms) / 1000
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._last = 0  # size of the last batch
         self.batches = self.queries = 0  # served so far: the mean batch size is queries / batches
         self._thread = threading.Thread(target=self._run, name="zscrgan-model", daemon=True)
         self._thread.start()
@@ -70,7 +73,7 @@ class Batcher:
         first = self._queue.get()
         if first is None:
             return None
-        batch, deadline = [first], time.perf_counter() + self.wait
+        batch, deadline = [first], time.perf_counter() + (self.wait if self._last > 1 else 0.0)
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -94,7 +97,7 @@ class Batcher:
                 answers = self.answer([item[0] for item in batch])
             except Exception as exc:  # never let the model thread die: every caller gets a 500
                 answers = [Refusal(500, f"internal error ({type(exc).__name__})")] * len(batch)
-            self.batches, self.queries = self.batches + 1, self.queries + len(batch)
+            self.batches, self.queries, self._last = self.batches + 1, self.queries + len(batch), len(batch)
             done = time.perf_counter()
             for (_, future, loop, queued), answer in zip(batch, answers):
                 if isinstance(answer, dict):
@@ -144,7 +147,7 @@ class Batcher:
             return
         try:
             start = time.perf_counter()
-            sentences = run.sentence_vectors([queries[i].text for i in texts])
+            sentences = run.sentence_vectors([queries[i].text for i in texts], self.reader.precision)
             middle = time.perf_counter()
             embedded = run.embed_text_vectors(sentences)
             timing["encode"] += (middle - start) * 1000
@@ -153,7 +156,7 @@ class Batcher:
             if len(texts) == 1:
                 i = texts[0]
                 try:
-                    vectors[i] = run.encode_texts([queries[i].text])
+                    vectors[i] = self.reader.embed_texts([queries[i].text])
                 except DataError as exc:
                     out[i] = Refusal(400, str(exc))
                 except Exception as exc:

@@ -25,6 +25,7 @@ never a traceback.
 """
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -217,7 +218,7 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 
 
 def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
-             body_timeout: float = BODY_TIMEOUT, text: bool = True):
+             body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32"):
     """Open the index, set the thread counts, load the encoder now (not on the first user's query)."""
     import torch
 
@@ -229,12 +230,16 @@ def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: 
         except ImportError:
             pass
     reader = IndexReader(index, load_model=text)
+    reader.precision = precision
     if text and reader.run.text_encoder:
         try:
             reader.embed_texts(["warm up"])
         except DataError:
             pass  # no free text on this set: queries by class id and photo still work
-    return create_app(reader, max_batch, wait_ms, body_timeout)
+    app = create_app(reader, max_batch, wait_ms, body_timeout)
+    gc.collect()
+    gc.freeze()  # the model's and libraries' millions of objects: out of every later full collection's scan
+    return app
 
 
 def app_from_env():
@@ -249,10 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch and FAISS threads per worker (default: CPUs / workers)")
+                        help="torch and FAISS threads per worker (default: its share of the CPUs, less one "
+                             "core a worker for its event loop; at least 1)")
     parser.add_argument("--batch_max", type=int, default=MAX_BATCH, help="queries answered by one model call")
     parser.add_argument("--batch_wait_ms", type=float, default=WAIT_MS,
                         help="how long a query waits for others to join its batch")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="sentence encoder: bf16 is about 3x faster on CPUs with native bfloat16")
     parser.add_argument("--no_text", dest="text", action="store_false",
                         help="no model: photo and class queries only (less memory a worker, no checkpoint needed)")
     parser.add_argument("--body_timeout", type=float, default=BODY_TIMEOUT,
@@ -267,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
     options = {"index": str(args.index.resolve()), "max_batch": args.batch_max, "wait_ms": args.batch_wait_ms,
-               "body_timeout": args.body_timeout, "text": args.text,
-               "threads": args.threads or max(1, (os.cpu_count() or 1) // args.workers)}
+               "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision,
+               "threads": args.threads or max(1, (len(os.sched_getaffinity(0)) - args.workers) // args.workers)}
     served = dict(host=args.host, port=args.port, log_level="warning", access_log=False)
     if args.workers == 1:
         app = open_app(**options)

@@ -113,24 +113,26 @@ class TrainedRun:
                               eval_rng(self.cfg.seed, 0, "cpu")) for row in t]
         return self._centred(torch.cat(rows)).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
 
-    def sentence_vectors(self, texts: list[str]) -> np.ndarray:
+    def sentence_vectors(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
         """Free text -> the data set's text vectors; only where a shipped featurizer made the set's texts.
 
-        Apart from :meth:`encode_texts` so `zscrgan serve` can time the two halves of a batch."""
-        from .featurize import TEXT_ENCODER, load_text_encoder
+        Apart from :meth:`encode_texts` so `zscrgan serve` can time the two halves of a batch;
+        ``precision="bf16"``: the encoder under bfloat16 autocast (featurize.encoder_precision)."""
+        from .featurize import TEXT_ENCODER, encoder_precision, load_text_encoder
 
         if self.text_encoder != TEXT_ENCODER:
             made = f"by {self.text_encoder!r}" if self.text_encoder else "outside zscrgan (no manifest.json)"
             raise DataError(f"{self.dataset_dir}: its text vectors were made {made}, not by a featurizer "
                             f"shipped here, so free text cannot be encoded; query with --class-id instead")
         encoder = load_text_encoder(torch.device("cpu"))
-        vecs = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                              convert_to_numpy=True, show_progress_bar=False)
+        with encoder_precision(precision, "cpu"):
+            vecs = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vecs, np.float32)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
         """Free text -> query embeddings."""
-        return self.embed_text_vectors(self.sentence_vectors(texts))
+        return self.embed_text_vectors(self.sentence_vectors(texts, precision))
 
 
 def open_run(run_dir: str | Path) -> TrainedRun:
