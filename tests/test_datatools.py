@@ -244,3 +244,7 @@ def test_split_moves_the_named_classes_to_unseen_and_records_the_encoders(tmp_pa
     assert "--unseen: " in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert cli.main(["data", "split", str(tmp_path / "src"), "--unseen", "1,2,3,4,5", "--out", str(tmp_path / "x")]) == 1
     assert "need at least one seen and one unseen class; 5 of 5 named" in capsys.readouterr().err
+    assert cli.main(["data", "split", str(tmp_path / "src"), "--unseen", "4", "--seen", "1,lotus",
+                     "--out", str(tmp_path / "small")]) == 0
+    small = load_dataset(tmp_path / "small")
+    assert (small.seen, small.unseen, sorted(small.texts)) == ([1, 5], [4], [1, 4, 5])

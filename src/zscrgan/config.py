@@ -33,7 +33,8 @@ class Config:
     mm_reg_coeff: float = flag(None, "weight of the max-margin regulariser (upstream's 2.0; tuned: 2.38)")
     z_dim: int = flag(256, "noise size")
     mmr_margin: float = flag(None, "margin of the max-margin regulariser (upstream's constant 2; matters with --mmr_hinge)")
-    clip_val: float = flag(None, "WGAN weight clipping of the critic, 0 disables it (upstream's 0.01; tuned: 0.0519)")
+    clip_val: float = flag(None, "WGAN weight clipping of the critic, 0 disables it (upstream's 0.01; tuned: 0.0519 up "
+                               "to df_dim 256, times 256/df_dim above)")
     config: str = flag("", "a JSON file of settings (as written by zscrgan tune, or a run's config.json); "
                          "flags given on the command line override it")
     # --- where things are ---
@@ -119,6 +120,19 @@ def width_scaled(rate: float, width: int = 256):
     return lambda values: rate * min(1.0, (width / values["gf_dim"]) ** 0.5)
 
 
+def width_scaled_clip(clip: float, width: int = 256):
+    """A critic weight clip chosen at df_dim ``width``, shrunk as width / df_dim for wider critics.
+
+    Clipping bounds each weight, not a layer's gain: a layer whose clipped weights line up (as
+    WGAN's saturate at +-clip) amplifies by up to clip x its fan-in, so a 4x wider critic under
+    the same clip is up to 4x steeper per layer. With tuned's 0.0519 (chosen at 256) the critic
+    at df_dim 1024 ran away on FLO_cap's captions within one round, its loss in the thousands
+    and the generator's output with it (every query alike: collapsed); 0.0519 * 256 / 1024 =
+    0.013 kept it bounded, next to upstream's 0.01 at that width (docs/results.md).
+    """
+    return lambda values: clip * min(1.0, width / values["df_dim"])
+
+
 # upstream's fixed values of the fields a recipe may change (run_exp.py's defaults and constants)
 UPSTREAM = dict(CSEM_lr=0.002, kl_div_coefficient=1.0, mm_reg_coeff=2.0, mmr_margin=2.0, clip_val=0.01,
                 n_critic=5, m_steps=100)
@@ -150,7 +164,7 @@ RECIPES = {
 # to 3 significant digits. (Its max-margin margin is left at upstream's: without the hinge it only shifts the loss.)
 TUNED_CHANGES = dict(csem_real=True, eval_centre=True, generator_linear=True, ridge_path=True,
                      generator_lr=width_scaled(0.00249), discriminator_lr=width_scaled(0.00043), CSEM_lr=0.000776,
-                     kl_div_coefficient=0.118, mm_reg_coeff=2.38, n_critic=1, m_steps=504, clip_val=0.0519)
+                     kl_div_coefficient=0.118, mm_reg_coeff=2.38, n_critic=1, m_steps=504, clip_val=width_scaled_clip(0.0519))
 RECIPES["tuned"] = {**RECIPES["improved"], **TUNED_CHANGES}
 TUNED_WIDTHS = dict(gf_dim=256, df_dim=256, embed_dim=256, z_dim=64)  # where tuned was chosen
 UPSTREAM_WIDTHS = dict(gf_dim=2048, df_dim=1024, embed_dim=1024, z_dim=256)  # where it was measured too

@@ -2,7 +2,8 @@
 
     zscrgan data build --images DIR|images.npz --texts FILE|texts.npz --out datasets/NAME
                        (--unseen a,b,c | --unseen_fraction F [--seed S])
-    zscrgan data split SOURCE --unseen NAMES|IDS --out datasets/NAME [--text_encoder E --image_encoder E]
+    zscrgan data split SOURCE --unseen NAMES|IDS [--seen NAMES|IDS] --out datasets/NAME
+                       [--text_encoder E --image_encoder E]
     zscrgan data check datasets/NAME [--strict]
     zscrgan data convert --xlsa17 DIR --out datasets/NAME [--text_key att]
     zscrgan data convert --gazsl DIR --bird CUB|NAB --split easy|hard --out datasets/NAME
@@ -188,23 +189,32 @@ def class_key(name: str) -> str:
     return " ".join(str(name).replace("_", " ").lower().split())
 
 
-def split_dataset(source, unseen: str, out, text_encoder: str | None = None,
-                  image_encoder: str | None = None) -> ZeroShotData:
-    """``source`` with the classes named (or numbered) in ``unseen`` as its unseen classes and every
-    other class seen, written to ``out`` with its class names and a manifest naming the encoders."""
-    data = load_dataset(source)
+def _named_classes(data: ZeroShotData, names: str, flag: str) -> set:
+    """The class ids a comma list of names (classnames.json, any separators) or ids stands for."""
     classes = list(data.seen) + list(data.unseen)
     by_key = {class_key(name): c for c, name in data.classnames.items()} | {str(c): c for c in classes}
-    asked = [u.strip() for u in unseen.split(",") if u.strip()]
+    asked = [u.strip() for u in names.split(",") if u.strip()]
     unknown = [u for u in asked if class_key(u) not in by_key and u not in by_key]
     if unknown:
-        raise DataError(f"--unseen: {source} has no class {', '.join(unknown)} (give names from classnames.json or ids)")
-    held = {by_key.get(u, by_key.get(class_key(u))) for u in asked}
-    if not held or len(held) >= len(classes):
+        raise DataError(f"{flag}: {data.name} has no class {', '.join(unknown)} (give names from classnames.json or ids)")
+    return {by_key.get(u, by_key.get(class_key(u))) for u in asked}
+
+
+def split_dataset(source, unseen: str, out, text_encoder: str | None = None,
+                  image_encoder: str | None = None, seen: str | None = None) -> ZeroShotData:
+    """``source`` with the classes named (or numbered) in ``unseen`` as its unseen classes and every
+    other class seen (only those in ``seen`` when given: a smaller set), written to ``out`` with
+    its class names and a manifest naming the encoders."""
+    data = load_dataset(source)
+    classes = list(data.seen) + list(data.unseen)
+    held = _named_classes(data, unseen, "--unseen")
+    kept = _named_classes(data, seen, "--seen") - held if seen else set(classes) - held
+    if not held or not kept:
         raise DataError(f"--unseen: need at least one seen and one unseen class; {len(held)} of {len(classes)} named")
     check_writable(Path(out).parent)
-    split = ZeroShotData(data.texts, data.images, sorted(c for c in classes if c not in held),
-                         sorted(held), Path(out).name, data.classnames)
+    split = ZeroShotData({c: data.texts[c] for c in kept | held}, {c: data.images[c] for c in kept | held},
+                         sorted(kept), sorted(held), Path(out).name,
+                         {c: n for c, n in data.classnames.items() if c in kept | held})
     save_dataset(split, out)
     manifest = read_json_object(Path(source) / MANIFEST_FILE)
     manifest.update({k: v for k, v in (("text_encoder", text_encoder), ("image_encoder", image_encoder)) if v})
@@ -322,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     split = sub.add_parser("split", help="an existing data set with other classes held out as unseen")
     split.add_argument("source", type=Path, help="a data set folder")
     split.add_argument("--unseen", required=True, help="comma list of class names (classnames.json) or ids")
+    split.add_argument("--seen", help="comma list of the classes kept as seen (default: every class not unseen)")
     split.add_argument("--out", type=Path, required=True, help="the new data set folder, e.g. datasets/NAME")
     split.add_argument("--text_encoder", choices=[TEXT_ENCODER],
                        help="the featurizer that made the source's text vectors, where it has no manifest.json "
@@ -347,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="GAZSL: project texts to D dims, fit on the seen classes only (default: off)")
     args = parser.parse_args(argv)
     if args.action == "split":
-        split_dataset(args.source, args.unseen, args.out, args.text_encoder, args.image_encoder)
+        split_dataset(args.source, args.unseen, args.out, args.text_encoder, args.image_encoder, args.seen)
     elif args.action == "build":
         build_dataset(args.images, args.texts, args.out, args.unseen, args.unseen_fraction, args.seed,
                       args.encoder, args.batch_size, args.device, args.encoding)
