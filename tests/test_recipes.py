@@ -20,6 +20,12 @@ def test_improved_rate_shrinks_with_the_generator_width():
     assert at[1024] == pytest.approx(0.0015) and at[2048] == pytest.approx(0.003 / 8 ** 0.5)
 
 
+def test_tuned_clip_shrinks_with_the_critic_width():
+    at = {w: Config(recipe="tuned", df_dim=w).resolved().clip_val for w in (128, 256, 1024)}
+    assert at[128] == at[256] == 0.0519 and at[1024] == pytest.approx(0.0519 / 4)
+    assert Config(recipe="tuned", df_dim=1024, clip_val=0.05).resolved().clip_val == 0.05  # a flag wins
+
+
 def test_tuned_is_improved_with_its_listed_changes_only():
     improved, tuned = Config(recipe="improved", gf_dim=256).resolved(), Config(recipe="tuned", gf_dim=256).resolved()
     differing = {k for k in RECIPES["tuned"] if getattr(improved, k) != getattr(tuned, k)}
