@@ -256,6 +256,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--workers", default="1,2", help="server processes to try, e.g. 1,2")
+    parser.add_argument("--nprobe", default="", help="also like queries at these nprobes on the synthetic index")
     parser.add_argument("--bf16", action="store_true", help="also text queries with --precision bf16")
     parser.add_argument("--write", action="store_true", help="put the table into docs/performance.md")
     args = parser.parse_args()
@@ -276,6 +277,9 @@ def main() -> int:
         for workers in map(int, args.workers.split(",")):
             rows += measure(f"synthetic {args.photos:,} (ivf)", synthetic, args.photos, workers, False,
                             lua_scripts(args.work, args.photos, texts), args, kinds=("health", "like"))
+            for nprobe in filter(None, args.nprobe.split(",")):
+                rows += measure(f"synthetic {args.photos:,} (ivf)", synthetic, args.photos, workers, False,
+                                lua_scripts(args.work, args.photos, texts), args, ("--nprobe", nprobe), ("like",))
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
     text = (f"```\n{command}\n```\n\n{os.cpu_count()} CPUs; load average before the run "
             f"{load[0]:.1f}, after {os.getloadavg()[0]:.1f}; wrk 1 thread, {args.seconds:g} s a cell.\n\n{table(rows)}")

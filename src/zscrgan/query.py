@@ -53,7 +53,7 @@ def check_texts(texts: list[str]) -> None:
 class IndexReader:
     """An index folder opened for queries; thread-safe (one SQLite connection per thread)."""
 
-    def __init__(self, folder: str | Path, load_model: bool = True):
+    def __init__(self, folder: str | Path, load_model: bool = True, nprobe: int | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: index folder not found")
@@ -62,9 +62,9 @@ class IndexReader:
         self.kind = str(saved["kind"])
         self.dim = int(self.manifest["run"]["embed_dim"])
         if self.kind == "ivfpq":  # memory-mapped: starts in seconds, RSS far below the vectors
-            self.index = GalleryIndex.open_disk(self.folder, self.dim, nprobe=IVFPQ_NPROBE)
+            self.index = GalleryIndex.open_disk(self.folder, self.dim, nprobe=nprobe or IVFPQ_NPROBE)
         else:
-            self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind, nprobe=IVF_NPROBE)
+            self.index = GalleryIndex.from_bytes(saved["index"], self.dim, self.kind, nprobe=nprobe or IVF_NPROBE)
         self.ids = saved["ids"].astype(np.int64)
         if len(self.ids) != len(self.index):
             raise DataError(f"{self.folder / ps.VECTORS}: {len(self.ids)} photo ids for {len(self.index)} vectors; "

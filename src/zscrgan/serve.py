@@ -218,7 +218,7 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 
 
 def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
-             body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32"):
+             body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32", nprobe: int = 0):
     """Open the index, set the thread counts, load the encoder now (not on the first user's query)."""
     import torch
 
@@ -229,7 +229,7 @@ def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: 
             faiss.omp_set_num_threads(threads)
         except ImportError:
             pass
-    reader = IndexReader(index, load_model=text)
+    reader = IndexReader(index, load_model=text, nprobe=nprobe or None)
     reader.precision = precision
     if text and reader.run.text_encoder:
         try:
@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long a query waits for others to join its batch")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="sentence encoder: bf16 is about 3x faster on CPUs with native bfloat16")
+    parser.add_argument("--nprobe", type=int, default=0, help="ivf/ivfpq cells searched a query (default: "
+                        "64 for ivf, 128 for ivfpq; fewer: faster, lower recall, docs/performance.md)")
     parser.add_argument("--no_text", dest="text", action="store_false",
                         help="no model: photo and class queries only (less memory a worker, no checkpoint needed)")
     parser.add_argument("--body_timeout", type=float, default=BODY_TIMEOUT,
@@ -268,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 64:
         raise DataError(f"--workers {args.workers}: must be in 1..64")
-    if args.batch_max < 1 or args.batch_wait_ms < 0 or args.body_timeout <= 0 or args.threads < 0:
-        raise DataError("--batch_max, --body_timeout must be positive; --batch_wait_ms, --threads at least 0")
+    if args.batch_max < 1 or args.batch_wait_ms < 0 or args.body_timeout <= 0 or min(args.threads, args.nprobe) < 0:
+        raise DataError("--batch_max, --body_timeout must be positive; --batch_wait_ms, --threads, --nprobe at least 0")
     try:
         import uvicorn
     except ImportError:
         raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
     options = {"index": str(args.index.resolve()), "max_batch": args.batch_max, "wait_ms": args.batch_wait_ms,
-               "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision,
+               "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision, "nprobe": args.nprobe,
                "threads": args.threads or max(1, (len(os.sched_getaffinity(0)) - args.workers) // args.workers)}
     served = dict(host=args.host, port=args.port, log_level="warning", access_log=False)
     if args.workers == 1:
