@@ -238,7 +238,7 @@ def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: 
             pass  # no free text on this set: queries by class id and photo still work
     app = create_app(reader, max_batch, wait_ms, body_timeout)
     gc.collect()
-    gc.freeze()  # the model's and libraries' millions of objects: out of every later full collection's scan
+    gc.freeze()  # the ~500,000 objects of the model and libraries: out of every later full collection's scan
     return app
 
 
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         uvicorn.run(app, **served)
         return 0
-    IndexReader(args.index, load_model=False)  # refuse a bad folder here, once, not in every worker
+    IndexReader(args.index, load_model=args.text)  # a bad folder or a missing checkpoint: refused here, once
     os.environ[ENV] = json.dumps(options)
     print(f"zscrgan serve: {args.workers} workers over {args.index} on http://{args.host}:{args.port}/",
           file=sys.stderr, flush=True)
