@@ -6,9 +6,9 @@ answered one at a time in a thread pool also fight over the GIL and the cores. S
 onto a queue; the one model thread takes the first, then whatever else arrives within
 ``wait_ms`` (at most ``max_batch``), and answers them all with one ``encode`` call, one
 generator + CSEM pass, one FAISS search and one SQLite read of the hits' metadata. While it
-works the next batch queues up, so batches grow with the load by themselves. It waits for
-company only while batches have company (the last batch held more than one query), so a lone
-user's query never waits. The event loop
+works the next batch queues up, so batches grow with the load by themselves. It waits only
+for the company the last batch had (up to as many queries), so a lone user's query never waits
+and a batch whose clients have all arrived does not wait out the window. The event loop
 only puts queries on the queue and awaits a future: it never waits on the model.
 
 Each query is checked on its own first, and a batch whose encoding fails is retried one query
@@ -73,13 +73,13 @@ class Batcher:
         first = self._queue.get()
         if first is None:
             return None
-        batch, deadline = [first], time.perf_counter() + (self.wait if self._last > 1 else 0.0)
+        batch, deadline, expect = [first], time.perf_counter() + self.wait, self._last
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 left = deadline - time.perf_counter()
-                if left <= 0:
+                if len(batch) >= expect or left <= 0:
                     break
                 try:
                     item = self._queue.get(timeout=left)
