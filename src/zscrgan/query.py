@@ -97,7 +97,7 @@ class IndexReader:
         if getattr(self._local, "conn", None) is None:
             self._local.conn = ps.connect(self.folder, readonly=True)
             # the B-tree's inner pages stay in memory: 165 random rows of a 1M-photo table read in
-            # 1.3 ms, not 8.6 ms with SQLite's default 2 MB (docs/performance.md#serving)
+            # 1.3 ms, not 8.6 ms with SQLite's default 2 MB (docs/performance.md, Serving)
             self._local.conn.execute("PRAGMA cache_size=-32768")
         return self._local.conn
 
