@@ -227,3 +227,13 @@ def test_resumes_after_kill_9(setup, photos, tmp_path):
     reader = IndexReader(out, load_model=False)
     assert len(reader.index) == 12 and reader.manifest["state"] == "ready"
     assert np.isfinite(reader.class_emb).all()
+
+
+def test_a_photo_folder_names_its_class_whatever_the_separators():
+    from zscrgan.index import class_lookup, known_class
+
+    lookup = class_lookup(["english marigold", "hard-leaved pocket orchid", "daffodil"])
+    assert known_class("english_marigold/a.jpg", lookup) == "english marigold"
+    assert known_class("Hard-Leaved_Pocket_Orchid/b/c.jpg", lookup) == "hard-leaved pocket orchid"
+    assert known_class("daffodil/x.jpg", lookup) == "daffodil"
+    assert known_class("tulip/x.jpg", lookup) is None and known_class("daffodil.jpg", lookup) is None

@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import TINY, small_set
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -25,3 +27,33 @@ def test_warm_start_scores_every_round_and_never_reads_unseen_classes(tmp_path):
         assert 0 < r["ridge"] <= 1
     assert (out / "warm_start.png").stat().st_size > 0
     assert "| common space |" in (out / "warm_start.md").read_text()
+
+
+@pytest.mark.slow
+def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in_flo(tmp_path):
+    """The flower model's pipeline on a small split of FLO_cap: split (the photos' 10 classes unseen,
+    3 others seen), a tiny run, an index of the 60 photos, then the script: every photo is found
+    among FLO's rows of its class (the featurizer check), precisions are fractions of K."""
+    import flower_search
+    from conftest import shared_path
+
+    from zscrgan.cli import main
+
+    cap, photos = shared_path("data", "FLO_cap"), shared_path("data", "flower_photos")
+    unseen = ",".join(p.name for p in sorted(photos.iterdir()) if p.is_dir())
+    assert main(["data", "split", str(cap), "--unseen", unseen, "--seen", "21,22,23,24", "--out",
+                 str(tmp_path / "cap"), "--text_encoder", "all-MiniLM-L6-v2", "--image_encoder", "efficientnet-lite0"]) == 0
+    assert main(["train", "--dataset", str(tmp_path / "cap"), "--recipe", "tuned", *TINY, "--epochs", "1",
+                 "--select", "last", "--out_dir", str(tmp_path), "--no-report"]) == 0
+    assert main(["index", "--run", str(tmp_path / "ckt_logs" / "cap_logs"), "--images", str(photos),
+                 "--out", str(tmp_path / "index")]) == 0
+    examples = Path(__file__).resolve().parents[1] / "examples" / "flower_descriptions.csv"
+    result = flower_search.main(["--photos", str(photos), "--descriptions", str(examples), "--dataset",
+                                 str(tmp_path / "cap"), "--index", str(tmp_path / "index"), "--out", str(tmp_path / "fs.md")])
+    assert result["featurizer_check"]["photos"] == 60 and result["featurizer_check"]["clear"] == 60
+    assert result["chance"] == pytest.approx(0.1)
+    assert {"index index", "ridge"} <= {name.split(" (")[0] for name in result["models"]}
+    for model in result["models"].values():
+        assert 0 <= model["precision"] <= 1 and len(model["per_class"]) == 10
+        assert all(abs(v * 15 - round(v * 15)) < 1e-9 for v in model["per_class"].values())  # 3 queries x top 5
+    assert "| index index |" in (tmp_path / "fs.md").read_text()

@@ -313,6 +313,12 @@ def read_json_object(path: Path) -> dict:
     return value
 
 
+def class_key(name) -> str:
+    """A class name compared whatever its separators and case: the photo folder
+    'hard-leaved_pocket_orchid' is the class 'hard-leaved pocket orchid'."""
+    return " ".join(str(name).replace("_", " ").lower().split())
+
+
 def read_classnames(folder: Path) -> dict:
     """classnames.json as {class id: name}; ids that look like integers become ints."""
     raw = read_json_object(Path(folder) / CLASSNAMES_FILE)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
-from .data import (CLASSNAMES_FILE, DataError, ZeroShotData, load_dataset, read_json_object, save_dataset,
-                   write_atomic)
+from .data import (CLASSNAMES_FILE, DataError, ZeroShotData, class_key, load_dataset, read_json_object,
+                   save_dataset, write_atomic)
 from .device import add_device_flag
 from .errors import Parser
 from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER, Features, describe, encode_texts, featurize_images,
@@ -183,11 +183,6 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
 
 
 # ---------------------------------------------------------------- split
-
-def class_key(name: str) -> str:
-    """Names compare alike whatever their separators: 'hard-leaved_pocket_orchid' is 'hard-leaved pocket orchid'."""
-    return " ".join(str(name).replace("_", " ").lower().split())
-
 
 def _named_classes(data: ZeroShotData, names: str, flag: str) -> set:
     """The class ids a comma list of names (classnames.json, any separators) or ids stands for."""

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .errors import Parser
 from . import photostore as ps
-from .data import DataError
+from .data import DataError, class_key
 from .featurize import positive_int
 from .search import KINDS, GalleryIndex
 from .trained import TrainedRun, class_table, describe_run, open_run
@@ -111,9 +111,15 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
     return encoder
 
 
-def known_class(rel: str, class_names: set) -> str | None:
-    top = rel.split("/", 1)[0]
-    return top if "/" in rel and top in class_names else None
+def class_lookup(names) -> dict:
+    """{class_key(name): name} of the run's classes, for :func:`known_class`."""
+    return {class_key(name): str(name) for name in names}
+
+
+def known_class(rel: str, lookup: dict) -> str | None:
+    """The run's class a photo's top folder names (any separators or case: the folder
+    'english_marigold' is FLO's 'english marigold'), or None."""
+    return lookup.get(class_key(rel.split("/", 1)[0])) if "/" in rel else None
 
 
 class Indexer:
@@ -125,7 +131,7 @@ class Indexer:
         self._cnn = None
         self.conn = ps.connect(out)
         self.classes = class_table(run)
-        self.class_names = set(self.classes["names"].tolist())
+        self.class_names = class_lookup(self.classes["names"].tolist())
 
     @property
     def cnn(self):

@@ -156,12 +156,13 @@ class ShardWorker:
         import torch
 
         from .featurize import load_image_encoder
+        from .index import class_lookup
         from .trained import open_run
 
         torch.set_num_threads(threads)
         self.run = open_run(run_dir)
         self.cnn = load_image_encoder(encoder, torch.device("cpu"))
-        self.max_pixels, self.class_names = max_pixels, set(class_names)
+        self.max_pixels, self.class_names = max_pixels, class_lookup(class_names)
 
     def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         from .index import cnn_features
