@@ -39,7 +39,7 @@ def one_seed(cfg: Config, data) -> dict:
     torch.manual_seed(cfg.seed)
     trainer = EMTrainer(cfg, data, train, "cpu", val)
     image_centre = trainer.images.mean(0)
-    score_val, score_train = validation_scorer(data, val), validation_scorer(data, train)  # Prec@50
+    score_val, score_train = validation_scorer(data, val, k=cfg.select_k), validation_scorer(data, train, k=cfg.select_k)
     curves = {view: [] for view in VIEWS}
     for round_ in range(cfg.epochs + 1):
         if round_:
@@ -52,7 +52,7 @@ def one_seed(cfg: Config, data) -> dict:
         curves["generator in image space"].append(score_val(generator))
         curves["generator in image space, training classes"].append(score_train(generator))
         print(f"seed {cfg.seed} round {round_}: " + ", ".join(f"{v} {c[-1]:.3f}" for v, c in curves.items()), flush=True)
-    return {"seed": cfg.seed, "ridge": fit_baseline("ridge", data, train, val, seed=cfg.seed).params["val_prec"], **curves}
+    return {"seed": cfg.seed, "ridge": fit_baseline("ridge", data, train, val, seed=cfg.seed, select_k=cfg.select_k).params["val_prec"], **curves}
 
 
 def plot(runs: list[dict], path: Path) -> None:

@@ -159,3 +159,26 @@ def test_flo_well_above_chance(flo_dir, name):
     scores = unseen_scores(model, data)
     assert scores["prec@50"] > 0.3
     assert scores["map@50"] > 0.2
+
+
+def test_select_k_reaches_the_baselines_choice_of_lambda():
+    """Under --select_k 5 ridge's lambda is the one with the best validation Prec@5, not Prec@50; on
+    this draw the two figures choose differently (brute force over the grid, first on ties)."""
+    from zscrgan.baselines import RIDGE_GRID, validation_scorer
+
+    data = planted_data(n_classes=30, n_unseen=5, per_class=30, texts_per_class=1, seed=14)
+    train, val = data.seen[:15], data.seen[15:]
+    chosen = {}
+    for k in (5, 50):
+        score = validation_scorer(data, val, k=k)
+        figures = [score(_ridge_at(data, train, p["lam"])) for p in RIDGE_GRID]
+        best = RIDGE_GRID[int(np.argmax(figures))]["lam"]  # argmax: the first on ties, as the fit
+        chosen[k] = fit_baseline("ridge", data, train, val, select_k=k).params["lam"]
+        assert chosen[k] == best
+    assert chosen[5] != chosen[50]
+
+
+def _ridge_at(data, train, lam):
+    from zscrgan.baselines import _fit_ridge
+
+    return _fit_ridge(training_pairs(data, train, seed=0), [{"lam": lam}], None)

@@ -33,7 +33,7 @@ other hyperparameter and recorded in ``params["pairs"]``. Means used for centrin
 the pairs.
 
 Hyperparameters are chosen on the validation classes: their texts query their images and the
-grid point with the best mean Prec@50 wins, the
+grid point with the best mean Prec@K wins (K is the run's ``--select_k``, 50 by default), the
 first on ties. Without validation classes the documented defaults below are used. The model
 returned is fitted on ``train_classes`` only unless ``refit=True``, which refits the chosen
 setting on train + validation classes. Everything is deterministic given ``seed``.
@@ -51,7 +51,6 @@ from .evaluate import score_classes
 
 BASELINES = ("ridge", "devise", "cca")
 PAIRINGS = ("photo", "caption", "class_mean")  # the first is the default without validation classes
-SELECT_K = 50  # hyperparameters are chosen by Prec@50 on validation classes
 
 # Each grid's first point is the default used when no validation classes are given.
 RIDGE_GRID = [{"lam": 0.1}] + [{"lam": 10.0 ** (k / 2)} for k in range(-6, 3) if k != -2]
@@ -79,7 +78,7 @@ class AffineBaseline:
     text_map: torch.Tensor | None
     image_mean: torch.Tensor
     image_map: torch.Tensor | None
-    params: dict = field(default_factory=dict)  # chosen hyperparameters and val Prec@50
+    params: dict = field(default_factory=dict)  # chosen hyperparameters and val Prec@K (val_prec)
 
     def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
         return _affine(texts, self.text_mean, self.text_map)
@@ -128,11 +127,11 @@ def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu", p
                  torch.from_numpy(labels).to(device))
 
 
-def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu") -> Callable:
-    """A function model -> mean Prec@50 of val texts querying val images (:func:`zscrgan.evaluate.score_classes`)."""
+def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu", k: int = 50) -> Callable:
+    """A function model -> mean Prec@``k`` of val texts querying val images (:func:`zscrgan.evaluate.score_classes`)."""
     def score(model: Baseline) -> float:
-        scores = score_classes(model, data, val_classes, (SELECT_K,), device, details=False)[0]
-        return float(scores.mean[f"prec@{SELECT_K}"])
+        scores = score_classes(model, data, val_classes, (k,), device, details=False)[0]
+        return float(scores.mean[f"prec@{k}"])
 
     return score
 
@@ -196,7 +195,7 @@ def _fit_devise_one(pairs: Pairs, params: dict, seed: int, steps: int,
 
     Training is counted in steps, not epochs, so small data sets get as many updates as big
     ones. With ``score`` the model is checked every ``DEVISE_CHECK`` steps and the best kept,
-    the later on ties: val Prec@50 saturates early on easy data while training still helps.
+    the later on ties: val Prec@K saturates early on easy data while training still helps.
     """
     tm, t, im, x = pairs.centred()
     x_scale, t_scale = x.std(), t.std()  # so the learning rate does not depend on feature scales
@@ -277,7 +276,7 @@ def _fit_cca(pairs: Pairs, grid: list[dict], score: Callable | None) -> AffineBa
 # ---------------------------------------------------------------- entry point
 
 def _best(models, score: Callable | None) -> AffineBaseline:
-    """The model with the highest validation Prec@50 (first on ties); the first without val."""
+    """The model with the highest validation Prec@K (first on ties); the first without val."""
     best = None
     for model in models:
         if score is None:
@@ -297,12 +296,13 @@ def _fit(name: str, pairs: Pairs, grid: list[dict], score: Callable | None, seed
 
 
 def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes: list | None,
-                 seed: int = 0, device="cpu", refit: bool = False, pairing: str | None = None) -> AffineBaseline:
+                 seed: int = 0, device="cpu", refit: bool = False, pairing: str | None = None,
+                 select_k: int = 50) -> AffineBaseline:
     """Fit baseline ``name`` on ``train_classes``, choosing its hyperparameters on ``val_classes``.
 
     ``model.params`` records the chosen setting -- ridge: lam; devise: margin, lr, dim, steps;
     cca: reg, dim (capped at the number of non-zero correlations), power; every one: pairs,
-    the training pairing -- and "val_prec", its validation Prec@50 (None without val). The
+    the training pairing -- and "val_prec", its validation Prec@``select_k`` (None without val). The
     pairing is ``pairing`` when given, else chosen on val among :data:`PAIRINGS` for data with
     many texts per class, else ``photo``. With ``refit`` the chosen setting is fitted again on
     train + val classes. Embeddings come back on ``device``.
@@ -321,7 +321,7 @@ def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes
         model = fit(train_classes, pairings[0], grid[:1], None)
         model.params["val_prec"] = None
         return model
-    score = validation_scorer(data, val_classes, device)
+    score = validation_scorer(data, val_classes, device, select_k)
     model = _best((fit(train_classes, kind, grid, score) for kind in pairings), score)
     if not refit:
         return model

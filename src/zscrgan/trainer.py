@@ -66,7 +66,8 @@ class EMTrainer:
         self.model = ZSCRGAN(data.text_dim, data.image_dim, cfg.embed_dim, cfg.z_dim,
                              cfg.gf_dim, cfg.df_dim, bool(cfg.generator_linear), bool(cfg.ridge_path)).to(self.device)
         if cfg.ridge_path:  # the text path starts as ridge, its lambda chosen on the validation classes
-            ridge = fit_baseline("ridge", data, train_classes, val_classes, seed=cfg.seed, device=self.device)
+            ridge = fit_baseline("ridge", data, train_classes, val_classes, seed=cfg.seed, device=self.device,
+                                 select_k=cfg.select_k)
             self.model.start_text_path(ridge.text_mean, ridge.text_map, ridge.image_mean)
         self.optimizers = make_optimizers(self.model, cfg)
         self.sampler = BatchSampler([len(x) for x in images], cfg.batch_size, cfg.seed,
