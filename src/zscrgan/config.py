@@ -61,8 +61,9 @@ class Config:
                      choices=("test", "val", "last"))
     val_fraction: float = flag(0.2, "with --select val: fraction of seen classes held out for validation")
     track_test: bool = flag(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
-    select_k: int = flag(50, "the K whose Prec@K drives --select, --patience and tuning (added to --eval_k); keep it "
-                           "below the smallest validation class's image count, or every round ties")
+    select_k: int = flag(50, "the K whose Prec@K drives --select, --patience, tuning and the baselines' choices "
+                           "(added to --eval_k); keep it below the smallest validation class's image count, or every "
+                           "round ties")
     patience: int = flag(0, "stop once the selection figure has not improved for this many rounds (0: never; "
                           "the run still ends at --epochs)")
     eval_k: str = flag("10,50,100", "comma list of K for Prec@K, mAP@K and Recall@K (50 and --select_k always included)")
