@@ -2,6 +2,7 @@
 import json
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -147,3 +148,9 @@ def test_an_interrupted_study_still_writes_its_best_config_and_page(tmp_path, mo
     study_dir = tmp_path / "tune_TOY"
     assert (study_dir / "study.html").is_file() and (study_dir / "history.png").is_file()
     assert json.loads((study_dir / "best_config.json").read_text())["select"] == "val"
+
+
+def test_tune_without_optuna_says_which_extra_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what an install without the tune extra looks like
+    assert main(["tune", "--trials", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["zscrgan tune: error: tuning needs optuna: pip install 'zscrgan[tune]'"]

@@ -5,6 +5,7 @@
   as one line and exits 1. :class:`DataError` is the kind about a data file;
 * :class:`Parser` is argparse with a one-line error (the problem, then where the rest is),
   instead of a usage block that buries the line that matters;
+* :func:`require` imports an optional dependency or says in one line which extra installs it;
 * :class:`Interrupted` is Ctrl-C carrying the command that continues the work;
 * :func:`progress` is tqdm on a terminal and plain lines elsewhere, so a log written to a
   file or through ``| tee`` holds no carriage-return frames.
@@ -23,6 +24,16 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """Bad input data; the message is one line and names the file (a ValueError for old callers)."""
+
+
+def require(module: str, extra: str, what: str):
+    """Import an optional dependency, or raise a one-line UserError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what} needs {module.split('.')[0]}: pip install 'zscrgan[{extra}]'") from None
 
 
 class Parser(argparse.ArgumentParser):

@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import Config, build_parser, check_config, parse_args_with_config, run_name
 from .data import DataError, split_validation, write_atomic
-from .errors import UserError
+from .errors import UserError, require
 from .selection import check_select_k
 from .tune_report import best_trial, write_study_report
 from .tune_space import SPACE, STUDY_FREE, read_space, suggest  # noqa: F401  (SPACE: for the tests and users)
@@ -216,8 +216,7 @@ def parse(argv: list[str]):
 
 
 def main(argv: list[str]) -> int:
-    import optuna
-
+    optuna = require("optuna", "tune", "tuning")
     values, tune, given = parse(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = {**values, "select": "val", "track_test": False, "report": False, "resume": False, "workers": 1}
