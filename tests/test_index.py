@@ -238,3 +238,27 @@ def test_a_photo_folder_names_its_class_whatever_the_separators():
     assert known_class("Hard-Leaved_Pocket_Orchid/b/c.jpg", lookup) == "hard-leaved pocket orchid"
     assert known_class("daffodil/x.jpg", lookup) == "daffodil"
     assert known_class("tulip/x.jpg", lookup) is None and known_class("daffodil.jpg", lookup) is None
+
+
+def test_the_photo_table_carries_its_schema_version(tmp_path):
+    from zscrgan import photostore as ps
+
+    ps.connect(tmp_path).close()
+    db = tmp_path / ps.DB
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == ps.SCHEMA_VERSION
+    old = tmp_path / "old"  # a table written before versions were kept: read, and stamped by the next writer
+    old.mkdir()
+    conn = sqlite3.connect(old / ps.DB)
+    conn.executescript(ps.SCHEMA)
+    conn.close()
+    ps.connect(old, readonly=True).close()
+    ps.connect(old).close()
+    assert sqlite3.connect(old / ps.DB).execute("PRAGMA user_version").fetchone()[0] == ps.SCHEMA_VERSION
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {ps.SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    for readonly in (True, False):
+        with pytest.raises(DataError, match=rf"photos.sqlite: photo table of schema version {ps.SCHEMA_VERSION + 1}, "
+                                            "newer than this zscrgan reads"):
+            ps.connect(tmp_path, readonly=readonly)

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL);
 """
 META_COLUMNS = ("id", "path", "sha256", "size", "mtime_ns", "width", "height", "class")
+# photos.sqlite's layout version, in SQLite's user_version: 0 is the same layout written before
+# versions were kept (taken as 1, and stamped so by the next writer); a newer one is refused.
+SCHEMA_VERSION = 1
 
 
 def connect(folder: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -48,8 +51,16 @@ def connect(folder: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     else:
         conn = sqlite3.connect(path)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise DataError(f"{path}: photo table of schema version {version}, newer than this zscrgan reads "
+                        f"({SCHEMA_VERSION}); upgrade zscrgan, or index into a new --out folder")
+    if not readonly:
         conn.execute("PRAGMA journal_mode=WAL")  # readers (serve) keep reading while index writes
         conn.executescript(SCHEMA)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.row_factory = sqlite3.Row
     return conn
 
