@@ -22,6 +22,7 @@ IO_FLAG_ONDISK_SAME_DIR finds it beside the index file, so the folder can be mov
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
@@ -92,16 +93,27 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _quiet_stdout():
-    """faiss prints progress ('resizing ...', 'updating ondisk filename ...') on the C stdout;
-    send it to stderr so `zscrgan search --json` output stays clean."""
+    """faiss prints progress ('resizing ...', 'IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename
+    ...') on the C stdout: a library's chatter, dropped, so `zscrgan search --json` and `--paths`
+    print only their answers (its errors still arrive, as the exceptions it raises)."""
     sys.stdout.flush()
     saved = os.dup(1)
     try:
-        os.dup2(2, 1)
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
         yield
     finally:
+        _flush_c_stdio()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    """fflush(NULL): what faiss left in the C stdout buffer goes where fd 1 points now."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 def _write(faiss, index, path: Path) -> None:
