@@ -1,7 +1,8 @@
 """One tiny flower data set and trained run per test process, shared by the search-product tests.
 
 Built through the real entry points (`zscrgan data build`, `zscrgan train`) from the shared
-flower photos, in a temporary folder removed at exit; about 15 s on 2 cores, once.
+flower photos, in a temporary folder removed at exit; about 15 s on 2 cores, once. So a test
+that builds it, itself or through a fixture, carries ``@pytest.mark.slow`` explicitly.
 """
 import atexit
 import functools

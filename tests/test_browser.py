@@ -78,6 +78,7 @@ def browser():
     driver.quit()
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_search_page_in_chromium(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

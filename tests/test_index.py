@@ -45,6 +45,7 @@ def table(index_dir):
         return {row[0]: row[1:] for row in conn.execute("SELECT path, id, sha256, class FROM photos")}
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_index_then_search_every_way(setup, photos, tmp_path, capsys):
     _, _, run = setup
     out = tmp_path / "idx"
@@ -84,6 +85,7 @@ def test_index_then_search_every_way(setup, photos, tmp_path, capsys):
     assert all(reader.seen[reader.class_ids.index(e["class_id"])] for e in why)
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_incremental_rerun_embeds_only_changes(setup, photos, tmp_path, capsys):
     _, _, run = setup
     out = tmp_path / "idx"
@@ -128,6 +130,7 @@ def write_bad_files(folder: Path) -> dict:
     return {f"junk/{n}" for n in ("empty.jpg", "truncated.jpg", "corrupt.jpg", "notes.txt", "huge.png")}
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_bad_photos_are_skipped_with_one_warning_each(setup, photos, tmp_path, capsys):
     _, _, run = setup
     bad = write_bad_files(photos)
@@ -143,6 +146,7 @@ def test_bad_photos_are_skipped_with_one_warning_each(setup, photos, tmp_path, c
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_refusals_are_one_line(setup, photos, tmp_path):
     photos_dir, dataset, run = setup
     out = tmp_path / "idx"
@@ -190,6 +194,7 @@ def test_flo_has_no_free_text_but_takes_class_ids(flo_dir, tmp_path):
         run.encode_texts(["a red rose"])
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_second_index_run_refuses_naming_the_holder(setup, photos, tmp_path):
     _, _, run = setup
     out = tmp_path / "idx"
@@ -198,6 +203,7 @@ def test_second_index_run_refuses_naming_the_holder(setup, photos, tmp_path):
             build_index(run, photos, out)
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_resumes_after_kill_9(setup, photos, tmp_path):
     """kill -9 mid-run, then rerun: committed photos are not redone, the folder stays readable."""
     _, _, run = setup

@@ -143,6 +143,7 @@ def shard_argv(run, photos, out, *extra):
             "--out", str(out), "--shard-size", "4", *extra]
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
     photos, _, run = flowers()
     out = tmp_path / "shards"
@@ -199,6 +200,7 @@ def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
             [h["id"] for h in exact.search(q, 10)[0]]
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_bad_shard_files_are_refused_in_one_line(tmp_path):
     photos, _, run = flowers()
     few = tmp_path / "photos"

@@ -19,6 +19,7 @@ def client():
         yield c
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_health_info_page_and_openapi(client):
     assert client.get("/health").json() == {"status": "ok", "photos": 60}
     info = client.get("/info").json()
@@ -31,6 +32,7 @@ def test_health_info_page_and_openapi(client):
     assert client.get("/docs").status_code == 200
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_search_by_text_then_like_then_files(client):
     reply = client.post("/search", json={"text": ORCHID, "k": 5})
     assert reply.status_code == 200
@@ -59,12 +61,14 @@ def test_search_by_text_then_like_then_files(client):
     ({"text": "x" * 1001}, 422), ({"text": "red", "like_id": 3}, 422), ({"like_id": 99999}, 404),
     ({"class_id": "no such flower"}, 404), ({"text": "red", "min_score": 7}, 422),
 ])
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_bad_search_bodies_are_4xx_json(client, body, code):
     reply = client.post("/search", json=body)
     assert reply.status_code == code, reply.text
     assert "detail" in reply.json() and "Traceback" not in reply.text
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_oversized_and_malformed_bodies(client):
     big = client.post("/search", content=b'{"text": "' + b"a" * (1 << 20) + b'"}',
                       headers={"content-type": "application/json"})
@@ -78,6 +82,7 @@ def test_oversized_and_malformed_bodies(client):
     ("/thumb/-1", 404), ("/thumb/abc", 422), ("/photo/abc", 422), ("/thumb/99999", 404), ("/photo/-1", 404),
     ("/thumb/1.5", 422),
 ])
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_photos_only_by_id(client, url, code):
     reply = client.get(url)
     assert reply.status_code == code, reply.text

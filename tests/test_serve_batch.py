@@ -218,6 +218,7 @@ def test_slow_client_is_timed_out_without_holding_the_server(server):
 
 # ---- with the model: text queries (slow tier: the tiny flower run) -------------------------------
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_text_batch_equals_one_at_a_time_and_a_bad_text_is_refused_alone():
     from flowerkit import ORCHID, flower_index
 
@@ -255,6 +256,7 @@ def test_text_batch_equals_one_at_a_time_and_a_bad_text_is_refused_alone():
         batcher.close()
 
 
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
 def test_two_workers_start_and_answer():
     from flowerkit import ORCHID, flower_index
 
