@@ -30,17 +30,15 @@ import torch
 
 from zscrgan.baselines import fit_baseline
 from zscrgan.data import class_key, load_dataset, split_validation, write_atomic
-from zscrgan.featurize import encode_texts, featurize_images, read_texts
+from zscrgan.diskindex import unit
+from zscrgan.featurize import encode_texts, featurize_images, load_image_encoder, preprocess, read_texts
+from zscrgan.index import cnn_features
 from zscrgan.query import IndexReader
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> tuple[float, dict]:
     """Mean precision@k over queries, and per class."""
-    hits = [sum(class_key(c) == class_key(w) for c in row[:k] if c is not None) / k
+    hits = [sum(class_key(c) == class_key(w) for c in row[:k]) / k
             for row, w in zip(ranked_classes, wanted)]
     per_class = {}
     for w, h in zip(wanted, hits):
@@ -53,17 +51,13 @@ def jpeg_noise(photos) -> np.ndarray:
     of quality 75: the size of the change that re-encoding alone makes."""
     from PIL import Image
 
-    from zscrgan.featurize import load_image_encoder, preprocess
-
     model = load_image_encoder(photos.encoder, torch.device("cpu"))
     again = []
     for rel in photos.sources:
         buffer = io.BytesIO()
         Image.open(Path(photos.root) / rel).convert("RGB").save(buffer, "JPEG", quality=75)
         again.append(preprocess(Image.open(buffer)))
-    with torch.inference_mode():
-        feats = model(torch.from_numpy(np.stack(again))).mean(dim=(2, 3)).numpy()
-    return (unit(feats) * unit(photos.features)).sum(1)
+    return (unit(cnn_features(model, again)) * unit(photos.features)).sum(1)
 
 
 def featurizer_check(photos, data) -> dict:
@@ -122,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     classes = sorted(set(texts.classes))
     md = [f"Precision@{args.k} of {len(texts.sources)} descriptions ({args.descriptions.name}) of {len(classes)} "
           f"classes none of the models saw, over {len(photos.classes)} photos; chance {chance:.2f}.", "",
-          "| model | P@5 | " + " | ".join(c.replace("_", " ") for c in classes) + " |", "|---" * (len(classes) + 2) + "|"]
+          f"| model | P@{args.k} | " + " | ".join(c.replace("_", " ") for c in classes) + " |", "|---" * (len(classes) + 2) + "|"]
     md += [f"| {name} | **{mean:.3f}** | " + " | ".join(f"{per[c]:.2f}" for c in classes) + " |"
            for name, (mean, per) in rows.items()]
     md += ["", f"Featurizer check: {check['photos']} photos featurized here against {args.dataset.name}'s rows of their "

@@ -21,7 +21,7 @@ import torch
 
 from zscrgan.baselines import fit_baseline, training_pairs
 from zscrgan.data import load_dataset, split_validation, write_atomic
-from zscrgan.evaluate import score_classes
+from zscrgan.evaluate import evaluating, score_classes
 
 SETTINGS = [  # (learning rate, weight decay, hidden width, target pairing)
     (1e-3, 1e-4, 512, "class_mean"), (1e-3, 1e-4, 512, "caption"), (3e-4, 1e-3, 1024, "class_mean")]
@@ -43,10 +43,8 @@ class Residual(torch.nn.Module):
 
     @torch.no_grad()
     def embed_texts(self, t):
-        self.eval()
-        out = self(t)
-        self.train()
-        return out
+        with evaluating(self):
+            return self(t)
 
     def embed_images(self, x):
         return self.ridge.embed_images(x)

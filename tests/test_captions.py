@@ -72,8 +72,8 @@ def test_the_two_protocols_agree_with_one_text_per_class_and_differ_with_many():
     means = many.class_mean_texts()
     for c, t in many.texts.items():
         np.testing.assert_allclose(means.texts[c], t.mean(0, keepdims=True), rtol=1e-6)
-    queries = score_classes(model, means, many.seen, (5,), "cpu")[0].topk
-    assert len(queries) == len(many.seen)  # one query per class
+    ranked = score_classes(model, means, many.seen, (5,), "cpu")[0].topk
+    assert len(ranked) == len(many.seen)  # one query per class
 
 
 def test_class_mean_pairing_is_ridge_on_every_caption_photo_pair_of_a_class():

@@ -40,7 +40,9 @@ def recipe_config(method: str, cfg: Config, seed: int) -> Config:
 
 # the two query protocols (docs/results.md, "Caption-level flowers"): every text a query (the
 # figures every method is selected on), and one query per class, the mean of its texts
-PROTOCOLS = {"test": "every text a query", "test_class": "one query per class, the mean of its texts"}
+# record key -> (its name in the CSV, what it is)
+PROTOCOLS = {"test": ("per_text", "every text a query"),
+             "test_class": ("per_class", "one query per class, the mean of its texts")}
 
 
 def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
@@ -73,7 +75,7 @@ def table(results: dict, seeds: list[int], k: int = 50) -> tuple[str, str]:
     writer = csv.writer(buf)
     writer.writerow(["method", "protocol", *[f"{h.lower()}_{x}" for h in heads for x in ("mean", "sd")],
                      "train_seconds", "seeds"])
-    for view, what in PROTOCOLS.items():
+    for view, (protocol, what) in PROTOCOLS.items():
         rows = []
         for method, runs in results.items():
             if all(view in f for f, _ in runs):
@@ -88,7 +90,7 @@ def table(results: dict, seeds: list[int], k: int = 50) -> tuple[str, str]:
                for m, figs, s in rows]
         md.append("")
         for m, figs, s in rows:
-            writer.writerow([m, "per_text" if view == "test" else "per_class",
+            writer.writerow([m, protocol,
                              *[f"{v:.6f}" for pair in figs for v in pair], f"{s:.2f}", len(seeds)])
     return "\n".join(md), buf.getvalue()
 

@@ -155,7 +155,7 @@ class ZeroShotData:
     @property
     def many_texts(self) -> bool:
         """True when some class has more than one text (captions): evaluation then reports the
-        per-class protocol beside the per-text one, and the baselines try both pairings."""
+        per-class protocol beside the per-text one, and the baselines choose among their pairings."""
         return any(len(t) > 1 for t in self.texts.values())
 
     def class_mean_texts(self) -> "ZeroShotData":
@@ -217,13 +217,8 @@ def available_memory() -> int | None:
 
 def _check_fits(path: Path, raw: dict, classes, what: str) -> None:
     """Refuse, before any conversion, vectors whose float32 copy would not fit in memory."""
-    rows = {}
-    for cls in classes:
-        value = raw.get(cls)
-        shape = np.shape(value) if isinstance(value, np.ndarray) else None
-        if shape and len(shape) == 2:
-            rows[cls] = shape[0] * shape[1]
-    need, free = 4 * sum(rows.values()), available_memory()
+    need = 4 * sum(raw[c].size for c in classes if isinstance(raw.get(c), np.ndarray))
+    free = available_memory()
     if free is not None and need > free:
         raise DataError(f"{path}: the {what} vectors need {need / 2**30:.1f} GiB as float32, more than the "
                         f"{free / 2**30:.1f} GiB of memory available; use fewer {what}s per class")

@@ -30,8 +30,8 @@ from .data import (CLASSNAMES_FILE, DataError, ZeroShotData, class_key, load_dat
                    save_dataset, write_atomic)
 from .device import add_device_flag
 from .errors import Parser
-from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER, Features, describe, encode_texts, featurize_images,
-                        list_class_files, positive_int, read_texts)
+from .featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER, Features, describe, encode_texts,
+                        featurize_images, list_class_files, positive_int, read_texts)
 from .outputs import check_writable
 
 __all__ = ["build_dataset", "check_dataset", "choose_unseen", "split_dataset", "convert_gazsl", "convert_xlsa17", "main"]
@@ -189,10 +189,10 @@ def _named_classes(data: ZeroShotData, names: str, flag: str) -> set:
     classes = list(data.seen) + list(data.unseen)
     by_key = {class_key(name): c for c, name in data.classnames.items()} | {str(c): c for c in classes}
     asked = [u.strip() for u in names.split(",") if u.strip()]
-    unknown = [u for u in asked if class_key(u) not in by_key and u not in by_key]
+    unknown = [u for u in asked if class_key(u) not in by_key]
     if unknown:
         raise DataError(f"{flag}: {data.name} has no class {', '.join(unknown)} (give names from classnames.json or ids)")
-    return {by_key.get(u, by_key.get(class_key(u))) for u in asked}
+    return {by_key[class_key(u)] for u in asked}
 
 
 def split_dataset(source, unseen: str, out, text_encoder: str | None = None,

@@ -131,7 +131,7 @@ class Indexer:
         self._cnn = None
         self.conn = ps.connect(out)
         self.classes = class_table(run)
-        self.class_names = class_lookup(self.classes["names"].tolist())
+        self.class_lookup = class_lookup(self.classes["names"].tolist())
 
     @property
     def cnn(self):
@@ -168,7 +168,7 @@ class Indexer:
         emb = self.run.embed_images(cnn_features(self.cnn, [item[2][0] for item in batch])).astype(np.float32)
         with self.conn:
             for (rel, st, (_, thumb, w, h, digest)), vec in zip(batch, emb):
-                self._store(rel, digest, st.st_size, st.st_mtime_ns, w, h, known_class(rel, self.class_names), vec, thumb)
+                self._store(rel, digest, st.st_size, st.st_mtime_ns, w, h, known_class(rel, self.class_lookup), vec, thumb)
 
     def _store(self, rel, digest, size, mtime_ns, width, height, cls, vec: np.ndarray, thumb) -> None:
         """Insert or update one photo's row (inside the caller's transaction)."""

@@ -145,7 +145,8 @@ class RunFolder:
         """``acc<Prec@50>.pkl`` as upstream names it; ``acc_p<K>_<Prec@K>.pkl`` when selecting on
         another K. ``only``: remove the earlier ones first (--select last keeps one file).
 
-        One entry per query text, every query, up to :data:`MAX_RETRIEVAL_LISTS` (about 13 MB);
+        One entry per query text, every query, up to :data:`MAX_RETRIEVAL_LISTS` (FLO_cap's 11,549
+        caption queries wrote 1.35 MB, so about 12 MB at the cap);
         past that, an evenly spaced sample of that many queries, in query order (a caption set of
         millions of texts would otherwise write gigabytes)."""
         if len(lists) > MAX_RETRIEVAL_LISTS:

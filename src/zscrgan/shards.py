@@ -162,7 +162,7 @@ class ShardWorker:
         torch.set_num_threads(threads)
         self.run = open_run(run_dir)
         self.cnn = load_image_encoder(encoder, torch.device("cpu"))
-        self.max_pixels, self.class_names = max_pixels, class_lookup(class_names)
+        self.max_pixels, self.class_lookup = max_pixels, class_lookup(class_names)
 
     def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         from .index import cnn_features
@@ -187,7 +187,7 @@ class ShardWorker:
                 continue  # gone since the plan: the index's own scan drops it
             got = read_photo(images / rel, self.max_pixels)
             row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": None, "width": None,
-                   "height": None, "class": known_class(rel, self.class_names), "thumb": None, "row": -1,
+                   "height": None, "class": known_class(rel, self.class_lookup), "thumb": None, "row": -1,
                    "skipped": None}
             if isinstance(got, str):
                 row["skipped"] = got
