@@ -273,13 +273,13 @@ def main() -> int:
         if args.bf16:
             rows += measure("flowers", flowers, 60, workers, True, scripts, args, ("--precision", "bf16"), ("text",))
     if args.photos:
-        synthetic = synthetic_index(args.work, args.photos)
+        synthetic, name = synthetic_index(args.work, args.photos), f"synthetic {args.photos:,} (ivf)"
+        scripts = lua_scripts(args.work, args.photos, texts)  # written once, not once a cell
         for workers in map(int, args.workers.split(",")):
-            rows += measure(f"synthetic {args.photos:,} (ivf)", synthetic, args.photos, workers, False,
-                            lua_scripts(args.work, args.photos, texts), args, kinds=("health", "like"))
+            rows += measure(name, synthetic, args.photos, workers, False, scripts, args, kinds=("health", "like"))
             for nprobe in filter(None, args.nprobe.split(",")):
-                rows += measure(f"synthetic {args.photos:,} (ivf)", synthetic, args.photos, workers, False,
-                                lua_scripts(args.work, args.photos, texts), args, ("--nprobe", nprobe), ("like",))
+                rows += measure(name, synthetic, args.photos, workers, False, scripts, args, ("--nprobe", nprobe),
+                                ("like",))
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
     text = (f"```\n{command}\n```\n\n{os.cpu_count()} CPUs; load average before the run "
             f"{load[0]:.1f}, after {os.getloadavg()[0]:.1f}; wrk 1 thread, {args.seconds:g} s a cell.\n\n{table(rows)}")

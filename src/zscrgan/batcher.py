@@ -152,15 +152,10 @@ class Batcher:
             embedded = run.embed_text_vectors(sentences)
             timing["encode"] += (middle - start) * 1000
             timing["embed"] += (time.perf_counter() - middle) * 1000
-        except Exception:
-            if len(texts) == 1:
-                i = texts[0]
-                try:
-                    vectors[i] = self.reader.embed_texts([queries[i].text])
-                except DataError as exc:
-                    out[i] = Refusal(400, str(exc))
-                except Exception as exc:
-                    out[i] = Refusal(500, f"internal error ({type(exc).__name__})")
+        except Exception as exc:
+            if len(texts) == 1:  # this text's own error (the encoder is deterministic: no retry)
+                out[texts[0]] = (Refusal(400, str(exc)) if isinstance(exc, DataError)
+                                 else Refusal(500, f"internal error ({type(exc).__name__})"))
                 return
             for i in texts:  # find the one that failed: each text on its own
                 self._embed_texts(queries, [i], vectors, out, timing)

@@ -369,14 +369,21 @@ def encode_texts(rows: Features, batch_size: int = TEXT_BATCH, device: str | tor
     model = load_text_encoder(dev)
     order = np.argsort([-len(text) for text in rows.sources], kind="stable")
     start = time.perf_counter()
-    with encoder_precision(precision, dev.type):
-        vecs = np.asarray(model.encode([rows.sources[i] for i in order], batch_size=max(batch_size, TEXT_BATCH),
-                                       normalize_embeddings=True, convert_to_numpy=True,
-                                       show_progress_bar=is_terminal()), np.float32)
+    vecs = encode_sentences(model, [rows.sources[i] for i in order], max(batch_size, TEXT_BATCH), precision,
+                            dev.type, progress=is_terminal())
     report_rate(len(order), "sentences", time.perf_counter() - start)
     out = np.empty_like(vecs)
     out[order] = vecs
     return Features("texts", out, rows.classes, rows.sources, TEXT_ENCODER, images=rows.images)
+
+
+def encode_sentences(model, texts: list[str], batch_size: int, precision: str = "fp32", device_type: str = "cpu",
+                     progress: bool = False) -> np.ndarray:
+    """L2-normalised float32 sentence vectors from :func:`load_text_encoder`'s model, under ``precision``;
+    shared by :func:`encode_texts` and free-text queries (trained.TrainedRun.sentence_vectors)."""
+    with encoder_precision(precision, device_type):
+        return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                       show_progress_bar=progress), np.float32)
 
 
 def report_rate(n: int, what: str, seconds: float) -> None:

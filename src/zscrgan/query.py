@@ -53,7 +53,8 @@ def check_texts(texts: list[str]) -> None:
 class IndexReader:
     """An index folder opened for queries; thread-safe (one SQLite connection per thread)."""
 
-    def __init__(self, folder: str | Path, load_model: bool = True, nprobe: int | None = None):
+    def __init__(self, folder: str | Path, load_model: bool = True, nprobe: int | None = None,
+                 precision: str = "fp32"):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: index folder not found")
@@ -74,7 +75,7 @@ class IndexReader:
         self.class_emb = _unit(classes["embeddings"])
         self.seen = classes["seen"].astype(bool)
         self._local = threading.local()
-        self.precision = "fp32"  # of the sentence encoder: `zscrgan serve --precision bf16` changes it
+        self.precision = precision  # of the sentence encoder: fp32 or bf16 (`zscrgan serve --precision`)
         self.run = self._open_run() if load_model else None
 
     def _open_run(self):
@@ -106,16 +107,20 @@ class IndexReader:
                                 (int(photo_id),)).fetchone()
         return dict(row) if row else None
 
-    def photos_meta(self, photo_ids) -> dict[int, dict]:
-        """{id: {path, class}} of many photos in one query per 500 ids (not one query per hit)."""
+    def _by_id(self, columns: str, photo_ids) -> dict[int, tuple]:
+        """{id: (columns...)} of the given photos, in one query per 500 ids (not one query per id)."""
         wanted = sorted({int(i) for i in photo_ids})
         found = {}
         for start in range(0, len(wanted), _IN_CHUNK):
             chunk = wanted[start:start + _IN_CHUNK]
-            for row in self.db().execute(f"SELECT id, path, class FROM photos WHERE id IN "
+            for row in self.db().execute(f"SELECT id, {columns} FROM photos WHERE id IN "
                                          f"({','.join('?' * len(chunk))})", chunk):
-                found[row[0]] = {"path": row[1], "class": row[2]}
+                found[row[0]] = tuple(row)[1:]
         return found
+
+    def photos_meta(self, photo_ids) -> dict[int, dict]:
+        """{id: {path, class}} of many photos, read together."""
+        return {i: {"path": path, "class": cls} for i, (path, cls) in self._by_id("path, class", photo_ids).items()}
 
     def thumb(self, photo_id: int) -> bytes | None:
         row = self.db().execute("SELECT thumb FROM photos WHERE id = ?", (int(photo_id),)).fetchone()
@@ -161,15 +166,9 @@ class IndexReader:
         return got[photo_id][None].copy()
 
     def embeddings_of(self, photo_ids) -> dict[int, np.ndarray]:
-        """{id: stored embedding} of the given photos that are in the index, in one query per 500 ids."""
-        wanted = sorted({int(i) for i in photo_ids if self.has_id(i)})
-        found = {}
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start:start + _IN_CHUNK]
-            for row in self.db().execute(f"SELECT id, embedding FROM photos WHERE id IN "
-                                         f"({','.join('?' * len(chunk))})", chunk):
-                found[row[0]] = np.frombuffer(row[1], np.float32)
-        return found
+        """{id: stored embedding} of the given photos that are in the index, read together."""
+        found = self._by_id("embedding", (i for i in photo_ids if self.has_id(i)))
+        return {i: np.frombuffer(blob, np.float32) for i, (blob,) in found.items()}
 
     def embed_class(self, class_id: str) -> np.ndarray:
         key = str(class_id)
@@ -199,16 +198,18 @@ class IndexReader:
             raise DataError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
         want = min(k + (exclude is not None), len(self.index))
         scores, rows = self.index.search(np.asarray(queries, np.float32), want)
-        return [[{**hit, "score": round(hit["score"], 4)} for hit in hits]
-                for hits in self.hits(scores, rows, [k] * len(rows), [min_score] * len(rows),
-                                      [exclude] * len(rows))]
+        results = self.hits(scores, rows, [k] * len(rows), [min_score] * len(rows), [exclude] * len(rows))
+        for hits in results:
+            for hit in hits:
+                hit["score"] = round(hit["score"], 4)
+        return results
 
     def hits(self, scores: np.ndarray, rows: np.ndarray, ks, min_scores, excludes) -> list[list[dict]]:
         """FAISS rows -> per query [{id, path, score, class}] (scores unrounded), metadata in one query.
 
         Shared by :meth:`search` and `zscrgan serve`'s batches, so both answer alike."""
-        ids = [[int(self.ids[r]) for r in row if r >= 0] for row in rows]
-        meta = self.photos_meta(i for row in ids for i in row)
+        found_rows = np.asarray(rows)
+        meta = self.photos_meta(self.ids[found_rows[found_rows >= 0]].tolist())
         results = []
         for score_row, id_row, k, min_score, exclude in zip(scores, rows, ks, min_scores, excludes):
             hits = []

@@ -53,21 +53,21 @@ class Guard:
 
     def __init__(self, app, max_body: int = MAX_BODY, timeout: float = BODY_TIMEOUT):
         self.app, self.max_body, self.timeout = app, max_body, timeout
+        self.too_big = _json(413, {"detail": f"request body over {max_body} bytes"})  # built once, not per POST
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
-        too_big = _json(413, {"detail": f"request body over {self.max_body} bytes"})
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await self._reply(send, too_big)
+            return await self._reply(send, self.too_big)
         try:
             body = await asyncio.wait_for(self._read(receive), self.timeout)
         except TimeoutError:
             return await self._reply(send, _json(408, {"detail": f"request body not received within {self.timeout:g} s"},
                                                  [(b"connection", b"close")]))
         except OverflowError:
-            return await self._reply(send, too_big)
+            return await self._reply(send, self.too_big)
         except ConnectionError:
             return  # the client left
         sent = False
@@ -229,8 +229,7 @@ def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: 
             faiss.omp_set_num_threads(threads)
         except ImportError:
             pass
-    reader = IndexReader(index, load_model=text, nprobe=nprobe or None)
-    reader.precision = precision
+    reader = IndexReader(index, load_model=text, nprobe=nprobe or None, precision=precision)
     if text and reader.run.text_encoder:
         try:
             reader.embed_texts(["warm up"])

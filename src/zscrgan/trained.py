@@ -118,17 +118,13 @@ class TrainedRun:
 
         Apart from :meth:`encode_texts` so `zscrgan serve` can time the two halves of a batch;
         ``precision="bf16"``: the encoder under bfloat16 autocast (featurize.encoder_precision)."""
-        from .featurize import TEXT_ENCODER, encoder_precision, load_text_encoder
+        from .featurize import TEXT_ENCODER, encode_sentences, load_text_encoder
 
         if self.text_encoder != TEXT_ENCODER:
             made = f"by {self.text_encoder!r}" if self.text_encoder else "outside zscrgan (no manifest.json)"
             raise DataError(f"{self.dataset_dir}: its text vectors were made {made}, not by a featurizer "
                             f"shipped here, so free text cannot be encoded; query with --class-id instead")
-        encoder = load_text_encoder(torch.device("cpu"))
-        with encoder_precision(precision, "cpu"):
-            vecs = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vecs, np.float32)
+        return encode_sentences(load_text_encoder(torch.device("cpu")), list(texts), 64, precision)
 
     def encode_texts(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
         """Free text -> query embeddings."""
