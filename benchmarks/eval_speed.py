@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from zscrgan.device import add_device_flag, pick_device
-from zscrgan.metrics import parse_ks, score_retrieval
+from zscrgan.evaluation.metrics import parse_ks, score_retrieval
 
 
 def timed(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:

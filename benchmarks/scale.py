@@ -69,7 +69,7 @@ def exact_top(qs: np.ndarray, n: int, dim: int, classes: int, seed: int, k: int 
 SERVE_CHILD = r"""
 import json, sys, time, numpy as np, faiss
 faiss.omp_set_num_threads(1)
-from zscrgan.search import GalleryIndex
+from zscrgan.search.gallery import GalleryIndex
 folder, dim, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 nprobes = [int(p) for p in sys.argv[4].split(",")]
 reranks = [int(r) for r in sys.argv[5].split(",")]
@@ -102,8 +102,8 @@ print(json.dumps(out))
 def bench_ivfpq(n: int, args) -> dict:
     import faiss
 
-    from zscrgan import diskindex as di
-    from zscrgan.search import recall_at_k
+    from zscrgan.search import diskindex as di
+    from zscrgan.search.gallery import recall_at_k
 
     faiss.omp_set_num_threads(args.threads)
     folder = Path(args.out) / f"ivfpq_{n}"
@@ -161,7 +161,7 @@ def bench_ivfpq(n: int, args) -> dict:
 def bench_ivf(n: int, args) -> dict:
     import faiss
 
-    from zscrgan.search import GalleryIndex, recall_at_k
+    from zscrgan.search.gallery import GalleryIndex, recall_at_k
 
     faiss.omp_set_num_threads(args.threads)
     x = np.concatenate([c for _, c in chunks(n, args.dim, args.classes, args.seed)])
@@ -184,7 +184,7 @@ def bench_ivf(n: int, args) -> dict:
 
 
 def bench_shards(args) -> list[dict]:
-    from zscrgan.distribute import build_shards
+    from zscrgan.search.distribute import build_shards
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from zscrgan.search import KINDS, GalleryIndex, faiss, recall_at_k
+from zscrgan.search.gallery import KINDS, GalleryIndex, faiss, recall_at_k
 
 
 def clustered(n: int, dim: int, centers: torch.Tensor, noise: float, gen: torch.Generator) -> torch.Tensor:

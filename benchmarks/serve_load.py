@@ -86,8 +86,8 @@ def synthetic_index(work: Path, n: int, dim: int = 256, centers: int = 1000, nli
 
     from PIL import Image
 
-    from zscrgan import photostore as ps
-    from zscrgan.search import GalleryIndex
+    from zscrgan.search import photostore as ps
+    from zscrgan.search.gallery import GalleryIndex
 
     folder = work / f"synthetic_{n}"
     if (folder / ps.VECTORS).is_file():

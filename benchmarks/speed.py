@@ -7,7 +7,7 @@
 Prints seconds per EM round, optimizer steps per second, evaluation milliseconds, peak
 memory, the FLOPs of a round counted from the layer sizes, the peak matrix-product rate
 measured here in the same process, their ratio (the round's distance from its FLOP
-floor), and the same round through the plain step-by-step loop (zscrgan.reference) as
+floor), and the same round through the plain step-by-step loop (zscrgan.core.reference) as
 the baseline.
 """
 from __future__ import annotations
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from zscrgan import reference
+from zscrgan.core import reference
 from zscrgan.config import Config
-from zscrgan.data import load_dataset
+from zscrgan.data.dataset import load_dataset
 from zscrgan.device import add_device_flag, pick_device
-from zscrgan.evaluate import evaluate_classes
-from zscrgan.synthetic import make_builtin_dataset
-from zscrgan.trainer import EMTrainer, retain_freed_memory
+from zscrgan.evaluation.scoring import evaluate_classes
+from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 
 DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"
 

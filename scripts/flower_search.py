@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zscrgan.baselines import fit_baseline
-from zscrgan.data import class_key, load_dataset, split_validation, write_atomic
-from zscrgan.diskindex import unit
-from zscrgan.featurize import encode_texts, featurize_images, load_image_encoder, preprocess, read_texts
-from zscrgan.index import cnn_features
-from zscrgan.query import IndexReader
+from zscrgan.evaluation.baselines import fit_baseline
+from zscrgan.data.dataset import class_key, load_dataset, split_validation, write_atomic
+from zscrgan.search.diskindex import unit
+from zscrgan.data.featurize import encode_texts, featurize_images, load_image_encoder, preprocess, read_texts
+from zscrgan.search.index import cnn_features
+from zscrgan.search.query import IndexReader
 
 
 def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> tuple[float, dict]:

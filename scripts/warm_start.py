@@ -7,7 +7,7 @@ For each seed: the seed's validation split (as ``--select val``), a trainer buil
 flags (with ``--ridge_path`` the generator's text path starts as the ridge fit), and before
 training (round 0) and after each round, validation Prec@50 of
 - the common space (the run's own evaluation: CSEM(G(mu)) against CSEM(photo)), and
-- the generator alone in image space (:class:`zscrgan.evaluate.ImageSpaceRetriever`), and
+- the generator alone in image space (:class:`zscrgan.evaluation.scoring.ImageSpaceRetriever`), and
 - the same on the training classes (their texts querying their images: does training fit them?),
 beside ridge's on the validation classes. Only seen classes are read: the unseen ones stay untouched.
 Writes warm_start.json, warm_start.md (the mean table) and warm_start.png to --out_dir.
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from zscrgan.baselines import fit_baseline, validation_scorer
+from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
 from zscrgan.config import Config, build_parser, parse_seeds
-from zscrgan.data import split_validation, write_atomic
-from zscrgan.evaluate import ImageSpaceRetriever, common_space_centre, evaluate_classes
-from zscrgan.run import load_run_data, prepare_process
-from zscrgan.trainer import EMTrainer
+from zscrgan.data.dataset import split_validation, write_atomic
+from zscrgan.evaluation.scoring import ImageSpaceRetriever, common_space_centre, evaluate_classes
+from zscrgan.experiments.run import load_run_data, prepare_process
+from zscrgan.experiments.trainer import EMTrainer
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
 

@@ -4,8 +4,8 @@ import shutil
 
 import numpy as np
 
-from zscrgan.data import save_dataset
-from zscrgan.synthetic import make_builtin_dataset
+from zscrgan.data.dataset import save_dataset
+from zscrgan.data.synthetic import make_builtin_dataset
 
 TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "4",
         "--m_steps", "4", "--n_critic", "2", "--batch_size", "8", "--no-report"]

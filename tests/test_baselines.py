@@ -4,10 +4,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from zscrgan.baselines import (BASELINES, CCASolver, _hinge_rank_loss, fit_baseline, ridge_path,
+from zscrgan.evaluation.baselines import (BASELINES, CCASolver, _hinge_rank_loss, fit_baseline, ridge_path,
                                training_pairs)
-from zscrgan.data import ZeroShotData, load_dataset, split_validation
-from zscrgan.evaluate import score_classes
+from zscrgan.data.dataset import ZeroShotData, load_dataset, split_validation
+from zscrgan.evaluation.scoring import score_classes
 
 
 @pytest.fixture(autouse=True)
@@ -164,7 +164,7 @@ def test_flo_well_above_chance(flo_dir, name):
 def test_select_k_reaches_the_baselines_choice_of_lambda():
     """Under --select_k 5 ridge's lambda is the one with the best validation Prec@5, not Prec@50; on
     this draw the two figures choose differently (brute force over the grid, first on ties)."""
-    from zscrgan.baselines import RIDGE_GRID, validation_scorer
+    from zscrgan.evaluation.baselines import RIDGE_GRID, validation_scorer
 
     data = planted_data(n_classes=30, n_unseen=5, per_class=30, texts_per_class=1, seed=14)
     train, val = data.seen[:15], data.seen[15:]
@@ -179,6 +179,6 @@ def test_select_k_reaches_the_baselines_choice_of_lambda():
 
 
 def _ridge_at(data, train, lam):
-    from zscrgan.baselines import _fit_ridge
+    from zscrgan.evaluation.baselines import _fit_ridge
 
     return _fit_ridge(training_pairs(data, train, seed=0), [{"lam": lam}], None)

@@ -1,7 +1,7 @@
 """`data build` checks everything before the encoders load: each mistake is one line within a second."""
 import pytest
 
-from zscrgan import featurize
+from zscrgan.data import featurize
 from zscrgan.cli import main
 
 

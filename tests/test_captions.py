@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from zscrgan import data as data_module
-from zscrgan.baselines import fit_baseline, training_pairs
-from zscrgan.data import DataError, ZeroShotData, load_dataset
-from zscrgan.evaluate import score_classes
-from zscrgan.outputs import MAX_RETRIEVAL_LISTS, RunFolder
-from zscrgan.sampler import BatchSampler
-from zscrgan.selection import check_select_k
+from zscrgan.data import dataset as data_module
+from zscrgan.evaluation.baselines import fit_baseline, training_pairs
+from zscrgan.data.dataset import DataError, ZeroShotData, load_dataset
+from zscrgan.evaluation.scoring import score_classes
+from zscrgan.experiments.runfolder import MAX_RETRIEVAL_LISTS, RunFolder
+from zscrgan.core.sampler import BatchSampler
+from zscrgan.evaluation.selection import check_select_k
 from zscrgan.errors import UserError
 
 
@@ -50,7 +50,7 @@ def test_the_e_step_draws_every_caption_of_a_class_about_equally_often():
 
 def test_original_trains_on_each_class_s_first_caption_only():
     from zscrgan.config import Config
-    from zscrgan.trainer import EMTrainer
+    from zscrgan.experiments.trainer import EMTrainer
 
     data = caption_data()
     tiny = dict(gf_dim=8, df_dim=8, embed_dim=4, z_dim=2, e_steps=2, m_steps=2, batch_size=4)
@@ -152,7 +152,7 @@ def test_one_validation_class_is_refused_and_two_warn():
 
 
 def test_retrieval_pickle_keeps_every_query_up_to_its_cap(tmp_path, monkeypatch):
-    from zscrgan import outputs
+    from zscrgan.experiments import runfolder as outputs
 
     monkeypatch.setattr(outputs, "MAX_RETRIEVAL_LISTS", 10)
     folder = RunFolder(tmp_path / "run", tmp_path / "res")

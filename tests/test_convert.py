@@ -13,10 +13,10 @@ import scipy.sparse as sparse
 from helpers import TINY
 
 from zscrgan import cli
-from zscrgan.convert import GAZSL_FILES, convert_gazsl, text_pca
-from zscrgan.data import DataError, load_dataset, read_pickle
-from zscrgan.datatools import build_dataset
-from zscrgan.featurize import Features, read_description_rows
+from zscrgan.data.convert import GAZSL_FILES, convert_gazsl, text_pca
+from zscrgan.data.dataset import DataError, load_dataset, read_pickle
+from zscrgan.data.tools import build_dataset
+from zscrgan.data.featurize import Features, read_description_rows
 
 TEXT_ROWS, TEXT_DIM, IMAGE_DIM = 6, 9, 4
 TRAIN_CID, TEST_CID = [5, 1, 3], [6, 2]  # class 4 has a text row but is in neither split
@@ -287,8 +287,8 @@ def test_convert_flags_belong_to_their_source(tmp_path, capsys):
 
 
 def test_memory_estimate_names_long_texts():
-    from zscrgan.data import ZeroShotData
-    from zscrgan.datatools import run_memory
+    from zscrgan.data.dataset import ZeroShotData
+    from zscrgan.data.tools import run_memory
 
     def line(text_dim):
         texts = {c: np.zeros((1, text_dim), np.float32) for c in (1, 2)}

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from zscrgan.data import DataError, ZeroShotData, load_dataset, save_dataset, split_validation
+from zscrgan.data.dataset import DataError, ZeroShotData, load_dataset, save_dataset, split_validation
 
 
 def write_set(folder, texts, images, seen, unseen, protocol=2):

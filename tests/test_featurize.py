@@ -7,9 +7,9 @@ from PIL import Image
 
 from helpers import small_tree
 from zscrgan import cli
-from zscrgan.data import DataError
+from zscrgan.data.dataset import DataError
 from zscrgan.errors import UserError
-from zscrgan.featurize import (IMAGENET_MEAN, IMAGENET_STD, Features, featurize_images, featurize_texts,
+from zscrgan.data.featurize import (IMAGENET_MEAN, IMAGENET_STD, Features, featurize_images, featurize_texts,
                                preprocess, read_descriptions)
 
 

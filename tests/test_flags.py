@@ -7,7 +7,7 @@ import pytest
 from zscrgan.config import Config, build_parser
 from zscrgan.errors import Parser
 from zscrgan.flags import add_dataclass_flags, flag, flag_type
-from zscrgan.run import EvaluateArgs
+from zscrgan.experiments.run import EvaluateArgs
 
 
 @dataclass

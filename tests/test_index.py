@@ -16,11 +16,11 @@ pytest.importorskip("faiss")
 pytest.importorskip("efficientnet_lite_pytorch")
 from flowerkit import ORCHID, flower_run  # noqa: E402
 
-from zscrgan import photostore as ps  # noqa: E402
+from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.cli import main as cli  # noqa: E402
-from zscrgan.data import DataError  # noqa: E402
-from zscrgan.index import build_index  # noqa: E402
-from zscrgan.query import IndexReader  # noqa: E402
+from zscrgan.data.dataset import DataError  # noqa: E402
+from zscrgan.search.index import build_index  # noqa: E402
+from zscrgan.search.query import IndexReader  # noqa: E402
 
 CLASSES = ("hard-leaved_pocket_orchid", "daffodil")
 
@@ -180,13 +180,13 @@ def test_refusals_are_one_line(setup, photos, tmp_path):
     for argv, pattern in (([str(out), "   "], "empty query"), ([str(out), "x", "-k", "0"], "1..1000"),
                           ([str(out), "x", "-k", "1001"], "1..1000"), ([str(tmp_path), "x"], "not an index folder")):
         with pytest.raises(DataError, match=pattern):
-            from zscrgan.query import main as search_main
+            from zscrgan.search.query import main as search_main
             search_main(argv)
 
 
 def test_flo_has_no_free_text_but_takes_class_ids(flo_dir, tmp_path):
     """A set whose texts no shipped featurizer made: free text is refused with the reason."""
-    from zscrgan.trained import TrainedRun
+    from zscrgan.search.trained import TrainedRun
 
     run = TrainedRun.__new__(TrainedRun)
     run.dataset_dir, run.dataset_manifest = flo_dir, {}
@@ -237,7 +237,7 @@ def test_resumes_after_kill_9(setup, photos, tmp_path):
 
 
 def test_a_photo_folder_names_its_class_whatever_the_separators():
-    from zscrgan.index import class_lookup, known_class
+    from zscrgan.search.index import class_lookup, known_class
 
     lookup = class_lookup(["english marigold", "hard-leaved pocket orchid", "daffodil"])
     assert known_class("english_marigold/a.jpg", lookup) == "english marigold"
@@ -247,7 +247,7 @@ def test_a_photo_folder_names_its_class_whatever_the_separators():
 
 
 def test_the_photo_table_carries_its_schema_version(tmp_path):
-    from zscrgan import photostore as ps
+    from zscrgan.search import photostore as ps
 
     ps.connect(tmp_path).close()
     db = tmp_path / ps.DB

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from zscrgan.losses import critic_loss, csem_loss, kl_quirk, kl_standard, max_margin
+from zscrgan.core.losses import critic_loss, csem_loss, kl_quirk, kl_standard, max_margin
 
 
 def test_critic_loss_by_hand():

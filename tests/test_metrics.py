@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from zscrgan.metrics import RetrievalScores, parse_ks, score_retrieval
+from zscrgan.evaluation.metrics import RetrievalScores, parse_ks, score_retrieval
 
 
 def brute_force(q, ql, g, gl, ks):

@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from zscrgan.networks import ZSCRGAN, truncated_normal
+from zscrgan.core.networks import ZSCRGAN, truncated_normal
 
 
 def test_init_is_normal_002_with_zero_biases():

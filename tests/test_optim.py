@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from zscrgan.optim import Adam, RMSProp
+from zscrgan.core.optim import Adam, RMSProp
 
 
 def test_tf1_rmsprop_two_steps_by_hand():

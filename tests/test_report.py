@@ -5,7 +5,7 @@ import json
 import pytest
 
 from zscrgan.cli import main as cli_main
-from zscrgan.report import class_bars, write_report
+from zscrgan.experiments.report import class_bars, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -173,7 +173,7 @@ def test_flo_few_rounds_well_above_chance(flo_dir, tmp_path):
 
 @pytest.mark.parametrize("flag, calls", [([], 1), (["--no-retain_memory"], 0)])
 def test_train_sets_malloc_once_behind_its_flag(tmp_path, monkeypatch, flag, calls):
-    from zscrgan import run
+    from zscrgan.experiments import run
     made = []
     monkeypatch.setattr(run, "retain_freed_memory", lambda: made.append(1))
     assert main(["train", "--epochs", "1", "--device", "cpu", *TINY, *flag, "--out_dir", str(tmp_path)]) == 0

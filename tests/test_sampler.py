@@ -3,7 +3,7 @@ from collections import Counter
 
 import torch
 
-from zscrgan.sampler import BatchSampler
+from zscrgan.core.sampler import BatchSampler
 
 
 def test_fewer_rows_than_classes_walks_through_shuffles():

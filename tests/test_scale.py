@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
-from zscrgan import diskindex as di  # noqa: E402
-from zscrgan import shards as sh  # noqa: E402
+from zscrgan.search import diskindex as di  # noqa: E402
+from zscrgan.search import shards as sh  # noqa: E402
 from zscrgan.cli import main as cli  # noqa: E402
-from zscrgan.data import DataError  # noqa: E402
-from zscrgan.search import GalleryIndex, recall_at_k  # noqa: E402
+from zscrgan.data.dataset import DataError  # noqa: E402
+from zscrgan.search.gallery import GalleryIndex, recall_at_k  # noqa: E402
 
 
 def clustered(n, dim, centers, seed):
@@ -104,7 +104,7 @@ def test_plan_prints_every_kind_and_refuses_beyond_the_disk(tmp_path, capsys):
 
 
 def test_ray_address_that_does_not_answer_fails_fast():
-    from zscrgan.distribute import check_address
+    from zscrgan.search.distribute import check_address
 
     start = time.monotonic()
     with pytest.raises(DataError, match="no Ray head answers there within 0.5 s"):
@@ -115,7 +115,7 @@ def test_ray_address_that_does_not_answer_fails_fast():
 
 
 def test_a_failing_shard_is_retried_then_named():
-    from zscrgan.distribute import _attempts
+    from zscrgan.search.distribute import _attempts
 
     calls = []
 
@@ -176,7 +176,7 @@ def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
     # the same photos embedded the ordinary way give the same vectors
     plain = tmp_path / "plain"
     assert cli(["index", "--run", str(run), "--images", str(photos), "--out", str(plain)]) == 0
-    from zscrgan import photostore as ps
+    from zscrgan.search import photostore as ps
     a = ps.all_embeddings(ps.connect(index, readonly=True), 128)[1]
     b = ps.all_embeddings(ps.connect(plain, readonly=True), 128)[1]
     assert np.allclose(a, b, atol=1e-5)
@@ -185,8 +185,8 @@ def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
     from fastapi.testclient import TestClient
     from flowerkit import ORCHID
 
-    from zscrgan.query import IndexReader
-    from zscrgan.serve import create_app
+    from zscrgan.search.query import IndexReader
+    from zscrgan.search.serve import create_app
 
     with TestClient(create_app(IndexReader(index)), raise_server_exceptions=False) as client:
         assert client.get("/health").json() == {"status": "ok", "photos": 60}
@@ -215,7 +215,7 @@ def test_bad_shard_files_are_refused_in_one_line(tmp_path):
     npy.write_bytes(good[: len(good) // 2])  # truncated
     index = tmp_path / "index"
     with pytest.raises(DataError, match="shard-00001.npy: truncated or changed"):
-        from zscrgan.index import build_index
+        from zscrgan.search.index import build_index
         build_index(run, few, index, shards=out)
     npy.write_bytes(good)
     done = out / "shard-00000.done.json"
@@ -226,7 +226,7 @@ def test_bad_shard_files_are_refused_in_one_line(tmp_path):
     other = tmp_path / "other"
     shutil.copytree(photos / "sweet_pea", other / "sweet_pea")
     with pytest.raises(DataError, match="shards of another run"):
-        from zscrgan.distribute import build_shards
+        from zscrgan.search.distribute import build_shards
         build_shards(run, other, out)
     if __import__("importlib").util.find_spec("ray"):  # a silent head: refused before a file is written
         with pytest.raises(DataError, match="no Ray head answers"):
@@ -241,7 +241,7 @@ def test_local_and_ray_write_identical_shards(tmp_path):
     few = tmp_path / "photos"
     for cls in ("daffodil", "hard-leaved_pocket_orchid"):
         shutil.copytree(photos / cls, few / cls)
-    from zscrgan.distribute import build_shards
+    from zscrgan.search.distribute import build_shards
 
     local = build_shards(run, few, tmp_path / "local", shard_size=5, workers=2)
     ray = build_shards(run, few, tmp_path / "ray", shard_size=5, distributor="ray", workers=2)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from zscrgan import search
-from zscrgan.search import GalleryIndex, recall_at_k
+from zscrgan.search import gallery as search
+from zscrgan.search.gallery import GalleryIndex, recall_at_k
 
 faiss = pytest.importorskip("faiss")
 faiss.omp_set_num_threads(1)

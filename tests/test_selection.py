@@ -7,8 +7,8 @@ import torch
 
 from helpers import TINY, read_jsonl
 from zscrgan.cli import main
-from zscrgan.metrics import collapse_stats, is_collapsed
-from zscrgan.selection import Selector
+from zscrgan.evaluation.metrics import collapse_stats, is_collapsed
+from zscrgan.evaluation.selection import Selector
 
 def rec(round_, val=None, test=None, collapsed=False, k=10):
     r = {"round": round_, "collapsed": collapsed}

@@ -24,11 +24,11 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("faiss")
 
-from zscrgan import photostore as ps  # noqa: E402
-from zscrgan.batcher import Batcher, Query, Refusal  # noqa: E402
-from zscrgan.query import IndexReader  # noqa: E402
-from zscrgan.search import GalleryIndex  # noqa: E402
-from zscrgan.serve import create_app  # noqa: E402
+from zscrgan.search import photostore as ps  # noqa: E402
+from zscrgan.search.batcher import Batcher, Query, Refusal  # noqa: E402
+from zscrgan.search.query import IndexReader  # noqa: E402
+from zscrgan.search.gallery import GalleryIndex  # noqa: E402
+from zscrgan.search.serve import create_app  # noqa: E402
 
 N, DIM, CLASSES = 300, 16, 5
 

@@ -5,9 +5,9 @@ import torch
 
 from helpers import TINY, small_set
 from zscrgan.cli import main
-from zscrgan.data import load_dataset
-from zscrgan.evaluate import common_space_centre, embed_gallery, embed_queries
-from zscrgan.trained import open_run
+from zscrgan.data.dataset import load_dataset
+from zscrgan.evaluation.scoring import common_space_centre, embed_gallery, embed_queries
+from zscrgan.search.trained import open_run
 
 
 @pytest.mark.parametrize("recipe", [["--recipe", "improved", "--eval_centre"],

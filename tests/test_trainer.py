@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from zscrgan.config import Config
-from zscrgan import reference
-from zscrgan import trainer as trainer_module
-from zscrgan.synthetic import make_builtin_dataset
-from zscrgan.trainer import EMTrainer, retain_freed_memory
+from zscrgan.core import reference
+from zscrgan.experiments import trainer as trainer_module
+from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 
 
 def tiny_config(**kw):
@@ -55,7 +55,7 @@ def test_fast_round_matches_plain_loop(switches, float64):
 def test_ridge_path_starts_at_the_ridge_fit_chosen_on_validation_classes():
     """--ridge_path: with the MLP's last layer zeroed, the generator is exactly ReLU(ridge's
     prediction + the training images' mean), lambda being the one validation chose."""
-    from zscrgan.baselines import fit_baseline
+    from zscrgan.evaluation.baselines import fit_baseline
 
     data = make_builtin_dataset(n_seen=10, n_unseen=3, images_per_class=7, texts_per_class=2)
     train, val = data.seen[:7], data.seen[7:]

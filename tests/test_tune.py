@@ -10,7 +10,7 @@ optuna = pytest.importorskip("optuna")  # the [tune] extra
 from optuna.storages.journal import JournalFileBackend, JournalStorage  # noqa: E402
 
 from helpers import TINY, read_jsonl, small_set  # noqa: E402
-from zscrgan import tune  # noqa: E402
+from zscrgan.experiments import tune  # noqa: E402
 from zscrgan.cli import main  # noqa: E402
 
 # lrs kept low so that no tiny trial's loss goes non-finite (a failed trial would be a false alarm here)

@@ -1,2 +1,14 @@
-"""ZSCRGAN: zero-shot retrieval of images from textual descriptions (Roy et al., CIKM 2020)."""
+"""ZSCRGAN: zero-shot retrieval of images from textual descriptions (Roy et al., CIKM 2020).
+
+The package, by subsystem; each may import only those listed before it (tests/test_layers.py):
+
+    errors, console, files, device, flags, config   the shared ground: error types, terminal output,
+                                                    atomic files and locks, the Config dataclass
+    core/         the model: networks, losses, optimisers, the batch sampler, the reference step
+    data/         data sets on disk, photos and the encoders that turn photos and texts into vectors
+    evaluation/   metrics, scoring any text->photo model, selection on validation classes, baselines
+    experiments/  training runs (the EM trainer, run folders), compare, tune, reports
+    search/       a trained model as a photo search: index, query, serve, shards
+    cli           the `zscrgan` command: one subcommand per job, each owned by one module
+"""
 __version__ = "0.1.0"

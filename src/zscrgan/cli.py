@@ -1,16 +1,16 @@
 """The `zscrgan` command: one subcommand per job, each owned by its own module.
 
-    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.run)
-    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.run)
-    zscrgan report    RUN_DIR                plots and an HTML page of a run (zscrgan.report)
-    zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.compare)
-    zscrgan tune      --dataset FLO --trials 40   hyperparameter search on validation classes (zscrgan.tune)
-    zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.featurize)
-    zscrgan data      build|check|convert    make and validate data sets (zscrgan.datatools)
-    zscrgan index     --run RUN --images DIR --out INDEX   make photos searchable (zscrgan.index)
-    zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.distribute)
-    zscrgan search    INDEX "description"    photos by description (zscrgan.query)
-    zscrgan serve     INDEX                  HTTP API and web page (zscrgan.serve)
+    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.experiments.run)
+    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.experiments.run)
+    zscrgan report    RUN_DIR                plots and an HTML page of a run (zscrgan.experiments.report)
+    zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.experiments.compare)
+    zscrgan tune      --dataset FLO --trials 40   hyperparameter search on validation classes (zscrgan.experiments.tune)
+    zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.data.featurize)
+    zscrgan data      build|check|convert    make and validate data sets (zscrgan.data.tools)
+    zscrgan index     --run RUN --images DIR --out INDEX   make photos searchable (zscrgan.search.index)
+    zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.search.distribute)
+    zscrgan search    INDEX "description"    photos by description (zscrgan.search.query)
+    zscrgan serve     INDEX                  HTTP API and web page (zscrgan.search.serve)
 """
 from __future__ import annotations
 
@@ -18,20 +18,20 @@ import importlib
 import os
 import sys
 
-from .errors import Interrupted, UserError
+from zscrgan.errors import Interrupted, UserError
 
 COMMANDS = {
-    "train": ("zscrgan.run", "train_main"),
-    "evaluate": ("zscrgan.run", "evaluate_main"),
-    "report": ("zscrgan.report", "main"),
-    "compare": ("zscrgan.compare", "main"),
-    "tune": ("zscrgan.tune", "main"),
-    "featurize": ("zscrgan.featurize", "main"),
-    "data": ("zscrgan.datatools", "main"),
-    "index": ("zscrgan.index", "main"),
-    "shard": ("zscrgan.distribute", "main"),
-    "search": ("zscrgan.query", "main"),
-    "serve": ("zscrgan.serve", "main"),
+    "train": ("zscrgan.experiments.run", "train_main"),
+    "evaluate": ("zscrgan.experiments.run", "evaluate_main"),
+    "report": ("zscrgan.experiments.report", "main"),
+    "compare": ("zscrgan.experiments.compare", "main"),
+    "tune": ("zscrgan.experiments.tune", "main"),
+    "featurize": ("zscrgan.data.featurize", "main"),
+    "data": ("zscrgan.data.tools", "main"),
+    "index": ("zscrgan.search.index", "main"),
+    "shard": ("zscrgan.search.distribute", "main"),
+    "search": ("zscrgan.search.query", "main"),
+    "serve": ("zscrgan.search.serve", "main"),
 }
 
 

@@ -11,8 +11,8 @@ import argparse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .device import DEVICE_HELP, DEVICES
-from .flags import flag
+from zscrgan.device import DEVICE_HELP, DEVICES
+from zscrgan.flags import flag
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
 
@@ -96,7 +96,7 @@ class Config:
 
     def scored_ks(self) -> tuple[int, ...]:
         """Every K a run scores: --eval_k, --select_k and 50 (metrics.parse_ks)."""
-        from .metrics import parse_ks
+        from zscrgan.evaluation.metrics import parse_ks
 
         return parse_ks(f"{self.eval_k},{self.select_k}")
 
@@ -183,8 +183,8 @@ def recipe_warnings(cfg: "Config") -> list[str]:
 
 def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
     """One flag per Config field (flags.py); ``--resume`` also takes a RUN to read the settings of."""
-    from .errors import Parser
-    from .flags import add_dataclass_flags
+    from zscrgan.errors import Parser
+    from zscrgan.flags import add_dataclass_flags
 
     def resume(parser, **kw):  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
         parser.add_argument("--resume", nargs="?", const=True, metavar="RUN", **kw)
@@ -197,8 +197,8 @@ def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
 
 def read_config_file(path: str) -> dict:
     """Settings from a JSON file of flag names -> values; unknown names are refused."""
-    from .data import read_json_object
-    from .errors import UserError
+    from zscrgan.data.dataset import read_json_object
+    from zscrgan.errors import UserError
 
     if not Path(path).is_file():
         raise UserError(f"{path}: config file not found")
@@ -223,7 +223,7 @@ def choice_problems(values: dict) -> list[str]:
 
 def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
     """``--resume RUN``: the run folder (a path, or NAME under <out_dir>/ckt_logs) and its settings."""
-    from .errors import UserError
+    from zscrgan.errors import UserError
 
     tried = [Path(run), Path(out_dir) / "ckt_logs" / f"{run}_logs", Path(out_dir) / "ckt_logs" / run]
     for folder in tried:
@@ -279,7 +279,7 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.clip_val < 0:
         problems.append(f"--clip_val must be >= 0, got {cfg.clip_val}")
     try:
-        from .metrics import parse_ks
+        from zscrgan.evaluation.metrics import parse_ks
 
         parse_ks(cfg.eval_k)
     except ValueError as exc:

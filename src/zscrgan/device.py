@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
+from zscrgan.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = "auto (cuda where one is available, else cpu), cpu or cuda"

@@ -1,0 +1,182 @@
+"""Scoring retrieval, for any model (docs/algorithm.md, "Evaluation").
+
+One function, :func:`score_classes`, scores every model the project has: anything with
+``embed_texts`` and ``embed_images`` (the baselines' protocol, :class:`zscrgan.evaluation.baselines.Baseline`)
+-- the baselines themselves, and a trained ZSCRGAN seen through :class:`Retriever`.
+Every text of a class is a query; the gallery is every image of the classes scored; cosine
+similarity ranks the gallery (exactly, or through a FAISS ``GalleryIndex`` with ``index_kind``).
+
+ZSCRGAN's query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM.
+Its noise comes from an rng seeded per (seed, round), so the same checkpoint scores the same
+on the same device.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from zscrgan.evaluation.metrics import RetrievalScores, collapse_stats, score_retrieval
+from zscrgan.core.networks import ZSCRGAN, truncated_normal
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """The model in eval mode for the block, then back in the mode it was in."""
+    training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(training)
+
+
+def eval_rng(seed: int, round_: int, device) -> torch.Generator:
+    """The random generator of round ``round_``'s query noise."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + round_)
+
+
+@torch.no_grad()
+def embed_queries(model: ZSCRGAN, texts: torch.Tensor, samples: int = 1, use_mean: bool = False,
+                  rng: torch.Generator | None = None, chunk: int = 4096) -> torch.Tensor:
+    """Common-space query embeddings; the mean over ``samples`` noise draws (``use_mean``: mu and z = 0)."""
+    out = []
+    for t in texts.split(chunk):
+        mu, log_sigma = model.encoder.stats(t)
+        if use_mean:
+            z = torch.zeros(len(t), model.z_dim, device=t.device)
+            out.append(model.csem(model.generator(mu, z, t)))
+            continue
+        acc = 0
+        for _ in range(samples):
+            eps = truncated_normal(mu.shape, rng=rng, device=t.device)
+            z = torch.randn(len(t), model.z_dim, generator=rng, device=t.device)
+            acc = acc + model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z, t))
+        out.append(acc / samples)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_gallery(model: ZSCRGAN, images: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    return torch.cat([model.csem(x) for x in images.split(chunk)])
+
+
+@torch.no_grad()
+def common_space_centre(model: ZSCRGAN, train_images: torch.Tensor) -> torch.Tensor:
+    """Mean common-space embedding of the training images (``--eval_centre``).
+
+    The CSEM's LeakyReLU outputs share a large common component, so raw cosines between any
+    query and any photo are high and close together; subtracting the training images' mean
+    (seen classes only, never the gallery) leaves the directions that tell classes apart,
+    as the baselines' centring does.
+    """
+    with evaluating(model):
+        return embed_gallery(model, train_images).mean(0)
+
+
+def training_centre(model: ZSCRGAN, data, train_classes: list, device="cpu") -> torch.Tensor:
+    """:func:`common_space_centre` of a run's training classes, read from its data set (the
+    checkpoint records them), for scoring or searching a saved run as it was evaluated."""
+    images, _ = data.stacked_images(train_classes)
+    return common_space_centre(model, torch.from_numpy(images).to(device))
+
+
+def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: str) -> torch.Tensor:
+    """Top-k gallery rows per query via GalleryIndex, the search path `zscrgan serve` uses."""
+    from zscrgan.search.index import ivf_nlist
+    from zscrgan.search.gallery import GalleryIndex
+
+    index = GalleryIndex(gallery.shape[1], kind, nlist=ivf_nlist(len(gallery)))
+    index.add(gallery.cpu())
+    return torch.from_numpy(index.search(queries.cpu(), k)[1])
+
+
+class Retriever:
+    """A ZSCRGAN model as a retrieval model: ``embed_texts`` / ``embed_images``, as the baselines.
+
+    Holds the evaluation settings: noise draws averaged per query (``samples``), the
+    noise-free mean (``use_mean``), the rng the noise comes from, and the ``--eval_centre``
+    vector subtracted from both sides. The model is in eval mode only while it embeds.
+    """
+
+    def __init__(self, model: ZSCRGAN, samples: int = 1, use_mean: bool = False,
+                 rng: torch.Generator | None = None, centre: torch.Tensor | None = None):
+        self.model, self.samples, self.use_mean, self.rng, self.centre = model, samples, use_mean, rng, centre
+
+    @classmethod
+    def for_round(cls, model: ZSCRGAN, cfg, round_: int, device, centre: torch.Tensor | None = None) -> "Retriever":
+        """The run's settings (``cfg.eval_samples``, ``cfg.eval_mean``) and round ``round_``'s rng."""
+        return cls(model, cfg.eval_samples, cfg.eval_mean, eval_rng(cfg.seed, round_, torch.device(device)), centre)
+
+    def _centred(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb if self.centre is None else emb - self.centre
+
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        with evaluating(self.model):
+            return self._centred(embed_queries(self.model, texts, self.samples, self.use_mean, self.rng))
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        with evaluating(self.model):
+            return self._centred(embed_gallery(self.model, images))
+
+
+class ImageSpaceRetriever:
+    """The generator alone: its noise-free output G(mu, 0) scored against the photos in image space.
+
+    Both sides are centred on ``centre`` (the training images' mean feature), as ridge's are, so
+    the figure compares the generator as a text-to-image map with ridge's map, the CSEM left out.
+    """
+
+    def __init__(self, model: ZSCRGAN, centre: torch.Tensor):
+        self.model, self.centre = model, centre
+
+    @torch.no_grad()
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.model.encoder.stats(texts)
+        return self.model.generator(mu, torch.zeros(len(texts), self.model.z_dim, device=texts.device), texts) - self.centre
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images - self.centre
+
+
+@torch.no_grad()
+def score_classes(model, data, classes: list, ks, device,
+                  index_kind: str | None = None, details: bool = True) -> tuple[RetrievalScores, list]:
+    """Score retrieval among ``classes`` with any model having ``embed_texts``/``embed_images``.
+
+    Returns the scores (with ``collapse`` stats, :func:`zscrgan.evaluation.metrics.collapse_stats`) and
+    the retrieval lists, upstream's output format: one {query class id: [class ids of the
+    top-50 images, best first]} per query, in query order. ``index_kind`` ("exact", "ivf",
+    "hnsw") ranks with a FAISS GalleryIndex instead of ``score_retrieval``'s exact ranking.
+    ``details=False`` skips the collapse stats and the lists
+    (an empty list comes back): the figures alone, for choosing hyperparameters.
+    """
+    device = torch.device(device)
+    texts, q_labels = data.stacked_texts(classes)
+    images, g_labels = data.stacked_images(classes)
+    queries = model.embed_texts(torch.from_numpy(texts).to(device))
+    gallery = model.embed_images(torch.from_numpy(images).to(device))
+    q_labels_t = torch.from_numpy(q_labels).to(device)
+    g_labels_t = torch.from_numpy(g_labels).to(device)
+    ranking = gallery_ranking(queries, gallery, min(max(ks), len(gallery)), index_kind) if index_kind else None
+    scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks, ranking=ranking)
+    if not details:
+        return scores, []
+    # top-k overlap needs k well below the gallery: at most 10, at most a class's share of it
+    scores.collapse = collapse_stats(queries, q_labels_t, scores.topk, max(1, min(10, len(g_labels) // len(classes))))
+    top50 = g_labels[scores.topk[:, :50].cpu().numpy()]
+    lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top50)]
+    return scores, lists
+
+
+def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
+                     device, centre: torch.Tensor | None = None,
+                     index_kind: str | None = None) -> tuple[RetrievalScores, list]:
+    """A ZSCRGAN model's scores among ``classes`` at round ``round_``: :func:`score_classes`
+    through a :class:`Retriever` with the run's evaluation settings."""
+    return score_classes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device, index_kind)
+
+
+def _plain(class_id):
+    """numpy scalars -> Python ints, so pickles need nothing but builtins."""
+    return class_id.item() if hasattr(class_id, "item") else class_id

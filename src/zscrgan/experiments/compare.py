@@ -1,0 +1,136 @@
+"""`zscrgan compare`: the baselines and both ZSCRGAN recipes on one data set, honestly.
+
+    zscrgan compare --dataset FLO --data_root ../shared/data --seeds 0,1,2 --epochs 15
+
+Every method sees the same split per seed: a fraction of the seen classes is held out for
+validation; baselines choose their hyperparameters there, ZSCRGAN runs choose their round
+there (``--select val``); all are then scored once on the unseen classes. Prints one table
+(Prec@50, mAP@50 as mean +- sd over seeds, training seconds) and writes it as Markdown and
+CSV beside the runs. Every ``zscrgan train`` flag applies to the ZSCRGAN runs.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from zscrgan.evaluation.baselines import BASELINES, fit_baseline
+from zscrgan.config import RECIPES, Config, build_parser, check_config, parse_args_with_config, parse_seeds, run_name
+from zscrgan.data.dataset import split_validation, write_atomic
+from zscrgan.device import pick_device
+from zscrgan.errors import Interrupted, say
+from zscrgan.evaluation.scoring import score_classes
+from zscrgan.experiments.runfolder import check_writable, mean_sd
+from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
+
+METHODS = (*BASELINES, *RECIPES)
+
+
+def recipe_config(method: str, cfg: Config, seed: int) -> Config:
+    """The ZSCRGAN run of ``method`` (a recipe) and ``seed``: validation-selected, in its own folder.
+
+    ``cfg`` is unresolved: the recipe switches left at None take the method's recipe values.
+    """
+    base = run_name(replace(cfg, seeds=""))
+    return replace(cfg, recipe=method, seed=seed, seeds="", select="val",
+                   name=f"{base}_{method}_seed{seed}").resolved()
+
+
+# the two query protocols (docs/results.md, "Caption-level flowers"): every text a query (the
+# figures every method is selected on), and one query per class, the mean of its texts
+# record key -> (its name in the CSV, what it is)
+PROTOCOLS = {"test": ("per_text", "every text a query"),
+             "test_class": ("per_class", "one query per class, the mean of its texts")}
+
+
+def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
+    """Unseen-class figures of one method and seed ({"test": per text, "test_class": per class,
+    the latter only on data with many texts per class}), and its training seconds.
+
+    ``data`` is the loaded data set the baselines fit on (ZSCRGAN runs load their own, so
+    that validation selection reads the unseen classes only after selecting).
+    """
+    if method in RECIPES:
+        summary = Run(recipe_config(method, cfg, seed)).train()
+        return {k: v for k, v in summary["selected"].items() if k in PROTOCOLS}, summary["train_seconds"]
+    device = pick_device(cfg.device)
+    train, val = split_validation(data, cfg.val_fraction, seed)
+    start = time.perf_counter()
+    model = fit_baseline(method, data, train, val, seed=seed, device=device, select_k=cfg.select_k)
+    seconds = time.perf_counter() - start
+    views = {"test": data} | ({"test_class": data.class_mean_texts()} if data.many_texts else {})
+    return {view: score_classes(model, d, data.unseen, cfg.scored_ks(), device)[0].as_dict()
+            for view, d in views.items()}, seconds
+
+
+def table(results: dict, seeds: list[int], k: int = 50) -> tuple[str, str]:
+    """Markdown and CSV of mean +- sd over seeds per method and query protocol: Prec@K and mAP@K for
+    the selection K, then for K = 50 too when that differs (upstream's figure; it saturates on small
+    galleries)."""
+    ks = [k] if k == 50 else [k, 50]
+    heads = [f"{m}@{kk}" for kk in ks for m in ("Prec", "mAP")]
+    md, buf = [], io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["method", "protocol", *[f"{h.lower()}_{x}" for h in heads for x in ("mean", "sd")],
+                     "train_seconds", "seeds"])
+    for view, (protocol, what) in PROTOCOLS.items():
+        rows = []
+        for method, runs in results.items():
+            if all(view in f for f, _ in runs):
+                figures = [mean_sd([f[view][f"{m}@{kk}"] for f, _ in runs]) for kk in ks for m in ("prec", "map")]
+                rows.append((method, figures, mean_sd([seconds for _, seconds in runs])[0]))
+        if not rows:
+            continue
+        md += [f"Unseen classes, {what}; every method selected on validation classes (Prec@{k}, every text a "
+               f"query); mean ± sd over seeds {','.join(map(str, seeds))}.", "",
+               "| method | " + " | ".join(heads) + " | train s |", "|---" * (len(heads) + 2) + "|"]
+        md += [f"| {m} | " + " | ".join(f"{a:.4f} ± {b:.4f}" for a, b in figs) + f" | {s:.1f} |"
+               for m, figs, s in rows]
+        md.append("")
+        for m, figs, s in rows:
+            writer.writerow([m, protocol,
+                             *[f"{v:.6f}" for pair in figs for v in pair], f"{s:.2f}", len(seeds)])
+    return "\n".join(md), buf.getvalue()
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser("zscrgan compare")
+    parser.description = __doc__.splitlines()[0]
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {', '.join(METHODS)}")
+    parser.set_defaults(seeds="0,1,2", report=False)
+    args = parse_args_with_config(parser, argv)
+    methods = [m.strip() for m in args.pop("methods").split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    cfg = Config(**args)
+    problems = check_config(cfg.resolved())
+    if problems:
+        parser.error(problems[0])
+    seeds = parse_seeds(cfg.seeds)
+    prepare_process(cfg)
+    out = Path(cfg.out_dir) / f"compare_{run_name(replace(cfg, seeds=''))}"
+    # every check before the first fit: the table's folder, each run's folders, the data
+    check_writable(out.parent, create=False)
+    preflight([recipe_config(m, cfg, s) for m in methods if m in RECIPES for s in seeds])
+    data = load_run_data(cfg)[0] if set(methods) & set(BASELINES) else None
+    results = {}
+    try:
+        for method in methods:
+            results[method] = []
+            for seed in seeds:
+                say(f"compare: {method} seed {seed}: training")
+                figures, seconds = run_method(method, cfg, seed, data)
+                results[method].append((figures, seconds))
+                say(f"compare: {method} seed {seed}: done in {seconds:.1f} s, Prec@{cfg.select_k} "
+                    f"{figures['test'][f'prec@{cfg.select_k}']:.4f}")
+            md, csv_text = table(results, seeds, cfg.select_k)  # after each method: a late failure loses nothing
+            write_atomic(out.with_suffix(".md"), md.encode())
+            write_atomic(out.with_suffix(".csv"), csv_text.encode())
+    except KeyboardInterrupt:
+        done = f"; the methods done are in {out}.csv" if len(results) > 1 else ""
+        raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue{done}") from None
+    print(md + f"written to {out}.md and {out}.csv")
+    return 0

@@ -1,0 +1,396 @@
+"""`zscrgan train` and `zscrgan evaluate`: a run's data, loop, outputs and checkpoints.
+
+    zscrgan train                          # built-in demo data, about 2 minutes on 2 cores
+    zscrgan train --dataset FLO --data_root ../shared/data --epochs 20
+    zscrgan train --dataset FLO --select val --seeds 0,1,2
+    zscrgan evaluate ckt_logs/FLO_logs/best.pt
+
+Outputs (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>``
+with --seeds), as upstream's plus machine-readable records:
+    retrieved_res/NAME_res/acc<Prec@50>.pkl   retrieval lists of the selected round
+    ckt_logs/NAME_logs/args.txt, config.json  the arguments of the run
+    ckt_logs/NAME_logs/best.pt, last.pt       checkpoints (plain dicts, weights_only-loadable)
+    ckt_logs/NAME_logs/metrics.jsonl          one JSON object per EM round
+    ckt_logs/NAME_logs/summary.json           the selected and best-on-test figures
+Every file is written atomically; --resume continues from last.pt after a crash or Ctrl-C.
+A run holds a lock on its folders and never mixes its outputs with another run's (outputs.py).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from zscrgan.config import Config, parse_config, parse_seeds, recipe_warnings, run_name
+from zscrgan.data.dataset import DataError, load_dataset, read_json_object, resolve_dataset_dir, split_validation, write_atomic
+from zscrgan.device import DEVICE_HELP, DEVICES, pick_device
+from zscrgan.errors import Interrupted, Parser, UserError, progress, say
+from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes, training_centre
+from zscrgan.flags import add_dataclass_flags, flag
+from zscrgan.evaluation.metrics import is_collapsed
+from zscrgan.experiments.runfolder import RunFolder, aggregate, config_differences, describe, per_class_table, precisions, projection
+from zscrgan.evaluation.selection import Selector, check_select_k
+from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.search.trained import checkpoint_config, model_from_weights
+from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
+
+BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
+
+
+def rounds_to_run(cfg: Config) -> int:
+    """--epochs, or when it is 0 upstream's 5000 rounds on a named data set and 5 on the built-in one."""
+    return cfg.epochs or (UPSTREAM_EPOCHS if cfg.dataset else BUILTIN_EPOCHS)
+
+
+# Flags that may change between a run and its resumption; any other change is refused.
+RESUMABLE = {"epochs", "resume", "overwrite", "device", "report", "out_dir", "data_root", "seeds", "name", "workers",
+             "compile", "patience", "config", "retain_memory"}
+
+
+def prepare_process(cfg: Config) -> None:
+    """What a training command sets for its whole process, once: glibc keeps freed memory
+    for reuse on the CPU (``--retain_memory``, trainer.retain_freed_memory)."""
+    if cfg.retain_memory and pick_device(cfg.device).type == "cpu":
+        retain_freed_memory()
+
+
+def load_run_data(cfg: Config, splits=("seen", "unseen")):
+    """The run's data set and its folder (None for the built-in data)."""
+    if not cfg.dataset:
+        return make_builtin_dataset(), None
+    folder = resolve_dataset_dir(cfg.dataset, cfg.data_root)
+    return load_dataset(folder, splits=splits), folder
+
+
+def run_folder(cfg: Config) -> RunFolder:
+    """The run's output folders, opened as --resume / --overwrite say."""
+    name = run_name(cfg)
+    mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
+    return RunFolder(Path(cfg.out_dir) / "ckt_logs" / f"{name}_logs", Path(cfg.out_dir) / "retrieved_res" / f"{name}_res",
+                     mode)
+
+
+def checkpoint_bytes(payload: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise UserError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
+
+
+class Run:
+    """One training run (one --seed): its folders, its trainer and what it has selected so far."""
+
+    def __init__(self, cfg: Config):
+        self.name = run_name(cfg)
+        self.folder = run_folder(cfg)
+        self.run_dir, self.res_dir = self.folder.run_dir, self.folder.res_dir
+        self.prefix = f"[seed {cfg.seed}] " if cfg.seeds else ""  # parallel seeds' lines interleave
+        self.scores_test = cfg.select != "val" or cfg.track_test
+        self.ks = cfg.scored_ks()
+        self.device = pick_device(cfg.device)
+        splits = ("seen", "unseen") if self.scores_test else ("seen",)
+        self.data, self.data_dir = load_run_data(cfg, splits)
+        self.default_epochs = not cfg.epochs  # upstream's 5000: say after round 1 what that costs
+        # saved with absolute data paths and the real round count, so evaluate, --resume RUN
+        # and the report work from any folder and show what ran
+        cfg = replace(cfg, epochs=rounds_to_run(cfg))
+        if self.data_dir is not None:
+            cfg = replace(cfg, dataset=os.path.abspath(self.data_dir), data_root=os.path.abspath(cfg.data_root))
+        self.cfg = cfg
+        if cfg.select == "val":
+            self.train_classes, self.val_classes = split_validation(self.data, cfg.val_fraction, cfg.seed)
+        else:
+            self.train_classes, self.val_classes = list(self.data.seen), []
+        self.warnings = recipe_warnings(cfg) + self.check_select_k()
+        torch.manual_seed(cfg.seed)
+        self.trainer = EMTrainer(cfg, self.data, self.train_classes, self.device, self.val_classes)
+        self.history: list[dict] = []
+        self.selector = Selector(cfg.select, cfg.select_k, cfg.patience)
+        self.per_class: dict = {}
+        self.stopped = ""  # why the run ended before --epochs, if it did
+
+    def check_select_k(self) -> list[str]:
+        """The selection's warnings for this data (selection.check_select_k; refusals raise)."""
+        classes = {"val": self.val_classes, "test": self.data.unseen}.get(self.cfg.select, [])
+        return check_select_k(self.cfg.select, self.cfg.select_k, [len(self.data.images[c]) for c in classes])
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, round_: int) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"config": asdict(self.cfg), "round": round_, "trainer": self.trainer.state_dict(),
+                "rng": rng, "history": self.history, "selector": self.selector.state_dict(),
+                "per_class": self.per_class, "classes": {"train": self.train_classes, "val": self.val_classes}}
+
+    def restore(self, path: Path) -> int:
+        try:
+            state = load_checkpoint(path)
+        except UserError as exc:
+            best = path.with_name("best.pt")
+            hint = (f"; {best} is a separate file: copy it over last.pt to resume from the best round"
+                    if best.is_file() else "")
+            raise UserError(f"{exc}{hint}, or --overwrite to start over") from None
+        changed = config_differences(state["config"], asdict(self.cfg), RESUMABLE)
+        if changed:
+            raise UserError(f"{path}: made with {changed}; drop the differing flags to resume "
+                            f"(zscrgan train --resume {self.run_dir}), or --overwrite to start over")
+        self.trainer.load_state_dict(state["trainer"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.history, self.per_class = state["history"], state["per_class"]
+        self.selector.load_state_dict(state["selector"])
+        return state["round"]
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def centre(self) -> torch.Tensor | None:
+        """The training images' mean common-space embedding under --eval_centre, else None."""
+        return common_space_centre(self.trainer.model, self.trainer.images) if self.cfg.eval_centre else None
+
+    def round(self, r: int) -> dict | None:
+        """Train and score round ``r``; None (nothing written) when a loss went non-finite."""
+        cfg, data = self.cfg, self.data
+        start = time.perf_counter()
+        record = {"round": r, **self.trainer.run_round()}
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        bad = [k for k, v in record.items() if k.startswith("loss_") and not math.isfinite(v)]
+        if bad:
+            kept = (f"keeping the checkpoints of round {r - 1} (last.pt)" if self.history
+                    else "before any checkpoint was written")
+            self.stopped = f"round {r}: the {bad[0][5:]} loss is {record[bad[0]]}; stopped {kept}; lower the learning rates"
+            return None
+        start = time.perf_counter()
+        collapse, centre = {}, self.centre()
+        if self.val_classes:
+            val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device, centre)
+            record["val"], collapse["val"] = val.as_dict(), val.collapse
+            record.update(self.per_class_protocol("val", self.val_classes, r, centre))
+        if self.scores_test:
+            test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device, centre)
+            record["test"], collapse["test"] = test.as_dict(), test.collapse
+            record.update(self.per_class_protocol("test", data.unseen, r, centre))
+        record["eval_seconds"] = round(time.perf_counter() - start, 3)
+        record["collapse"] = collapse
+        record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
+        self.history.append(record)
+        self.folder.write_json("metrics.jsonl", self.history, lines=True)
+
+        new_best = self.selector.update(record)
+        if new_best and cfg.select != "val":
+            self.per_class = per_class_table(test, data.unseen)
+            self.folder.write_retrieval(cfg.select_k, record["test"], lists, only=cfg.select == "last")
+        state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
+        if new_best:
+            self.folder.write("best.pt", state)
+        self.folder.write("last.pt", state)
+        return record
+
+    def per_class_protocol(self, view: str, classes: list, round_: int, centre) -> dict:
+        """``{view}_class``: the figures with one query per class, the mean of its texts, where a class
+        has many texts (captions); nothing on data with one text per class, where the two are one.
+        The per-text figures (every text a query) are ``view`` itself and drive selection."""
+        if not self.data.many_texts:
+            return {}
+        scores, _ = evaluate_classes(self.trainer.model, self.data.class_mean_texts(), classes, self.ks,
+                                     self.cfg, round_, self.device, centre)
+        return {f"{view}_class": scores.as_dict()}
+
+    def say(self, line: str) -> None:
+        say(line, self.prefix)
+
+    def train(self, on_round=None, score_unseen: bool = True) -> dict:
+        """Train to --epochs (or a plateau), then finish, holding the run's folders (outputs.py).
+        ``on_round(record, selector)`` is called after every round (zscrgan tune reports there,
+        and may stop the run by raising); ``score_unseen=False`` (zscrgan tune) never reads the unseen classes."""
+        with self.folder:
+            try:
+                return self._train(on_round, score_unseen)
+            except Interrupted:
+                raise
+            except KeyboardInterrupt:
+                raise Interrupted(f"continue with: zscrgan train --resume {self.run_dir}") from None
+
+    def _train(self, on_round, score_unseen: bool) -> dict:
+        cfg = self.cfg
+        first = 1
+        if cfg.resume and (self.run_dir / "last.pt").is_file():
+            first = self.restore(self.run_dir / "last.pt") + 1
+            self.say(f"resuming {self.name} after round {first - 1}")
+        self.folder.write_config(asdict(self.cfg))
+        for line in self.warnings:
+            self.say(line)
+        self.say(f"{self.data.summary()}; training on {len(self.train_classes)} classes"
+                 f"{f', validating on {len(self.val_classes)}' if self.val_classes else ''}; device {self.device}")
+        bar = progress(cfg.epochs, self.name, "round", every=0, initial=first - 1)  # plain logs: the round lines
+        for r in range(first, cfg.epochs + 1):
+            if self.selector.should_stop():
+                self.stopped = (f"stopped after round {r - 1}: no better {cfg.select} Prec@{cfg.select_k} "
+                                f"for {cfg.patience} rounds (--patience)")
+                break
+            rec = self.round(r)
+            if rec is None:
+                break
+            bar.update()
+            self.say(f"round {r}: " + "  ".join(f"{k} {precisions(rec[k])}" for k in ("val", "test") if k in rec)
+                     + f"  ({rec['seconds']:.1f} s train, {rec['eval_seconds']:.1f} s eval)")
+            if rec["collapsed"]:
+                self.say(f"round {r}: collapsed: every query ranks the gallery alike")
+            if r == first and self.default_epochs and cfg.dataset and r < cfg.epochs:
+                self.say(projection(rec, cfg.epochs - r))
+            bar.set_postfix_str(f"best {self.selector.describe()}")
+            if on_round is not None:
+                on_round(rec, self.selector)
+        bar.close()
+        if self.stopped:
+            self.say(self.stopped)
+        return self.finish(score_unseen)
+
+    def finish(self, score_unseen: bool = True) -> dict:
+        """Score the selected round on the unseen classes (val mode) and write the summary."""
+        cfg, sel = self.cfg, self.selector
+        selected = next((h for h in self.history if h["round"] == sel.round), None)
+        if selected is None:
+            raise UserError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
+        selected = {k: selected[k] for k in ("val", "val_class", "test", "test_class") if k in selected}
+        if cfg.select == "val" and score_unseen:
+            state = load_checkpoint(self.run_dir / "best.pt")
+            self.trainer.model.load_state_dict(state["trainer"]["model"])
+            if not self.scores_test:  # only now are the unseen classes read
+                full, _ = load_run_data(cfg)
+                self.data.images.update({c: full.images[c] for c in full.unseen})
+                self.data.texts.update({c: full.texts[c] for c in full.unseen})
+            test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
+                                           sel.round, self.device, self.centre())
+            selected["test"] = test.as_dict()
+            selected.update(self.per_class_protocol("test", self.data.unseen, sel.round, self.centre()))
+            self.per_class = per_class_table(test, self.data.unseen)
+            self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
+        summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
+                   "run_name": self.name, "select": cfg.select, "select_k": cfg.select_k, "recipe": cfg.recipe,
+                   "rounds": len(self.history), "selected_round": sel.round, "selected_collapsed": sel.collapsed,
+                   "collapsed_rounds": [h["round"] for h in self.history if h.get("collapsed")],
+                   "selected": selected, "per_class": self.per_class,
+                   "train_seconds": round(sum(h["seconds"] for h in self.history), 2)}
+        if self.stopped:
+            summary["stopped"] = self.stopped
+        if sel.test_round is not None:
+            at_best = next(h for h in self.history if h["round"] == sel.test_round)
+            summary.update(best_on_test_round=sel.test_round, best_on_test={"test": at_best["test"]})
+        self.folder.write_json("summary.json", summary)
+        if cfg.report:
+            from zscrgan.experiments.report import write_report
+            write_report(self.run_dir)
+        if "test" in selected:
+            print(describe(summary))
+        return summary
+
+
+def _train_one(cfg: Config, threads: int) -> dict:
+    """A worker process's run (train_in_processes)."""
+    torch.set_num_threads(threads)
+    prepare_process(cfg)
+    return Run(cfg).train()
+
+
+def train_in_processes(configs: list[Config], workers: int) -> list[dict]:
+    """Train the runs ``workers`` at a time in fresh processes, splitting this process's threads.
+
+    Each run is the same as on its own with that many threads (same seeds, same outputs);
+    docs/performance.md has the throughput measured on 2 cores.
+    """
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")  # forking a process that has run OpenMP can hang
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_train_one, configs, [threads] * len(configs)))
+
+
+def preflight(configs: list[Config]) -> None:
+    """Before any round: every run's folders writable, unlocked and not another run's."""
+    for cfg in configs:
+        run_folder(cfg).check()
+
+
+def train_main(argv: list[str]) -> int:
+    cfg = parse_config(argv)
+    prepare_process(cfg)
+    if not cfg.seeds:
+        preflight([cfg])
+        Run(cfg).train()
+        return 0
+    seeds = parse_seeds(cfg.seeds)
+    configs = [replace(cfg, seed=s) for s in seeds]
+    preflight(configs)
+    if cfg.workers > 1 and len(seeds) > 1:
+        summaries = train_in_processes(configs, min(cfg.workers, len(seeds)))
+    else:
+        summaries = [Run(c).train() for c in configs]
+    table = aggregate(summaries)
+    base = run_name(replace(cfg, seeds=""))
+    write_atomic(Path(cfg.out_dir) / "ckt_logs" / f"{base}_seeds.json",
+                 json.dumps({"seeds": seeds, "mean_sd": table, "runs": summaries}, indent=1).encode())
+    print(f"over seeds {seeds}:")
+    for view, figures in table.items():
+        print(f"  {view}: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in figures.items()))
+    return 0
+
+
+@dataclass
+class EvaluateArgs:
+    """``zscrgan evaluate``'s flags; None: the checkpoint's setting."""
+
+    checkpoint: str = flag("", "a best.pt or last.pt written by zscrgan train", positional=True)
+    dataset: str | None = flag(None, "data set NAME or folder (default: the checkpoint's)")
+    data_root: str | None = flag(None, "folder holding data sets by NAME (default: the checkpoint's)")
+    device: str = flag("auto", DEVICE_HELP, choices=DEVICES)
+    eval_k: str | None = flag(None, "comma list of K (default: the checkpoint's)")
+    eval_samples: int | None = flag(None, "noise draws averaged per query")
+    eval_mean: bool | None = flag(None, "use mu and z = 0")
+
+
+def evaluate_main(argv: list[str]) -> int:
+    parser = Parser(prog="zscrgan evaluate", description="Recompute every metric from a checkpoint.")
+    args = add_dataclass_flags(parser, EvaluateArgs).parse_args(argv)
+    device = pick_device(args.device)
+    state = load_checkpoint(Path(args.checkpoint))
+    overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}
+    cfg = replace(checkpoint_config(state["config"]), **overrides)
+    data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
+    model = model_from_weights(state["trainer"]["model"], cfg).to(device)
+    centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
+    scores, _ = evaluate_classes(model, data, data.unseen, cfg.scored_ks(), cfg,
+                                 state["round"], device, centre)
+    result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def checkpoint_data(cfg: Config, checkpoint: Path, given: bool):
+    """The checkpoint's data set; runs of older versions stored a path relative to where they were
+    started, so the run's summary.json (an absolute data_dir) is tried next, then a hint."""
+    try:
+        return load_run_data(cfg)[0]
+    except DataError as exc:
+        if given:
+            raise
+        data_dir = read_json_object(checkpoint.parent / "summary.json").get("data_dir")
+        if isinstance(data_dir, str) and Path(data_dir).is_dir():
+            return load_run_data(replace(cfg, dataset=data_dir))[0]
+        raise DataError(f"{exc}; the checkpoint names a data set path relative to where the run was started: "
+                        "run from there, or give --dataset PATH") from None

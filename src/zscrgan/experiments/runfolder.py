@@ -1,0 +1,245 @@
+"""A run owns its folders: a lock, no silent mixing with an earlier run, no leftovers.
+
+A run writes ``ckt_logs/NAME_logs/`` and ``retrieved_res/NAME_res/``. :class:`RunFolder`
+
+* checks both can be written before any work starts (so a read-only disk fails in one line
+  at the start, not after hours of training);
+* holds an ``flock`` on ``NAME_logs/.lock`` while the run lives; the file holds the PID, so a
+  second run with the same name refuses naming the holder. The kernel drops the lock when
+  the process dies, even by kill -9, so a stale lock cannot block anyone;
+* refuses a folder holding another run's outputs unless the run resumes (``--resume``) or
+  replaces them (``--overwrite``, which deletes them first: stale ``acc*.pkl``, plots and
+  report.html would otherwise sit beside the new summary);
+* removes temporary files left by a write that was killed half way (``data.write_atomic``
+  names them ``.<file>.<random>.tmp``).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from zscrgan.data.dataset import write_atomic, write_pickle
+from zscrgan.errors import UserError
+
+RUN_FILES = ("metrics.jsonl", "summary.json", "best.pt", "last.pt", "args.txt", "config.json", "report.html")
+LOCK_FILE = ".lock"
+MAX_RETRIEVAL_LISTS = 100_000  # retrieval lists written per pickle (write_retrieval)
+
+
+def check_writable(folder: Path, flag: str = "--out_dir", create: bool = True) -> None:
+    """A one-line UserError unless files can be made in ``folder``. ``create=False`` leaves no
+    trace: it tries an unnamed scratch file in the nearest folder that exists."""
+    folder = Path(folder)
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+        if not folder.is_dir():
+            raise UserError(f"{folder}: is a file, not a folder; choose another {flag}")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write here ({exc.strerror or exc}); choose another {flag}") from None
+
+
+class RunFolder:
+    """The two output folders of one run; ``mode`` is "new", "resume" or "overwrite"."""
+
+    def __init__(self, run_dir: Path, res_dir: Path, mode: str = "new"):
+        self.run_dir, self.res_dir, self.mode = Path(run_dir), Path(res_dir), mode
+        self._fd = None
+
+    def outputs(self) -> list[Path]:
+        """Files an earlier run left: its records, checkpoints, plots and retrieval lists."""
+        found = [self.run_dir / name for name in RUN_FILES if (self.run_dir / name).is_file()]
+        found += sorted(self.run_dir.glob("*.png")) if self.run_dir.is_dir() else []
+        found += sorted(self.res_dir.glob("acc*.pkl")) if self.res_dir.is_dir() else []
+        return found
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files of atomic writes that never finished (the writer was killed)."""
+        return [p for d in (self.run_dir, self.res_dir) if d.is_dir() for p in d.glob(".*.tmp")]
+
+    def holder(self) -> str:
+        try:
+            return (self.run_dir / LOCK_FILE).read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def check(self) -> None:
+        """Everything that would stop this run, changing nothing (run before any slow work)."""
+        check_writable(self.run_dir, create=False)
+        check_writable(self.res_dir, create=False)
+        if (self.run_dir / LOCK_FILE).is_file():
+            self.lock()
+            self.unlock()
+        self.check_ownership()
+
+    def check_ownership(self) -> None:
+        if self.mode != "new":
+            return
+        found = self.outputs()
+        if found:
+            names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
+            raise UserError(f"{self.run_dir}: holds an earlier run's outputs ({names}); --resume {self.run_dir} "
+                            f"continues it, --overwrite replaces it, --name NEW keeps it beside")
+
+    def lock(self) -> None:
+        """Take the folder's lock, or a UserError naming the PID of the run holding it."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{self.run_dir}: another zscrgan run (PID {self.holder()}) is writing this folder; "
+                            "wait for it to end, or give this run another --name") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def unlock(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # the file stays: removing it would let two runs lock two different files
+            os.close(self._fd)
+            self._fd = None
+
+    def open(self) -> "RunFolder":
+        """Check, lock, tidy: remove half-written files, and the old outputs under --overwrite."""
+        check_writable(self.run_dir)
+        check_writable(self.res_dir)
+        self.lock()
+        try:
+            self.check_ownership()
+            stale = self.leftovers()
+            if self.mode == "overwrite" or (self.mode == "resume" and not (self.run_dir / "last.pt").is_file()):
+                stale += self.outputs()  # nothing to resume from: what is there is not this run's
+            for path in stale:
+                path.unlink(missing_ok=True)
+        except BaseException:
+            self.unlock()
+            raise
+        return self
+
+    # ---- what a run writes (each file atomically) -----------------------------------------
+    def write(self, name: str, payload: bytes) -> None:
+        write_atomic(self.run_dir / name, payload)
+
+    def write_json(self, name: str, value, lines: bool = False) -> None:
+        """``lines``: one JSON object per line (metrics.jsonl), else one indented document."""
+        text = "".join(json.dumps(row) + "\n" for row in value) if lines else json.dumps(value, indent=1)
+        self.write(name, text.encode())
+
+    def write_config(self, config: dict) -> None:
+        self.write("args.txt", "".join(f"{k}: {v}\n" for k, v in config.items()).encode())
+        self.write_json("config.json", config)
+
+    def write_retrieval(self, k: int, figures: dict, lists: list, only: bool = False) -> Path:
+        """``acc<Prec@50>.pkl`` as upstream names it; ``acc_p<K>_<Prec@K>.pkl`` when selecting on
+        another K. ``only``: remove the earlier ones first (--select last keeps one file).
+
+        One entry per query text, every query, up to :data:`MAX_RETRIEVAL_LISTS` (FLO_cap's 11,549
+        caption queries wrote 1.35 MB, so about 12 MB at the cap);
+        past that, an evenly spaced sample of that many queries, in query order (a caption set of
+        millions of texts would otherwise write gigabytes)."""
+        if len(lists) > MAX_RETRIEVAL_LISTS:
+            lists = [lists[i] for i in np.linspace(0, len(lists) - 1, MAX_RETRIEVAL_LISTS).round().astype(int)]
+        prec = figures[f"prec@{k}"]
+        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == 50 else f"acc_p{k}_{prec:.3f}.pkl")
+        if only:
+            for old in self.res_dir.glob("acc*.pkl"):
+                old.unlink()
+        write_pickle(path, lists)
+        return path
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.unlock()
+
+
+def config_differences(saved: dict, asked: dict, free: set) -> str:
+    """'--gf_dim 32, this run asks 64; --df_dim 32, this run asks 64': every setting, outside ``free``,
+    where a checkpoint's config and this run's differ; "" when none. A data set given as a NAME
+    by an older run matches the same folder given as a path."""
+    def same_data(old: str, new: str) -> bool:
+        if not old or not new:
+            return old == new
+        try:
+            from zscrgan.data.dataset import resolve_dataset_dir
+            return os.path.abspath(resolve_dataset_dir(old, saved.get("data_root", "datasets"))) == os.path.abspath(new)
+        except ValueError:
+            return old == new
+
+    changed = []
+    for key, old in saved.items():
+        if key in free or key not in asked or asked[key] == old:
+            continue
+        if key == "dataset" and same_data(old, asked[key]):
+            continue
+        changed.append(f"--{key} {old}, this run asks {asked[key]}")
+    return "; ".join(changed)
+
+
+# ---- what a run prints -----------------------------------------------------------------
+def projection(record: dict, remaining: int) -> str:
+    """After round 1 of a run left at upstream's 5000 rounds: what the rest costs, and how to bound it."""
+    seconds = (record["seconds"] + record["eval_seconds"]) * remaining
+    span = f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{seconds / 60:.0f} minutes"
+    return (f"note: --epochs was not given, so {remaining + 1} rounds run (upstream's default): about {span} more at "
+            f"this pace; bound it with --epochs N, or stop on a plateau with --patience P")
+
+
+def precisions(figures: dict) -> str:
+    """'Prec@10 0.1234 Prec@50 0.2345' for every K scored (small galleries need small K)."""
+    ks = sorted(int(key[5:]) for key in figures if key.startswith("prec@"))
+    return " ".join(f"Prec@{k} {figures[f'prec@{k}']:.4f}" for k in ks)
+
+
+def describe(summary: dict) -> str:
+    """The run's result in two lines: the honest figure and upstream's optimistic one."""
+    lines = []
+    sel = summary["selected"]["test"]
+    how = {"val": "validation-selected", "last": "final round, no selection"}.get(
+        summary["select"], "best-on-test (optimistic: chosen on the test classes)")
+    k = summary.get("select_k", 50)
+    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
+                 f"at round {summary['selected_round']} [{how}]")
+    if "test_class" in summary["selected"]:
+        per = summary["selected"]["test_class"]
+        lines.append(f"  per class (one query a class, the mean of its texts): {precisions(per)}, "
+                     f"mAP@{k} {per[f'map@{k}']:.4f}")
+    if summary["select"] == "val" and "best_on_test" in summary:
+        b = summary["best_on_test"]["test"]
+        lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
+    return "\n".join(lines)
+
+
+def per_class_table(scores, classes) -> dict:
+    """summary.json's per-class figures: {"prec@50": {"<class id>": value, ...}, ...}."""
+    return {key: {str(c): float(v) for c, v in zip(classes, values)} for key, values in scores.per_class.items()}
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(summaries: list[dict]) -> dict:
+    """mean and sd over seeds of every reported figure."""
+    table = {}
+    for view, key, name in (("selected", "test", "selected"), ("selected", "test_class", "selected_per_class"),
+                            ("best_on_test", "test", "best_on_test")):
+        rows = [s[view][key] for s in summaries if key in s.get(view, {})]
+        if rows and len(rows) == len(summaries):
+            table[name] = {k: mean_sd([r[k] for r in rows]) for k in rows[0]}
+    return table

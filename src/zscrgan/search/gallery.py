@@ -1,0 +1,300 @@
+"""Cosine top-K over galleries too large for one ``[queries, gallery]`` similarity matrix.
+
+:func:`zscrgan.evaluation.metrics.score_retrieval` materialises one similarity block per query chunk,
+which is right for the benchmark galleries (thousands of images) but not for millions:
+there the gallery is embedded once, indexed, and queried many times. :class:`GalleryIndex`
+does that with FAISS (the optional extra ``zscrgan[search]``), in three kinds:
+
+* ``"exact"``: ``IndexFlatIP``, a brute-force inner product, so the same top-K as
+  ``score_retrieval`` up to the order of exactly tied scores. Without faiss (or on a GPU
+  that faiss cannot use) it falls back to a chunked torch matmul + top-K that also breaks
+  ties by lower gallery id, like the metrics;
+* ``"ivf"``: ``IndexIVFFlat``, k-means cells, ``nprobe`` of them searched per query;
+* ``"hnsw"``: ``IndexHNSWFlat`` with the inner-product metric, no training;
+* ``"ivfpq"``: IVF cells holding product-quantised codes (``m`` bytes a vector, not 4 dim).
+  Built in memory here like ``"ivf"``; at scale it is trained once, added shard by shard and
+  merged on disk by :mod:`zscrgan.search.diskindex`, and :meth:`GalleryIndex.open_disk` serves it
+  memory-mapped, re-ranking the top ``rerank`` candidates with the exact vectors when kept
+  (PQ distances alone find about half of the true top 10; re-ranked, over 0.9).
+
+Vectors are L2-normalised on the way in, so inner product is cosine similarity.
+
+IVF training design: k-means needs a sample of the *whole* gallery; training on the first
+chunk added would bias the cells when the gallery arrives sorted by class (the usual case).
+So ``add()`` buffers the chunks until :meth:`GalleryIndex.build` (called by the first
+``search()`` if not before) trains on a random sample of everything added, at most
+``256 * nlist`` vectors (what faiss' k-means would subsample to anyway), then moves the
+buffered chunks into the index one at a time. Adds after that go straight in. The buffer
+holds the same float32 vectors the index will, so it costs no extra memory at rest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from zscrgan.search.diskindex import PQSpec
+from zscrgan.evaluation.metrics import _ranked_topk, _unit_rows
+
+try:  # optional: pip install 'zscrgan[search]'
+    import faiss
+except ImportError:  # pragma: no cover - depends on the environment
+    faiss = None
+
+KINDS = ("exact", "ivf", "hnsw", "ivfpq")
+RERANK = 1000  # ivfpq: candidates re-scored exactly (docs/performance.md: 300 -> 0.94, 1000 -> 0.99 of the top 10)
+_TRAIN_PER_CELL = 256  # faiss' own k-means sample cap per centroid
+_QUERY_CHUNK = 1024  # torch path: queries scored at once
+_GALLERY_BLOCK = 16384  # torch path: gallery rows per similarity block (64 MiB at 1024 queries)
+
+
+def _faiss_gpu_available() -> bool:
+    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class GalleryIndex:
+    """Cosine top-K over a large gallery embedded once; exact by default.
+
+    ``nlist``/``nprobe`` tune ``"ivf"`` (more probes: better recall, slower search);
+    ``hnsw_m``/``ef_search``/``ef_construction`` tune ``"hnsw"`` (graph degree, search
+    beam width, widened here to at least K since a narrower beam loses much of the top K,
+    and build beam width: raising it buys recall with build time).
+
+    ``device="cuda"`` runs on the GPU: faiss-gpu for all kinds but ``"hnsw"`` (faiss has
+    no GPU HNSW); without faiss-gpu, ``"exact"`` uses the torch path on the GPU and the
+    others raise.
+    """
+
+    def __init__(self, dim: int, kind: str = "exact", nlist: int = 1024, nprobe: int = 16,
+                 hnsw_m: int = 32, device="cpu", ef_search: int = 128, ef_construction: int = 40,
+                 pq_m: int | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
+        for name, value in (("dim", dim), ("nlist", nlist), ("nprobe", nprobe), ("hnsw_m", hnsw_m),
+                            ("ef_search", ef_search), ("ef_construction", ef_construction)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.dim, self.kind, self.nlist = dim, kind, nlist
+        self.device = torch.device(device)
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but torch sees no CUDA GPU; use device='cpu'")
+        self._size = 0
+        self._pending: list[np.ndarray] = []  # ivf: chunks added before training
+        self._blocks: list[torch.Tensor] = []  # torch path: the normalised gallery
+        self._ef_search = ef_search
+        self._exact = None  # ivfpq from disk: the kept exact vectors, memory-mapped
+        self._pq_m = pq_m or PQSpec.default_m(dim)  # as the on-disk ivfpq index (diskindex.PQSpec)
+        if kind == "ivfpq" and dim % self._pq_m:
+            raise ValueError(f"pq_m={self._pq_m} must divide dim={dim}")
+        self._index = self._make_faiss_index(nprobe, hnsw_m, ef_construction)
+
+    def _make_faiss_index(self, nprobe: int, hnsw_m: int, ef_construction: int):
+        """The faiss index for this kind, or None where the torch path does the work."""
+        on_gpu = self.device.type == "cuda"
+        if faiss is None or (on_gpu and not _faiss_gpu_available()):
+            if self.kind == "exact":
+                return None
+            if faiss is None:
+                raise ImportError(f"kind={self.kind!r} needs faiss: pip install 'zscrgan[search]'")
+            raise RuntimeError(f"kind={self.kind!r} on cuda needs faiss with GPU support (faiss-gpu) "
+                               "and a visible GPU; this faiss has none, so use device='cpu'")
+        if self.kind == "hnsw":
+            if on_gpu:
+                raise ValueError("faiss has no GPU HNSW: use kind='ivf' or 'exact' on cuda, or device='cpu'")
+            index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = ef_construction
+            return index
+        if self.kind == "ivfpq":
+            if on_gpu:
+                raise ValueError("kind='ivfpq' runs on the CPU here: use device='cpu'")
+            index = faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self._pq_m}", faiss.METRIC_INNER_PRODUCT)
+            faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+            faiss.extract_index_ivf(index).nprobe = min(nprobe, self.nlist)
+            return index
+        if self.kind == "exact":
+            index = faiss.IndexFlatIP(self.dim)
+        else:
+            self._quantizer = faiss.IndexFlatIP(self.dim)  # the IVF index does not own it
+            index = faiss.IndexIVFFlat(self._quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            index.nprobe = min(nprobe, self.nlist)
+        if on_gpu:
+            self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, self.device.index or 0, index)
+            if self.kind == "ivf":
+                index.nprobe = min(nprobe, self.nlist)
+        return index
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _unit(self, vectors, name: str) -> torch.Tensor:
+        """Validated float32 unit rows, on the device the backend computes on."""
+        x = torch.as_tensor(vectors)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must be 2-d with {self.dim} columns, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {x.dtype}")
+        x = _unit_rows(x, name)
+        return x.to(self.device) if self._index is None else x.cpu()
+
+    def add(self, vectors: torch.Tensor | np.ndarray) -> None:
+        """Append vectors (L2-normalised here); ids continue from the previous call."""
+        x = self._unit(vectors, "vectors")
+        if len(x) == 0:
+            return
+        if self._index is None:
+            self._blocks.append(x)
+        elif self.kind in ("ivf", "ivfpq") and not self._index.is_trained:
+            self._pending.append(x.numpy())
+        else:
+            self._index.add(x.numpy())
+        self._size += len(x)
+
+    def build(self) -> None:
+        """Train the IVF cells now rather than at the first search; a no-op otherwise."""
+        if not self._pending:
+            return
+        n = self._size
+        if n < self.nlist:
+            raise ValueError(f"ivf with nlist={self.nlist} needs at least that many vectors to train, "
+                             f"got {n}: add more or lower nlist")
+        n_train = min(n, _TRAIN_PER_CELL * self.nlist)
+        picks = np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))
+        sample, start = [], 0
+        for chunk in self._pending:
+            here = picks[(picks >= start) & (picks < start + len(chunk))] - start
+            sample.append(chunk[here])
+            start += len(chunk)
+        self._index.train(np.concatenate(sample))
+        while self._pending:  # hand chunks over one by one so memory does not double
+            self._index.add(self._pending.pop(0))
+
+    def to_bytes(self) -> np.ndarray:
+        """The built index as a uint8 array, for saving: faiss' own format, or the raw vectors
+        on the torch path. :meth:`from_bytes` reads it back without rebuilding."""
+        self.build()
+        if self._index is None:
+            vectors = torch.cat(self._blocks) if self._blocks else torch.zeros(0, self.dim)
+            return np.frombuffer(vectors.cpu().numpy().tobytes(), np.uint8).copy()
+        index = self._index
+        if self.device.type == "cuda":
+            index = faiss.index_gpu_to_cpu(index)
+        return faiss.serialize_index(index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, dim: int, kind: str = "exact", **options) -> "GalleryIndex":
+        """An index saved by :meth:`to_bytes` with the same dim and kind (CPU only)."""
+        index = cls(dim, kind, **options)
+        data = np.asarray(data, np.uint8)
+        if index._index is None:
+            vectors = torch.from_numpy(data.view(np.float32).reshape(-1, dim).copy())
+            index._blocks, index._size = [vectors], len(vectors)
+            return index
+        index._index = faiss.deserialize_index(data)
+        if index._index.d != dim:
+            raise ValueError(f"saved index has dim {index._index.d}, expected {dim}")
+        if kind in ("ivf", "ivfpq"):
+            ivf = faiss.extract_index_ivf(index._index)
+            ivf.nprobe = min(options.get("nprobe", 16), ivf.nlist)
+        index._size = index._index.ntotal
+        return index
+
+    @classmethod
+    def open_disk(cls, folder, dim: int, nprobe: int = 128, rerank: int = RERANK) -> "GalleryIndex":
+        """A merged ivfpq index folder (:mod:`zscrgan.search.diskindex`), memory-mapped; with exact.f32
+        beside it, the top ``rerank`` candidates of each query are re-scored exactly."""
+        from zscrgan.search import diskindex
+
+        index = cls.__new__(cls)
+        index.dim, index.kind, index.device = dim, "ivfpq", torch.device("cpu")
+        index._pending, index._blocks, index._ef_search = [], [], 0
+        index._index = diskindex.open_merged(folder, nprobe)
+        if index._index.d != dim:
+            raise ValueError(f"{folder}: index has dim {index._index.d}, expected {dim}")
+        index.nlist = faiss.extract_index_ivf(index._index).nlist
+        index._size = int(index._index.ntotal)
+        index._exact = diskindex.open_exact(folder, dim, index._size)
+        index._rerank = rerank
+        return index
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [Q, k] float32, ids [Q, k] int64), best first; k is clamped to len(self).
+
+        ``"ivf"`` pads a row with id -1 (and a huge negative score) when its ``nprobe``
+        cells hold fewer than k vectors; :func:`recall_at_k` counts those as misses.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if self._size == 0:
+            raise RuntimeError("the gallery index is empty: call add() before search()")
+        q = self._unit(queries, "queries")
+        k = min(int(k), self._size)
+        if len(q) == 0:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if self._index is None:
+            return self._torch_search(q, k)
+        self.build()
+        if self._exact is not None:
+            return self._rerank_search(q.numpy(), k)
+        params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k)) if self.kind == "hnsw" else None
+        scores, ids = self._index.search(q.numpy(), k, params=params)
+        return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+
+    def _rerank_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """PQ top ``max(k, rerank)`` candidates, re-scored with the exact vectors, best k kept.
+
+        Rows are read in sorted order (more local reads).
+        """
+        _, cand = self._index.search(q, min(max(k, self._rerank), self._size))
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        for row, (query, found) in enumerate(zip(q, cand)):
+            found = np.unique(found[found >= 0])
+            exact = self._exact[found] @ query
+            best = np.argsort(-exact, kind="stable")[:k]
+            scores[row, :len(best)], ids[row, :len(best)] = exact[best], found[best]
+        return scores, ids
+
+    def _torch_search(self, q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k with ties to the lower id: a running top-k merged block by block.
+
+        Each block's top-k is tie-exact (:func:`_ranked_topk`), and the running best (lower
+        ids) is placed before the block (higher ids) in a *stable* sort, so ties keep the
+        lower id across blocks too.
+        """
+        all_scores, all_ids = [], []
+        for chunk in q.split(_QUERY_CHUNK):
+            best_s = chunk.new_empty(len(chunk), 0)
+            best_i = torch.empty(len(chunk), 0, dtype=torch.long, device=chunk.device)
+            offset = 0
+            for block in (b for blk in self._blocks for b in blk.split(_GALLERY_BLOCK)):
+                sims = chunk @ block.T
+                idx = _ranked_topk(sims, min(k, len(block)))
+                cand_s = torch.cat([best_s, sims.gather(1, idx)], dim=1)
+                cand_i = torch.cat([best_i, idx + offset], dim=1)
+                order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
+                best_s, best_i = cand_s.gather(1, order), cand_i.gather(1, order)
+                offset += len(block)
+            all_scores.append(best_s)
+            all_ids.append(best_i)
+        return torch.cat(all_scores).cpu().numpy(), torch.cat(all_ids).cpu().numpy()
+
+
+def recall_at_k(approx_ids, exact_ids, k: int) -> float:
+    """Fraction of the exact top-k ids that the approximate top-k also found.
+
+    Averaged over all queries' exact ids; ids of -1 (faiss' "no result") are not counted.
+    """
+    approx = np.asarray(approx_ids)[:, :k]
+    exact = np.asarray(exact_ids)[:, :k]
+    if approx.shape[0] != exact.shape[0]:
+        raise ValueError(f"approx_ids has {approx.shape[0]} rows, exact_ids {exact.shape[0]}")
+    valid = exact >= 0
+    if not valid.any():
+        raise ValueError("exact_ids holds no valid id to recall")
+    found = (exact[:, :, None] == approx[:, None, :]).any(axis=2) & valid
+    return float(found.sum() / valid.sum())
+
+
+__all__ = ["GalleryIndex", "KINDS", "recall_at_k"]

@@ -1,0 +1,294 @@
+"""`zscrgan serve`: an index folder as an HTTP API and a one-page search site (FastAPI + uvicorn).
+
+    zscrgan serve photos_index [--host 127.0.0.1] [--port 8000] [--workers N]
+
+    GET  /            the search page (static/index.html: no build step, nothing from a CDN)
+    GET  /health      {"status": "ok", "photos": N}
+    GET  /info        the index manifest, its counts and this worker's pid and batches
+    POST /search      {text | like_id | class_id, k, min_score} ->
+                      {results: [{id, path, score, thumb, class}], explanations, took_ms}
+                      with a Server-Timing header: queue, encode, embed, search, fetch, total
+    GET  /thumb/{id}  the JPEG thumbnail of a photo
+    GET  /photo/{id}  the photo itself
+    GET  /docs        OpenAPI documentation
+
+Speed: concurrent queries are answered in batches by one model thread (:mod:`zscrgan.search.batcher`);
+the cheap paths (health, info, thumbnails, photos) never touch the model. ``--workers N`` runs
+N processes over the same folder, each with its own model (an ivfpq index is memory-mapped,
+so its lists are shared through the page cache; exact and ivf indexes are loaded by each).
+
+Safety: binds 127.0.0.1 unless told otherwise; photos are addressed by integer id only, so no
+client string ever becomes a file path; bodies over 64 KiB, texts over 1,000 characters and k
+outside 1..1000 are refused; a body not received within ``--body_timeout`` seconds is answered
+408 and its connection closed; every error is a JSON body {"detail": ...} with a 4xx/5xx code,
+never a traceback.
+"""
+
+import asyncio
+import gc
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
+from zscrgan.data.dataset import DataError
+from zscrgan.errors import Parser
+from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
+
+MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 10.0  # seconds to receive a whole request body
+ENV = "ZSCRGAN_SERVE"  # --workers: the options each worker process builds its app from
+
+
+def _json(status: int, body: dict, headers: list | None = None) -> dict:
+    return {"status": status, "body": json.dumps(body).encode(), "headers": headers or []}
+
+
+class Guard:
+    """ASGI middleware (not Starlette's BaseHTTPMiddleware, which costs a task per request):
+    reads a request body whole, refusing one over ``max_body`` (413) or not received within
+    ``timeout`` seconds (408, connection closed), so a slow client holds a coroutine, not a worker."""
+
+    def __init__(self, app, max_body: int = MAX_BODY, timeout: float = BODY_TIMEOUT):
+        self.app, self.max_body, self.timeout = app, max_body, timeout
+        self.too_big = _json(413, {"detail": f"request body over {max_body} bytes"})  # built once, not per POST
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await self._reply(send, self.too_big)
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.timeout)
+        except TimeoutError:
+            return await self._reply(send, _json(408, {"detail": f"request body not received within {self.timeout:g} s"},
+                                                 [(b"connection", b"close")]))
+        except OverflowError:
+            return await self._reply(send, self.too_big)
+        except ConnectionError:
+            return  # the client left
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _read(self, receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionError
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                raise OverflowError
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _reply(send, reply: dict) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(reply["body"])).encode()),
+                   *reply["headers"]]
+        await send({"type": "http.response.start", "status": reply["status"], "headers": headers})
+        await send({"type": "http.response.body", "body": reply["body"]})
+
+
+def server_timing(timing: dict) -> str:
+    """``queue;dur=0.4, encode;dur=12.1, ...`` in milliseconds: where a query's time went."""
+    queue = timing["total"] - sum(timing[s] for s in STAGES)
+    parts = [("queue", max(0.0, queue)), *((s, timing[s]) for s in STAGES), ("total", timing["total"])]
+    return ", ".join(f"{name};dur={ms:.2f}" for name, ms in parts)
+
+
+def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
+               body_timeout: float = BODY_TIMEOUT):
+    """The FastAPI app over an opened index (tests build it directly, without a socket)."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.encoders import jsonable_encoder
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+        from pydantic import BaseModel, Field, model_validator
+    except ImportError:
+        raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
+
+    class SearchRequest(BaseModel):
+        text: str | None = Field(None, max_length=MAX_TEXT, description="a description of the photos wanted")
+        like_id: int | None = Field(None, ge=0, description="id of an indexed photo: find photos like it")
+        class_id: str | None = Field(None, max_length=200, description="a class's stored text vector")
+        k: int = Field(10, ge=1, le=MAX_K)
+        min_score: float = Field(-1.0, ge=-1.0, le=1.0)
+
+        @model_validator(mode="after")
+        def one_query(self):
+            given = [x for x in (self.text, self.like_id, self.class_id) if x is not None]
+            if len(given) != 1:
+                raise ValueError("give exactly one of text, like_id or class_id")
+            if self.text is not None and not self.text.strip():
+                raise ValueError("text is empty: describe the photos wanted")
+            return self
+
+    class Hit(BaseModel):
+        id: int
+        path: str
+        score: float
+        thumb: str
+        photo: str
+        class_: str | None = Field(None, alias="class")
+
+    class SearchResponse(BaseModel):
+        results: list[Hit]
+        explanations: list[dict]
+        took_ms: float
+
+    batcher = Batcher(reader, max_batch, wait_ms)
+    app = FastAPI(title="zscrgan search", description="Zero-shot photo search by description (ZSCRGAN)")
+    app.state.batcher = batcher
+    page = resources.files("zscrgan.search").joinpath("static/index.html").read_text(encoding="utf-8")
+    health_body = json.dumps({"status": "ok", "photos": len(reader.index)}).encode()
+    info_body = {**reader.info(), "pid": os.getpid()}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        """FastAPI's own 422, but ASCII JSON: an input with a lone surrogate must not become a 500."""
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}).encode()
+        return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index_page():
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health():
+        return Response(health_body, media_type="application/json")
+
+    @app.get("/info")
+    async def info():
+        return {**info_body, "batches": batcher.batches, "queries": batcher.queries}
+
+    @app.post("/search", response_model=SearchResponse, response_model_by_alias=True)
+    async def search(req: SearchRequest):
+        answer = await batcher.submit(Query(req.text, req.like_id, req.class_id, req.k, req.min_score))
+        if isinstance(answer, Refusal):
+            return JSONResponse({"detail": answer.detail}, status_code=answer.status)
+        results = [{**h, "score": round(h["score"], 4), "thumb": f"/thumb/{h['id']}", "photo": f"/photo/{h['id']}"}
+                   for h in answer["results"]]
+        body = {"results": results, "explanations": answer["explanations"],
+                "took_ms": round(answer["timing"]["total"], 2)}
+        return Response(json.dumps(body).encode(), media_type="application/json",
+                        headers={"Server-Timing": server_timing(answer["timing"])})
+
+    def not_found(photo_id: int):
+        return JSONResponse({"detail": f"no photo with id {photo_id}"}, status_code=404)
+
+    # SQLite reads of one indexed row take microseconds: done on the event loop, no thread hop
+    @app.get("/thumb/{photo_id}", responses={200: {"content": {"image/jpeg": {}}}})
+    async def thumb(photo_id: int):
+        data = reader.thumb(photo_id) if photo_id >= 0 else None
+        if data is None:
+            return not_found(photo_id)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/photo/{photo_id}")
+    async def photo(photo_id: int):
+        path = reader.photo_path(photo_id) if photo_id >= 0 else None
+        if path is None:
+            return not_found(photo_id)
+        return FileResponse(path)
+
+    app.add_middleware(Guard, max_body=MAX_BODY, timeout=body_timeout)
+    return app
+
+
+def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
+             body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32", nprobe: int = 0):
+    """Open the index, set the thread counts, load the encoder now (not on the first user's query)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+        try:
+            import faiss
+            faiss.omp_set_num_threads(threads)
+        except ImportError:
+            pass
+    reader = IndexReader(index, load_model=text, nprobe=nprobe or None, precision=precision)
+    if text and reader.run.text_encoder:
+        try:
+            reader.embed_texts(["warm up"])
+        except DataError:
+            pass  # no free text on this set: queries by class id and photo still work
+    app = create_app(reader, max_batch, wait_ms, body_timeout)
+    gc.collect()
+    gc.freeze()  # the ~500,000 objects of the model and libraries: out of every later full collection's scan
+    return app
+
+
+def app_from_env():
+    """--workers: each uvicorn worker process builds its own app from the options in $ZSCRGAN_SERVE."""
+    return open_app(**json.loads(os.environ[ENV]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="zscrgan serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("index", type=Path, help="index folder made by zscrgan index")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch and FAISS threads per worker (default: its share of the CPUs, less one "
+                             "core a worker for its event loop; at least 1)")
+    parser.add_argument("--batch_max", type=int, default=MAX_BATCH, help="queries answered by one model call")
+    parser.add_argument("--batch_wait_ms", type=float, default=WAIT_MS,
+                        help="how long a query waits for others to join its batch")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="sentence encoder: bf16 is about 3x faster on CPUs with native bfloat16")
+    parser.add_argument("--nprobe", type=int, default=0, help="ivf/ivfpq cells searched a query (default: "
+                        "64 for ivf, 128 for ivfpq; fewer: faster, lower recall, docs/performance.md)")
+    parser.add_argument("--no_text", dest="text", action="store_false",
+                        help="no model: photo and class queries only (less memory a worker, no checkpoint needed)")
+    parser.add_argument("--body_timeout", type=float, default=BODY_TIMEOUT,
+                        help="seconds a client has to send its request body")
+    args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 64:
+        raise DataError(f"--workers {args.workers}: must be in 1..64")
+    if args.batch_max < 1 or args.batch_wait_ms < 0 or args.body_timeout <= 0 or min(args.threads, args.nprobe) < 0:
+        raise DataError("--batch_max, --body_timeout must be positive; --batch_wait_ms, --threads, --nprobe at least 0")
+    try:
+        import uvicorn
+    except ImportError:
+        raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
+    options = {"index": str(args.index.resolve()), "max_batch": args.batch_max, "wait_ms": args.batch_wait_ms,
+               "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision, "nprobe": args.nprobe,
+               "threads": args.threads or max(1, (len(os.sched_getaffinity(0)) - args.workers) // args.workers)}
+    served = dict(host=args.host, port=args.port, log_level="warning", access_log=False)
+    if args.workers == 1:
+        app = open_app(**options)
+        photos = len(app.state.batcher.reader.index)
+        print(f"zscrgan serve: {photos} photos from {args.index} on http://{args.host}:{args.port}/",
+              file=sys.stderr, flush=True)
+        uvicorn.run(app, **served)
+        return 0
+    IndexReader(args.index, load_model=args.text)  # a bad folder or a missing checkpoint: refused here, once
+    os.environ[ENV] = json.dumps(options)
+    print(f"zscrgan serve: {args.workers} workers over {args.index} on http://{args.host}:{args.port}/",
+          file=sys.stderr, flush=True)
+    uvicorn.run("zscrgan.search.serve:app_from_env", factory=True, workers=args.workers, **served)
+    return 0

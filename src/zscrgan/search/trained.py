@@ -1,0 +1,187 @@
+"""A finished training run, opened for use: its model, its data set and its featurizers.
+
+`zscrgan index`, `search` and `serve` all start from a run folder (``ckt_logs/NAME_logs``
+written by `zscrgan train`). This module turns one into what they need: the trained
+networks (dims read from the checkpoint itself, so no data set load is needed to build
+them), the checkpoint's hash (an index remembers which weights made its vectors), the data
+set's manifest (which featurizers made its vectors, so new photos and free text are encoded
+the same way) and the query embedding the run's recipe evaluates with.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zscrgan.config import Config
+from zscrgan.data.dataset import DataError, load_dataset, read_json_object, resolve_dataset_dir
+from zscrgan.evaluation.scoring import embed_gallery, embed_queries, eval_rng, training_centre
+from zscrgan.core.networks import ZSCRGAN
+
+CHECKPOINT = "best.pt"
+DATASET_MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_config(raw: dict) -> Config:
+    """A Config from a checkpoint's dict, ignoring keys a newer or older version added."""
+    known = {f.name for f in fields(Config)}
+    return Config(**{k: v for k, v in raw.items() if k in known}).resolved()
+
+
+def model_from_weights(weights: dict, cfg: Config) -> ZSCRGAN:
+    """The networks a checkpoint's weights fit, their sizes and optional paths read from the weights."""
+    text_dim = weights["encoder.fc.weight"].shape[1]
+    embed_dim, image_dim = weights["csem.fc.weight"].shape
+    model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
+                    weights["critic.fc_image.weight"].shape[0],
+                    "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
+    model.load_state_dict(weights)
+    return model
+
+
+def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
+    """Where the run's data set is: summary.json's absolute path, else the config's NAME."""
+    summary = read_json_object(run_dir / "summary.json")
+    if summary.get("data_dir") and Path(summary["data_dir"]).is_dir():
+        return Path(summary["data_dir"])
+    if not cfg.dataset:
+        raise DataError(f"{run_dir}: trained on the built-in demo data, which has no photos to index")
+    try:
+        return resolve_dataset_dir(cfg.dataset, cfg.data_root).resolve()
+    except DataError:
+        raise DataError(f"{run_dir}: its data set {cfg.dataset!r} is not found (neither summary.json's "
+                        f"data_dir nor {cfg.data_root}/{cfg.dataset}); run from the folder it was trained in") from None
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    checkpoint: Path
+    checkpoint_sha256: str
+    cfg: Config
+    model: ZSCRGAN
+    dataset_dir: Path
+    dataset_manifest: dict  # {} when the set was not made by `zscrgan data build`
+    centre: torch.Tensor | None = None  # --eval_centre: the training images' mean embedding, subtracted
+
+    @property
+    def image_encoder(self) -> str | None:
+        return self.dataset_manifest.get("image_encoder")
+
+    @property
+    def text_encoder(self) -> str | None:
+        return self.dataset_manifest.get("text_encoder")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.csem.fc.out_features
+
+    def load_data(self):
+        return load_dataset(self.dataset_dir)
+
+    @torch.no_grad()
+    def embed_images(self, features: np.ndarray) -> np.ndarray:
+        """Featurizer vectors -> common-space gallery vectors."""
+        return self._centred(embed_gallery(self.model, torch.from_numpy(np.asarray(features, np.float32)))).numpy()
+
+    def _centred(self, emb: torch.Tensor) -> torch.Tensor:
+        return emb if self.centre is None else emb - self.centre
+
+    @torch.no_grad()
+    def embed_text_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Text vectors -> query embeddings, as the run's recipe evaluates them.
+
+        With noise (``eval_mean`` off) each row gets its own generator seeded like the
+        run's round-0 evaluation, so a query's embedding does not depend on its batch.
+        """
+        t = torch.from_numpy(np.asarray(vectors, np.float32))
+        if self.cfg.eval_mean:
+            return self._centred(embed_queries(self.model, t, use_mean=True)).numpy()
+        rows = [embed_queries(self.model, row[None], self.cfg.eval_samples, False,
+                              eval_rng(self.cfg.seed, 0, "cpu")) for row in t]
+        return self._centred(torch.cat(rows)).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
+
+    def sentence_vectors(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
+        """Free text -> the data set's text vectors; only where a shipped featurizer made the set's texts.
+
+        Apart from :meth:`encode_texts` so `zscrgan serve` can time the two halves of a batch;
+        ``precision="bf16"``: the encoder under bfloat16 autocast (featurize.encoder_precision)."""
+        from zscrgan.data.featurize import TEXT_ENCODER, encode_sentences, load_text_encoder
+
+        if self.text_encoder != TEXT_ENCODER:
+            made = f"by {self.text_encoder!r}" if self.text_encoder else "outside zscrgan (no manifest.json)"
+            raise DataError(f"{self.dataset_dir}: its text vectors were made {made}, not by a featurizer "
+                            f"shipped here, so free text cannot be encoded; query with --class-id instead")
+        return encode_sentences(load_text_encoder(torch.device("cpu")), list(texts), 64, precision)
+
+    def encode_texts(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
+        """Free text -> query embeddings."""
+        return self.embed_text_vectors(self.sentence_vectors(texts, precision))
+
+
+def open_run(run_dir: str | Path) -> TrainedRun:
+    """Load a run folder's best checkpoint and find its data set; one-line errors."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: run folder not found (expected ckt_logs/NAME_logs from zscrgan train)")
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found (was the run deleted, or not trained to the end?)")
+    payload = path.read_bytes()
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        weights = state["trainer"]["model"]
+        cfg = checkpoint_config(state["config"])
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise DataError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
+    model = model_from_weights(weights, cfg).eval()
+    folder = _dataset_folder(run_dir, cfg)
+    manifest = read_json_object(folder / DATASET_MANIFEST)
+    centre = None
+    if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
+        centre = training_centre(model, load_dataset(folder, splits=("seen",)), state["classes"]["train"])
+    return TrainedRun(run_dir.resolve(), path.resolve(), hashlib.sha256(payload).hexdigest(), cfg, model,
+                      folder, manifest, centre)
+
+
+def class_table(run: TrainedRun) -> dict:
+    """Per class of the data set: id, name, seen flag and its query embedding (mean over its texts).
+
+    Stored in an index so explanations and ``--class-id`` need neither the data set nor a
+    text featurizer at query time.
+    """
+    data = run.load_data()
+    ids = list(data.seen) + list(data.unseen)
+    embeddings = []
+    for c in ids:
+        q = run.embed_text_vectors(data.texts[c])
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        embeddings.append(q.mean(axis=0))
+    return {"ids": np.array([str(c) for c in ids]),
+            "names": np.array([str(data.classnames.get(c, c)) for c in ids]),
+            "seen": np.array([c in set(data.seen) for c in ids]),
+            "embeddings": np.stack(embeddings).astype(np.float32)}
+
+
+def describe_run(run: TrainedRun) -> dict:
+    """What an index manifest records about the run it came from."""
+    return {"run": str(run.run_dir), "checkpoint": str(run.checkpoint),
+            "checkpoint_sha256": run.checkpoint_sha256, "dataset": str(run.dataset_dir),
+            "recipe": run.cfg.recipe, "eval_mean": bool(run.cfg.eval_mean),
+            "eval_samples": int(run.cfg.eval_samples), "embed_dim": run.embed_dim,
+            "image_encoder": run.image_encoder, "text_encoder": run.text_encoder}
+
+
+__all__ = ["TrainedRun", "open_run", "class_table", "describe_run", "sha256_file"]
