@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from zscrgan.core import reference
 from zscrgan.config import Config
+from zscrgan.core import reference
 from zscrgan.data.dataset import load_dataset
+from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import add_device_flag, pick_device
 from zscrgan.evaluation.scoring import evaluate_classes
-from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 
 DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"

@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from zscrgan.config import Config, build_parser, parse_seeds
-from zscrgan.data.dataset import write_atomic
-from zscrgan.experiments.runfolder import mean_sd
 from zscrgan.experiments.run import Run, prepare_process
+from zscrgan.experiments.runfolder import mean_sd
+from zscrgan.files import write_atomic
 
 # The fixes of `improved`, each named by the flags that revert it to `original`.
 FIXES = {

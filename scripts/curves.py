@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from zscrgan.data.dataset import read_json_object
 from zscrgan.experiments.report import read_rounds
+from zscrgan.files import read_json_object
 
 
 def read_run(folder: Path) -> tuple[list[dict], dict]:

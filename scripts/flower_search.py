@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zscrgan.evaluation.baselines import fit_baseline
-from zscrgan.data.dataset import class_key, load_dataset, split_validation, write_atomic
-from zscrgan.search.diskindex import unit
+from zscrgan.data.dataset import class_key, load_dataset, split_validation
 from zscrgan.data.featurize import encode_texts, featurize_images, load_image_encoder, preprocess, read_texts
+from zscrgan.evaluation.baselines import fit_baseline
+from zscrgan.files import write_atomic
+from zscrgan.search.diskindex import unit
 from zscrgan.search.index import cnn_features
 from zscrgan.search.query import IndexReader
 

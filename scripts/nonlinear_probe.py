@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from zscrgan.data.dataset import load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline, training_pairs
-from zscrgan.data.dataset import load_dataset, split_validation, write_atomic
 from zscrgan.evaluation.scoring import evaluating, score_classes
+from zscrgan.files import write_atomic
 
 SETTINGS = [  # (learning rate, weight decay, hidden width, target pairing)
     (1e-3, 1e-4, 512, "class_mean"), (1e-3, 1e-4, 512, "caption"), (3e-4, 1e-3, 1024, "class_mean")]

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
 from zscrgan.config import Config, build_parser, parse_seeds
-from zscrgan.data.dataset import split_validation, write_atomic
+from zscrgan.data.dataset import split_validation
+from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
 from zscrgan.evaluation.scoring import ImageSpaceRetriever, common_space_centre, evaluate_classes
 from zscrgan.experiments.run import load_run_data, prepare_process
 from zscrgan.experiments.trainer import EMTrainer
+from zscrgan.files import write_atomic
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from conftest import shared_path
+
 from zscrgan.cli import main as cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "flower_descriptions.csv"

@@ -4,9 +4,15 @@ import pytest
 import scipy.linalg
 import torch
 
-from zscrgan.evaluation.baselines import (BASELINES, CCASolver, _hinge_rank_loss, fit_baseline, ridge_path,
-                               training_pairs)
 from zscrgan.data.dataset import ZeroShotData, load_dataset, split_validation
+from zscrgan.evaluation.baselines import (
+    BASELINES,
+    CCASolver,
+    _hinge_rank_loss,
+    fit_baseline,
+    ridge_path,
+    training_pairs,
+)
 from zscrgan.evaluation.scoring import score_classes
 
 

@@ -1,8 +1,8 @@
 """`data build` checks everything before the encoders load: each mistake is one line within a second."""
 import pytest
 
-from zscrgan.data import featurize
 from zscrgan.cli import main
+from zscrgan.data import featurize
 
 
 @pytest.fixture

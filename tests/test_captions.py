@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from zscrgan.data import dataset as data_module
-from zscrgan.evaluation.baselines import fit_baseline, training_pairs
-from zscrgan.data.dataset import DataError, ZeroShotData, load_dataset
-from zscrgan.evaluation.scoring import score_classes
-from zscrgan.experiments.runfolder import MAX_RETRIEVAL_LISTS, RunFolder
 from zscrgan.core.sampler import BatchSampler
+from zscrgan.data import dataset as data_module
+from zscrgan.data.dataset import ZeroShotData, load_dataset
+from zscrgan.errors import DataError, UserError
+from zscrgan.evaluation.baselines import fit_baseline, training_pairs
+from zscrgan.evaluation.scoring import score_classes
 from zscrgan.evaluation.selection import check_select_k
-from zscrgan.errors import UserError
+from zscrgan.experiments.runfolder import MAX_RETRIEVAL_LISTS, RunFolder
 
 
 def caption_data(texts_per_class=(7, 3, 5, 9, 4, 6), images_per_class=8, unseen=2, seed=0) -> ZeroShotData:

@@ -38,8 +38,8 @@ def test_compare_rejects_an_unknown_method(capsys):
 
 
 def test_compare_headline_uses_select_k_and_keeps_each_method_done_before_a_failure(tmp_path, capsys, monkeypatch):
+    from zscrgan.errors import DataError
     from zscrgan.experiments import compare
-    from zscrgan.data.dataset import DataError
 
     def fail(*args, **kw):
         raise DataError("injected failure")

@@ -14,9 +14,10 @@ from helpers import TINY
 
 from zscrgan import cli
 from zscrgan.data.convert import GAZSL_FILES, convert_gazsl, text_pca
-from zscrgan.data.dataset import DataError, load_dataset, read_pickle
-from zscrgan.data.tools import build_dataset
+from zscrgan.data.dataset import load_dataset, read_pickle
 from zscrgan.data.featurize import Features, read_description_rows
+from zscrgan.data.tools import build_dataset
+from zscrgan.errors import DataError
 
 TEXT_ROWS, TEXT_DIM, IMAGE_DIM = 6, 9, 4
 TRAIN_CID, TEST_CID = [5, 1, 3], [6, 2]  # class 4 has a text row but is in neither split

@@ -5,7 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from zscrgan.data.dataset import DataError, ZeroShotData, load_dataset, save_dataset, split_validation
+from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, split_validation
+from zscrgan.errors import DataError
 
 
 def write_set(folder, texts, images, seen, unseen, protocol=2):

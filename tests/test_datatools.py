@@ -9,9 +9,10 @@ from conftest import shared_path
 from helpers import small_tree
 
 from zscrgan import cli
-from zscrgan.data.dataset import DataError, ZeroShotData, load_dataset, save_dataset, write_pickle
-from zscrgan.data.tools import build_dataset, choose_unseen, convert_xlsa17
+from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, write_pickle
 from zscrgan.data.featurize import read_descriptions
+from zscrgan.data.tools import build_dataset, choose_unseen, convert_xlsa17
+from zscrgan.errors import DataError
 
 # Three descriptions per class, shipped with the repo for the README's flower-photo commands.
 EXAMPLE_TEXTS = Path(__file__).resolve().parents[1] / "examples" / "flower_descriptions.csv"

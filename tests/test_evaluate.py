@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.config import Config
-from zscrgan.evaluation.scoring import Retriever, embed_queries, eval_rng, evaluate_classes, score_classes
-from zscrgan.evaluation.metrics import score_retrieval
 from zscrgan.core.networks import ZSCRGAN, truncated_normal
 from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.evaluation.baselines import fit_baseline
+from zscrgan.evaluation.metrics import score_retrieval
+from zscrgan.evaluation.scoring import Retriever, embed_queries, eval_rng, evaluate_classes, score_classes
 
 
 def tiny_model(data, seed=0):

@@ -4,10 +4,10 @@ import torch
 
 pytest.importorskip("faiss")
 from zscrgan.config import Config  # noqa: E402
-from zscrgan.evaluation.scoring import evaluate_classes  # noqa: E402
-from zscrgan.evaluation.metrics import score_retrieval  # noqa: E402
 from zscrgan.core.networks import ZSCRGAN  # noqa: E402
 from zscrgan.data.synthetic import make_builtin_dataset  # noqa: E402
+from zscrgan.evaluation.metrics import score_retrieval  # noqa: E402
+from zscrgan.evaluation.scoring import evaluate_classes  # noqa: E402
 
 
 def test_exact_index_matches_builtin_ranking():

@@ -3,14 +3,20 @@
 import numpy as np
 import pytest
 import torch
+from helpers import small_tree
 from PIL import Image
 
-from helpers import small_tree
 from zscrgan import cli
-from zscrgan.data.dataset import DataError
-from zscrgan.errors import UserError
-from zscrgan.data.featurize import (IMAGENET_MEAN, IMAGENET_STD, Features, featurize_images, featurize_texts,
-                               preprocess, read_descriptions)
+from zscrgan.data.featurize import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Features,
+    featurize_images,
+    featurize_texts,
+    preprocess,
+    read_descriptions,
+)
+from zscrgan.errors import DataError, UserError
 
 
 def test_preprocess_resizes_crops_and_normalises():

@@ -5,9 +5,9 @@ from typing import Optional
 import pytest
 
 from zscrgan.config import Config, build_parser
-from zscrgan.errors import Parser
-from zscrgan.flags import add_dataclass_flags, flag, flag_type
+from zscrgan.console import Parser
 from zscrgan.experiments.run import EvaluateArgs
+from zscrgan.flags import add_dataclass_flags, flag, flag_type
 
 
 @dataclass

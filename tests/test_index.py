@@ -16,9 +16,9 @@ pytest.importorskip("faiss")
 pytest.importorskip("efficientnet_lite_pytorch")
 from flowerkit import ORCHID, flower_run  # noqa: E402
 
-from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.cli import main as cli  # noqa: E402
-from zscrgan.data.dataset import DataError  # noqa: E402
+from zscrgan.errors import DataError  # noqa: E402
+from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.search.index import build_index  # noqa: E402
 from zscrgan.search.query import IndexReader  # noqa: E402
 
@@ -198,7 +198,7 @@ def test_flo_has_no_free_text_but_takes_class_ids(flo_dir, tmp_path):
 def test_second_index_run_refuses_naming_the_holder(setup, photos, tmp_path):
     _, _, run = setup
     out = tmp_path / "idx"
-    with ps.FolderLock(out):
+    with ps.folder_lock(out):
         with pytest.raises(DataError, match=rf"another zscrgan index \(PID {os.getpid()}\)"):
             build_index(run, photos, out)
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY, read_jsonl, small_set
 
 from zscrgan.cli import main
-from zscrgan.data.dataset import KILL_AFTER_TMP
+from zscrgan.files import KILL_AFTER_TMP
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from helpers import TINY, read_jsonl, small_set
+
 from zscrgan.cli import main
 
 

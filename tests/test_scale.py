@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
+from zscrgan.cli import main as cli  # noqa: E402
+from zscrgan.errors import DataError  # noqa: E402
 from zscrgan.search import diskindex as di  # noqa: E402
 from zscrgan.search import shards as sh  # noqa: E402
-from zscrgan.cli import main as cli  # noqa: E402
-from zscrgan.data.dataset import DataError  # noqa: E402
 from zscrgan.search.gallery import GalleryIndex, recall_at_k  # noqa: E402
 
 

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import TINY, small_set
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))

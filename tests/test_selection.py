@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-
 from helpers import TINY, read_jsonl
+
 from zscrgan.cli import main
 from zscrgan.evaluation.metrics import collapse_stats, is_collapsed
 from zscrgan.evaluation.selection import Selector
+
 
 def rec(round_, val=None, test=None, collapsed=False, k=10):
     r = {"round": round_, "collapsed": collapsed}

@@ -26,8 +26,8 @@ pytest.importorskip("faiss")
 
 from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.search.batcher import Batcher, Query, Refusal  # noqa: E402
-from zscrgan.search.query import IndexReader  # noqa: E402
 from zscrgan.search.gallery import GalleryIndex  # noqa: E402
+from zscrgan.search.query import IndexReader  # noqa: E402
 from zscrgan.search.serve import create_app  # noqa: E402
 
 N, DIM, CLASSES = 300, 16, 5

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from zscrgan.evaluation.metrics import score_retrieval
 from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.evaluation.metrics import score_retrieval
 
 
 def test_same_arguments_same_arrays_and_shapes():

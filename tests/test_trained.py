@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-
 from helpers import TINY, small_set
+
 from zscrgan.cli import main
 from zscrgan.data.dataset import load_dataset
 from zscrgan.evaluation.scoring import common_space_centre, embed_gallery, embed_queries

@@ -8,8 +8,8 @@ import torch
 
 from zscrgan.config import Config
 from zscrgan.core import reference
-from zscrgan.experiments import trainer as trainer_module
 from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.experiments import trainer as trainer_module
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 
 

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 optuna = pytest.importorskip("optuna")  # the [tune] extra
+from helpers import TINY, read_jsonl, small_set  # noqa: E402
 from optuna.storages.journal import JournalFileBackend, JournalStorage  # noqa: E402
 
-from helpers import TINY, read_jsonl, small_set  # noqa: E402
-from zscrgan.experiments import tune  # noqa: E402
 from zscrgan.cli import main  # noqa: E402
+from zscrgan.experiments import tune  # noqa: E402
 
 # lrs kept low so that no tiny trial's loss goes non-finite (a failed trial would be a false alarm here)
 SAFE_SPACE = "generator_lr: {type: float, low: 0.0001, high: 0.002, log: true}\n" \

@@ -183,7 +183,7 @@ def recipe_warnings(cfg: "Config") -> list[str]:
 
 def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
     """One flag per Config field (flags.py); ``--resume`` also takes a RUN to read the settings of."""
-    from zscrgan.errors import Parser
+    from zscrgan.console import Parser
     from zscrgan.flags import add_dataclass_flags
 
     def resume(parser, **kw):  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
@@ -197,8 +197,8 @@ def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
 
 def read_config_file(path: str) -> dict:
     """Settings from a JSON file of flag names -> values; unknown names are refused."""
-    from zscrgan.data.dataset import read_json_object
     from zscrgan.errors import UserError
+    from zscrgan.files import read_json_object
 
     if not Path(path).is_file():
         raise UserError(f"{path}: config file not found")

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zscrgan.data.dataset import DataError, ZeroShotData, read_json_object, read_pickle, save_dataset, write_atomic
+from zscrgan.data.dataset import ZeroShotData, read_pickle, save_dataset
+from zscrgan.errors import DataError
+from zscrgan.files import read_json_object, write_atomic
 
 MANIFEST_FILE = "manifest.json"
 

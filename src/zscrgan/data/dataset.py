@@ -16,16 +16,14 @@ Every problem is raised as :class:`DataError` with a one-line message naming the
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import signal
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from zscrgan.errors import DataError  # noqa: F401  (raised here; imported from here by older modules)
+from zscrgan.errors import DataError
+from zscrgan.files import read_json_object, write_atomic
 
 TEXT_FILE = "txt_embed_dict.pkl"
 IMAGE_FILE = "image_embed_dict.pkl"
@@ -89,32 +87,6 @@ def read_pickle(path: Path):
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, UnicodeDecodeError, OverflowError) as exc:
         raise DataError(f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
-
-
-# Fault injection for tests: a process writing a file of this name kills itself (SIGKILL) once
-# the temporary file is written, as a power cut or kill -9 would, leaving the .tmp behind.
-KILL_AFTER_TMP = "ZSCRGAN_KILL_AFTER_TMP"
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write bytes (or an array's buffer) to ``path`` via a temporary file ``.<name>.<random>.tmp`` and rename, so no half
-    file is left; a temporary file a killed writer leaves is removed by the next run (outputs.py)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        if os.environ.get(KILL_AFTER_TMP) == path.name:
-            os.kill(os.getpid(), signal.SIGKILL)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_pickle(path: Path, obj) -> None:
@@ -292,20 +264,6 @@ def load_dataset(folder: str | Path, name: str | None = None,
     images = _read_dict(folder / IMAGE_FILE, classes, "image")
     return ZeroShotData(texts, images, seen, unseen, name or folder.resolve().name,
                         read_classnames(folder))
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON object from ``path``, or {} when the file is absent; DataError when malformed."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return value
 
 
 def class_key(name) -> str:

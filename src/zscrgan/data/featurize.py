@@ -21,7 +21,6 @@ with an image column ``images`` (the photo named per row, "" where none).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import functools
@@ -35,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from zscrgan.data.dataset import DataError, write_atomic
+
+from zscrgan.console import is_terminal, positive_int, progress, say
 from zscrgan.device import add_device_flag, pick_device
-from zscrgan.errors import is_terminal, progress, say
+from zscrgan.errors import DataError
+from zscrgan.files import write_atomic
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 RESNET_ENCODER = "torchvision:resnet101"
@@ -393,13 +394,6 @@ def report_rate(n: int, what: str, seconds: float) -> None:
 
 # ---------------------------------------------------------------- command
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def describe(feats: Features, skipped: int = 0) -> str:
     """One summary line for a featurize or build run."""
     line = (f"{len(feats.features)} {feats.kind} of {len(set(feats.classes))} classes, "
@@ -410,8 +404,8 @@ def describe(feats: Features, skipped: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zscrgan.errors import Parser
-    from zscrgan.experiments.runfolder import check_writable
+    from zscrgan.console import Parser
+    from zscrgan.files import check_writable
 
     parser = Parser(prog="zscrgan featurize", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)

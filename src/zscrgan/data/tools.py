@@ -25,14 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
+from zscrgan.console import Parser, positive_int
 from zscrgan.data.convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
-from zscrgan.data.dataset import (CLASSNAMES_FILE, DataError, ZeroShotData, class_key, load_dataset, read_json_object,
-                   save_dataset, write_atomic)
+from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, load_dataset, save_dataset
+from zscrgan.data.featurize import (
+    DEFAULT_ENCODER,
+    IMAGE_ENCODERS,
+    TEXT_ENCODER,
+    Features,
+    describe,
+    encode_texts,
+    featurize_images,
+    list_class_files,
+    read_texts,
+)
 from zscrgan.device import add_device_flag
-from zscrgan.errors import Parser
-from zscrgan.data.featurize import (DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER, Features, describe, encode_texts,
-                        featurize_images, list_class_files, positive_int, read_texts)
-from zscrgan.experiments.runfolder import check_writable
+from zscrgan.errors import DataError
+from zscrgan.files import check_writable, read_json_object, write_atomic
 
 __all__ = ["build_dataset", "check_dataset", "choose_unseen", "split_dataset", "convert_gazsl", "convert_xlsa17", "main"]
 

@@ -16,8 +16,8 @@ import contextlib
 
 import torch
 
-from zscrgan.evaluation.metrics import RetrievalScores, collapse_stats, score_retrieval
 from zscrgan.core.networks import ZSCRGAN, truncated_normal
+from zscrgan.evaluation.metrics import RetrievalScores, collapse_stats, score_retrieval
 
 
 @contextlib.contextmanager
@@ -83,8 +83,8 @@ def training_centre(model: ZSCRGAN, data, train_classes: list, device="cpu") -> 
 
 def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: str) -> torch.Tensor:
     """Top-k gallery rows per query via GalleryIndex, the search path `zscrgan serve` uses."""
-    from zscrgan.search.index import ivf_nlist
     from zscrgan.search.gallery import GalleryIndex
+    from zscrgan.search.index import ivf_nlist
 
     index = GalleryIndex(gallery.shape[1], kind, nlist=ivf_nlist(len(gallery)))
     index.add(gallery.cpu())

@@ -16,14 +16,24 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from zscrgan.evaluation.baselines import BASELINES, fit_baseline
-from zscrgan.config import RECIPES, Config, build_parser, check_config, parse_args_with_config, parse_seeds, run_name
-from zscrgan.data.dataset import split_validation, write_atomic
+from zscrgan.config import (
+    RECIPES,
+    Config,
+    build_parser,
+    check_config,
+    parse_args_with_config,
+    parse_seeds,
+    run_name,
+)
+from zscrgan.console import say
+from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
-from zscrgan.errors import Interrupted, say
+from zscrgan.errors import Interrupted
+from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.evaluation.scoring import score_classes
-from zscrgan.experiments.runfolder import check_writable, mean_sd
 from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
+from zscrgan.experiments.runfolder import mean_sd
+from zscrgan.files import check_writable, write_atomic
 
 METHODS = (*BASELINES, *RECIPES)
 

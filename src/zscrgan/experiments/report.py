@@ -30,8 +30,10 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from zscrgan.data.dataset import DataError, read_classnames, read_json_object, write_atomic
-from zscrgan.errors import Parser
+from zscrgan.console import Parser
+from zscrgan.data.dataset import read_classnames
+from zscrgan.errors import DataError
+from zscrgan.files import read_json_object, write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"

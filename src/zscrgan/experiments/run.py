@@ -30,17 +30,27 @@ from pathlib import Path
 import torch
 
 from zscrgan.config import Config, parse_config, parse_seeds, recipe_warnings, run_name
-from zscrgan.data.dataset import DataError, load_dataset, read_json_object, resolve_dataset_dir, split_validation, write_atomic
-from zscrgan.device import DEVICE_HELP, DEVICES, pick_device
-from zscrgan.errors import Interrupted, Parser, UserError, progress, say
-from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes, training_centre
-from zscrgan.flags import add_dataclass_flags, flag
-from zscrgan.evaluation.metrics import is_collapsed
-from zscrgan.experiments.runfolder import RunFolder, aggregate, config_differences, describe, per_class_table, precisions, projection
-from zscrgan.evaluation.selection import Selector, check_select_k
+from zscrgan.console import Parser, progress, say
+from zscrgan.data.dataset import load_dataset, resolve_dataset_dir, split_validation
 from zscrgan.data.synthetic import make_builtin_dataset
-from zscrgan.search.trained import checkpoint_config, model_from_weights
+from zscrgan.device import DEVICE_HELP, DEVICES, pick_device
+from zscrgan.errors import DataError, Interrupted, UserError
+from zscrgan.evaluation.metrics import is_collapsed
+from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes, training_centre
+from zscrgan.evaluation.selection import Selector, check_select_k
+from zscrgan.experiments.runfolder import (
+    RunFolder,
+    aggregate,
+    config_differences,
+    describe,
+    per_class_table,
+    precisions,
+    projection,
+)
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
+from zscrgan.files import read_json_object, write_atomic
+from zscrgan.flags import add_dataclass_flags, flag
+from zscrgan.search.trained import checkpoint_config, model_from_weights
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 

@@ -15,38 +15,18 @@ A run writes ``ckt_logs/NAME_logs/`` and ``retrieved_res/NAME_res/``. :class:`Ru
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from zscrgan.data.dataset import write_atomic, write_pickle
+from zscrgan.data.dataset import write_pickle
 from zscrgan.errors import UserError
+from zscrgan.files import LOCK_FILE, FolderLock, check_writable, write_atomic
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "best.pt", "last.pt", "args.txt", "config.json", "report.html")
-LOCK_FILE = ".lock"
 MAX_RETRIEVAL_LISTS = 100_000  # retrieval lists written per pickle (write_retrieval)
-
-
-def check_writable(folder: Path, flag: str = "--out_dir", create: bool = True) -> None:
-    """A one-line UserError unless files can be made in ``folder``. ``create=False`` leaves no
-    trace: it tries an unnamed scratch file in the nearest folder that exists."""
-    folder = Path(folder)
-    try:
-        if create:
-            folder.mkdir(parents=True, exist_ok=True)
-        else:
-            while not folder.exists() and folder != folder.parent:
-                folder = folder.parent
-        if not folder.is_dir():
-            raise UserError(f"{folder}: is a file, not a folder; choose another {flag}")
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(f"{folder}: cannot write here ({exc.strerror or exc}); choose another {flag}") from None
 
 
 class RunFolder:
@@ -54,7 +34,8 @@ class RunFolder:
 
     def __init__(self, run_dir: Path, res_dir: Path, mode: str = "new"):
         self.run_dir, self.res_dir, self.mode = Path(run_dir), Path(res_dir), mode
-        self._fd = None
+        self._lock = FolderLock(self.run_dir, "{folder}: another zscrgan run (PID {pid}) is writing this folder; "
+                                              "wait for it to end, or give this run another --name")
 
     def outputs(self) -> list[Path]:
         """Files an earlier run left: its records, checkpoints, plots and retrieval lists."""
@@ -66,12 +47,6 @@ class RunFolder:
     def leftovers(self) -> list[Path]:
         """Temporary files of atomic writes that never finished (the writer was killed)."""
         return [p for d in (self.run_dir, self.res_dir) if d.is_dir() for p in d.glob(".*.tmp")]
-
-    def holder(self) -> str:
-        try:
-            return (self.run_dir / LOCK_FILE).read_text().strip() or "unknown"
-        except OSError:
-            return "unknown"
 
     def check(self) -> None:
         """Everything that would stop this run, changing nothing (run before any slow work)."""
@@ -93,23 +68,10 @@ class RunFolder:
 
     def lock(self) -> None:
         """Take the folder's lock, or a UserError naming the PID of the run holding it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UserError(f"{self.run_dir}: another zscrgan run (PID {self.holder()}) is writing this folder; "
-                            "wait for it to end, or give this run another --name") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        self._lock.acquire()
 
     def unlock(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)  # the file stays: removing it would let two runs lock two different files
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
     def open(self) -> "RunFolder":
         """Check, lock, tidy: remove half-written files, and the old outputs under --overwrite."""

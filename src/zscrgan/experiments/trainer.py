@@ -26,11 +26,11 @@ import sys
 import numpy as np
 import torch
 
-from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.core.losses import critic_loss, csem_loss, kl_quirk, kl_standard, max_margin
 from zscrgan.core.networks import ZSCRGAN, truncated_normal
 from zscrgan.core.optim import make_optimizers
 from zscrgan.core.sampler import BatchSampler
+from zscrgan.evaluation.baselines import fit_baseline
 
 LOSS_NAMES = ("critic", "generator", "adversarial", "mmr", "kl", "csem_e", "csem")
 

@@ -28,11 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from zscrgan.config import Config, build_parser, check_config, parse_args_with_config, run_name
-from zscrgan.data.dataset import DataError, split_validation, write_atomic
-from zscrgan.errors import UserError, require
+from zscrgan.data.dataset import split_validation
+from zscrgan.errors import DataError, UserError, require
 from zscrgan.evaluation.selection import check_select_k
 from zscrgan.experiments.tune_report import best_trial, write_study_report
-from zscrgan.experiments.tune_space import SPACE, STUDY_FREE, read_space, suggest  # noqa: F401  (SPACE: for the tests and users)
+from zscrgan.experiments.tune_space import (  # noqa: F401  (SPACE: for the tests and users)
+    SPACE,
+    STUDY_FREE,
+    read_space,
+    suggest,
+)
+from zscrgan.files import write_atomic
 
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
 
@@ -99,6 +105,7 @@ def pid_alive(pid: int) -> bool:
 # ---- one worker: trials in this process --------------------------------------------------------
 def objective(trial, job: dict) -> float:
     import optuna
+
     from zscrgan.experiments.run import Run
 
     trial.set_user_attr("pid", os.getpid())

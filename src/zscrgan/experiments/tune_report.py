@@ -8,7 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
-from zscrgan.data.dataset import write_atomic
+from zscrgan.files import write_atomic
 
 
 def best_trial(study):

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 
 from zscrgan.config import RECIPES, Config, check_config, choice_problems
-from zscrgan.data.dataset import DataError
+from zscrgan.errors import DataError
 from zscrgan.flags import flag_type
 
 # The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zscrgan.data.dataset import DataError
+from zscrgan.errors import DataError
 
 TRAINED, MERGED, IVFDATA, EXACT = "ivfpq.trained", "ivfpq.index", "ivfpq.ivfdata", "exact.f32"
 TRAIN_PER_CELL = 64  # k-means sample per coarse centroid (faiss warns below 39)

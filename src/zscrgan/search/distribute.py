@@ -20,10 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from zscrgan.console import Parser, positive_int, progress
+from zscrgan.errors import DataError
 from zscrgan.search import shards as sh
-from zscrgan.data.dataset import DataError
-from zscrgan.errors import Parser, progress
-from zscrgan.data.featurize import positive_int
 
 ADDRESS_TIMEOUT = 5.0  # seconds to wait for a Ray head before calling it silent
 
@@ -175,7 +174,7 @@ def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_
     from zscrgan.search import photostore as ps
     from zscrgan.search.trained import class_table
 
-    with ps.FolderLock(out):
+    with ps.folder_lock(out):
         plan, groups = sh.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []

@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from zscrgan.search.diskindex import PQSpec
 from zscrgan.evaluation.metrics import _ranked_topk, _unit_rows
+from zscrgan.search.diskindex import PQSpec
 
 try:  # optional: pip install 'zscrgan[search]'
     import faiss

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zscrgan.errors import Parser
+from zscrgan.console import Parser, positive_int
+from zscrgan.data.dataset import class_key
+from zscrgan.errors import DataError
+from zscrgan.files import LOCK_FILE
 from zscrgan.search import photostore as ps
-from zscrgan.data.dataset import DataError, class_key
-from zscrgan.data.featurize import positive_int
 from zscrgan.search.gallery import KINDS, GalleryIndex
 from zscrgan.search.trained import TrainedRun, class_table, describe_run, open_run
 
@@ -106,7 +107,7 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
                             f"not this run's {run.checkpoint} ({run.checkpoint_sha256[:12]}); use a new --out folder")
         if old["images"] != str(images.resolve()):
             raise DataError(f"{out}: indexes {old['images']}, not {images.resolve()}; use a new --out folder")
-    elif out.is_dir() and any(p.name != ps.LOCK for p in out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise DataError(f"{out}: exists and is not an index folder; give an empty or new --out folder")
     return encoder
 
@@ -326,7 +327,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
     run = open_run(run_dir)
     encoder = check_compatible(run, out, images, encoder)
     out.mkdir(parents=True, exist_ok=True)
-    with ps.FolderLock(out):
+    with ps.folder_lock(out):
         manifest = {"format": ps.FORMAT, "run": describe_run(run), "image_encoder": encoder,
                     "text_encoder": run.text_encoder, "images": str(images.resolve()), "kind": kind,
                     "state": "indexing"}

@@ -15,19 +15,18 @@ half-written file, only, after an interrupted run, a vectors.npz one run behind 
 """
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 
-from zscrgan.data.dataset import DataError, read_json_object, write_atomic
+from zscrgan.errors import DataError
+from zscrgan.files import FolderLock, read_json_object, write_atomic
 
 FORMAT = "zscrgan-index/1"
-MANIFEST, DB, VECTORS, CLASSES, LOCK = "manifest.json", "photos.sqlite", "vectors.npz", "classes.npz", ".lock"
+MANIFEST, DB, VECTORS, CLASSES = "manifest.json", "photos.sqlite", "vectors.npz", "classes.npz"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
@@ -92,33 +91,9 @@ def read_npz(path: Path) -> dict:
         raise DataError(f"{path}: not a readable .npz ({exc})") from None
 
 
-class FolderLock:
-    """An exclusive flock on INDEX/.lock holding the owner's PID; freed by the kernel on kill -9."""
-
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / LOCK
-        self.fd: int | None = None
-
-    def __enter__(self) -> "FolderLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise DataError(f"{self.path.parent}: another zscrgan index (PID {holder}) is writing this folder; "
-                            f"wait for it to finish") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            os.close(self.fd)  # closing releases the flock
-            self.fd = None
+def folder_lock(folder: Path) -> FolderLock:
+    """INDEX/.lock, held by the `zscrgan index` writing the folder."""
+    return FolderLock(folder, "{folder}: another zscrgan index (PID {pid}) is writing this folder; wait for it to finish")
 
 
 def all_embeddings(conn: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:

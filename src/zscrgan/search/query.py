@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zscrgan.errors import Parser
+from zscrgan.console import Parser
+from zscrgan.errors import DataError
 from zscrgan.search import photostore as ps
-from zscrgan.data.dataset import DataError
 from zscrgan.search.gallery import GalleryIndex
 
 MAX_K = 1000

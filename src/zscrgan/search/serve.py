@@ -32,9 +32,9 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from zscrgan.console import Parser
+from zscrgan.errors import DataError
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
-from zscrgan.data.dataset import DataError
-from zscrgan.errors import Parser
 from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
 
 MAX_BODY = 64 * 1024

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zscrgan.data.dataset import DataError, read_json_object, write_atomic
+from zscrgan.errors import DataError
+from zscrgan.files import read_json_object, write_atomic
 
 FORMAT = "zscrgan-shards/1"
 PLAN, PLAN_ROWS = "plan.json", "plan.parquet"

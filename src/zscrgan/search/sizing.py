@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from zscrgan.data.dataset import DataError
+from zscrgan.errors import DataError
 from zscrgan.search.diskindex import PQSpec
 from zscrgan.search.gallery import KINDS
 

@@ -18,20 +18,14 @@ import numpy as np
 import torch
 
 from zscrgan.config import Config
-from zscrgan.data.dataset import DataError, load_dataset, read_json_object, resolve_dataset_dir
-from zscrgan.evaluation.scoring import embed_gallery, embed_queries, eval_rng, training_centre
 from zscrgan.core.networks import ZSCRGAN
+from zscrgan.data.dataset import load_dataset, resolve_dataset_dir
+from zscrgan.errors import DataError
+from zscrgan.evaluation.scoring import embed_gallery, embed_queries, eval_rng, training_centre
+from zscrgan.files import read_json_object
 
 CHECKPOINT = "best.pt"
 DATASET_MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_config(raw: dict) -> Config:
@@ -184,4 +178,4 @@ def describe_run(run: TrainedRun) -> dict:
             "image_encoder": run.image_encoder, "text_encoder": run.text_encoder}
 
 
-__all__ = ["TrainedRun", "open_run", "class_table", "describe_run", "sha256_file"]
+__all__ = ["TrainedRun", "open_run", "class_table", "describe_run"]
