@@ -127,7 +127,7 @@ def bench_ivfpq(n: int, args) -> dict:
                     exact.write(x.tobytes())
                     yield x
             parts.append(folder / f"part-{len(parts):03d}.index")
-            di.add_shard(folder / di.TRAINED, stream(), first, parts[-1])
+            di.add_part(folder / di.TRAINED, stream(), first, parts[-1])
             print(f"  {n}: shard {len(parts)} added ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
     row["add_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()

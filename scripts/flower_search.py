@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from zscrgan.data.dataset import class_key, load_dataset, split_validation
-from zscrgan.data.featurize import encode_texts, featurize_images, load_image_encoder, preprocess, read_texts
+from zscrgan.data.encoders import Encoders
+from zscrgan.data.featurize import encode_texts, featurize_images, read_texts
+from zscrgan.data.photos import preprocess
 from zscrgan.evaluation.baselines import fit_baseline
+from zscrgan.evaluation.metrics import unit
 from zscrgan.files import write_atomic
-from zscrgan.search.diskindex import unit
-from zscrgan.search.index import cnn_features
 from zscrgan.search.query import IndexReader
 
 
@@ -52,13 +53,12 @@ def jpeg_noise(photos) -> np.ndarray:
     of quality 75: the size of the change that re-encoding alone makes."""
     from PIL import Image
 
-    model = load_image_encoder(photos.encoder, torch.device("cpu"))
     again = []
     for rel in photos.sources:
         buffer = io.BytesIO()
         Image.open(Path(photos.root) / rel).convert("RGB").save(buffer, "JPEG", quality=75)
         again.append(preprocess(Image.open(buffer)))
-    return (unit(cnn_features(model, again)) * unit(photos.features)).sum(1)
+    return (unit(Encoders(photos.encoder).encode_pixels(again)) * unit(photos.features)).sum(1)
 
 
 def featurizer_check(photos, data) -> dict:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for folder in args.index:
         reader = IndexReader(folder)
-        hits = reader.search(reader.embed_texts(texts.sources), k=args.k)
+        hits = reader.search(reader.encode_texts(texts.sources), k=args.k)
         # the truth is the photo's folder, not the class the index filed it under
         rows[f"index {Path(folder).name}"] = precision_at([[h["path"].split("/")[0] for h in row] for row in hits],
                                                           texts.classes, args.k)

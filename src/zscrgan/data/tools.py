@@ -24,21 +24,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from zscrgan.config import Config
 from zscrgan.console import Parser, positive_int
+from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, load_dataset, save_dataset
-from zscrgan.data.featurize import (
-    DEFAULT_ENCODER,
-    IMAGE_ENCODERS,
-    TEXT_ENCODER,
-    Features,
-    describe,
-    encode_texts,
-    featurize_images,
-    list_class_files,
-    read_texts,
-)
+from zscrgan.data.encoders import DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER
+from zscrgan.data.featurize import Features, describe, encode_texts, featurize_images, read_texts
+from zscrgan.data.photos import class_files
 from zscrgan.device import add_device_flag
 from zscrgan.errors import DataError
 from zscrgan.files import check_writable, read_json_object, write_atomic
@@ -145,7 +140,7 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
     txt = _text_rows(texts, encoding)
     photos = None  # per text, the photo it names (CSV image column)
     if images.is_dir():  # from the folder and file names alone
-        files = list_class_files(images)
+        files = class_files(images)
         img_classes = [c for c, _ in files]
     else:
         img = Features.load(images, "images")
@@ -273,11 +268,6 @@ def run_memory(data: ZeroShotData) -> str:
     evaluation's stacks on the device), plus 16 bytes per model parameter (weights, gradients,
     up to two optimiser slots). The model is built on torch's meta device, so counting is free.
     """
-    import torch
-
-    from zscrgan.config import Config
-    from zscrgan.core.networks import ZSCRGAN
-
     cfg = Config()
 
     def n_params(text_dim: int) -> int:

@@ -245,3 +245,10 @@ def is_collapsed(stats: dict) -> bool:
 
 
 __all__ = ["RetrievalScores", "parse_ks", "score_retrieval", "collapse_stats", "is_collapsed", "DEFAULT_K"]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows (or one vector) scaled to length 1, float32; a zero row stays zero. The numpy side of
+    :func:`_unit_rows`, for vectors on their way into a FAISS index or out to a client."""
+    x = np.ascontiguousarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

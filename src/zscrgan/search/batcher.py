@@ -118,7 +118,7 @@ class Batcher:
                 out[i] = Refusal(422, str(exc))
         texts = [i for i in texts if out[i] is None]
         if texts:
-            self._embed_texts(queries, texts, vectors, out, timing)
+            self._encode_texts(queries, texts, vectors, out, timing)
         start = time.perf_counter()
         likes = [i for i, q in enumerate(queries) if q.like_id is not None]
         stored = self.reader.embeddings_of(queries[i].like_id for i in likes) if likes else {}
@@ -138,7 +138,7 @@ class Batcher:
             self._search(queries, vectors, out, timing)
         return out
 
-    def _embed_texts(self, queries, texts, vectors, out, timing) -> None:
+    def _encode_texts(self, queries, texts, vectors, out, timing) -> None:
         """One encoder call and one generator + CSEM pass for all texts; one at a time if that fails."""
         run = self.reader.run
         if run is None:
@@ -158,7 +158,7 @@ class Batcher:
                                  else Refusal(500, f"internal error ({type(exc).__name__})"))
                 return
             for i in texts:  # find the one that failed: each text on its own
-                self._embed_texts(queries, [i], vectors, out, timing)
+                self._encode_texts(queries, [i], vectors, out, timing)
             return
         for row, i in enumerate(texts):
             vectors[i] = embedded[row][None]

@@ -1,4 +1,4 @@
-"""The compressed on-disk index (kind ``ivfpq``): train once, add shards anywhere, merge on disk, mmap.
+"""The compressed on-disk index (kind ``ivfpq``): train once, add parts anywhere, merge on disk, mmap.
 
 A flat index of 10M 1024-d vectors needs 40 GB of RAM. IVF + product quantisation stores each
 vector as ``m`` bytes in one of ``nlist`` cells; the cells live in one file (faiss'
@@ -6,11 +6,11 @@ vector as ``m`` bytes in one of ``nlist`` cells; the cells live in one file (fai
 centroids plus the pages queries touch. The flow, each step a pure function of files:
 
     train(sample)                      -> TRAINED   empty index: centroids, [OPQ], PQ codebooks
-    add_shard(TRAINED, vectors, first) -> one shard index file (any machine, in parallel)
-    merge(TRAINED, shards, folder)     -> folder/ivfpq.index + ivfpq.ivfdata (faiss merge_ondisk)
+    add_part(TRAINED, vectors, first)  -> one part index file (any machine, in parallel)
+    merge(TRAINED, parts, folder)      -> folder/ivfpq.index + ivfpq.ivfdata (faiss merge_ondisk)
     open_merged(folder)                -> the index; its lists file memory-mapped read-only
 
-Ids are gallery rows (0..N-1): a shard holding rows [first, first + n) adds them with those ids,
+Ids are gallery rows (0..N-1): a part holding rows [first, first + n) adds them with those ids,
 so merged results index the ``ids`` array of vectors.npz and ``exact.f32`` (the unit vectors,
 row-aligned, float32, kept for re-ranking the top candidates, read with pread; optional).
 
@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zscrgan.errors import DataError
+from zscrgan.errors import DataError, require
+from zscrgan.evaluation.metrics import unit
+from zscrgan.files import write_atomic
 
 TRAINED, MERGED, IVFDATA, EXACT = "ivfpq.trained", "ivfpq.index", "ivfpq.ivfdata", "exact.f32"
 TRAIN_PER_CELL = 64  # k-means sample per coarse centroid (faiss warns below 39)
@@ -40,11 +42,7 @@ TRAIN_PQ = 65536  # PQ codebooks learn well from this many vectors; more only co
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError:
-        raise DataError("kind ivfpq needs faiss: pip install 'zscrgan[search]'") from None
-    return faiss
+    return require("faiss", "search", "kind ivfpq")
 
 
 @dataclass(frozen=True)
@@ -84,11 +82,6 @@ class PQSpec:
 
     def bytes_per_vector(self) -> int:
         return (self.m * self.nbits + 7) // 8 + 8  # the PQ code and its int64 id
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 @contextlib.contextmanager
@@ -136,6 +129,20 @@ def _read(faiss, path: Path, flags: int = 0):
         raise DataError(f"{path}: not a readable faiss index, truncated or damaged ({first})") from None
 
 
+def quiet_kmeans(faiss, index) -> None:
+    """No "WARNING clustering N points to K centroids: please provide at least ..." on stderr: the
+    cell count is ours (:func:`zscrgan.search.gallery.ivf_nlist`, :meth:`PQSpec.for_size`), not a
+    thing the user can fix, and k-means is still right. faiss reads ``min_points_per_centroid``
+    only for that warning, so nothing else changes."""
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    except RuntimeError:  # not an IVF index faiss can reach into (a GPU one): its warning stays
+        return
+    ivf.cp.min_points_per_centroid = 0
+    if hasattr(ivf, "pq"):
+        ivf.pq.cp.min_points_per_centroid = 0
+
+
 def train(sample: np.ndarray, spec: PQSpec, path: Path) -> Path:
     """Train the coarse cells, OPQ and PQ codebooks once, on a sample of the whole gallery."""
     faiss = _faiss()
@@ -145,13 +152,14 @@ def train(sample: np.ndarray, spec: PQSpec, path: Path) -> Path:
     index = faiss.index_factory(spec.dim, spec.factory, faiss.METRIC_INNER_PRODUCT)
     # the factory turns on polysemous training (Hamming filtering we do not use): 2 to 3x the train time
     faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    quiet_kmeans(faiss, index)
     index.train(sample)
     _write(faiss, index, Path(path))
     return Path(path)
 
 
 def fingerprint(index) -> str:
-    """A hash of everything training decided (centroids, PQ codebooks, OPQ matrix): shards added
+    """A hash of everything training decided (centroids, PQ codebooks, OPQ matrix): parts added
     from different trainings cannot be merged, their codes mean different things."""
     faiss = _faiss()
     ivf = faiss.extract_index_ivf(index)
@@ -164,8 +172,8 @@ def fingerprint(index) -> str:
     return digest.hexdigest()
 
 
-def add_shard(trained: Path, chunks, first_row: int, out: Path) -> int:
-    """Encode one shard's vectors (an array, or an iterable of arrays) as rows first_row.. into
+def add_part(trained: Path, chunks, first_row: int, out: Path) -> int:
+    """Encode one part's vectors (an array, or an iterable of arrays) as rows first_row.. into
     its own index file; returns the row count. Needs only TRAINED, so it runs anywhere."""
     faiss = _faiss()
     index = _read(faiss, trained)
@@ -178,10 +186,10 @@ def add_shard(trained: Path, chunks, first_row: int, out: Path) -> int:
     return row - first_row
 
 
-def merge(trained: Path, shards: list[Path], folder: Path, expected_rows: int | None = None) -> int:
-    """Merge shard index files into folder/ivfpq.index + ivfpq.ivfdata (mmap-able); returns rows.
+def merge(trained: Path, parts: list[Path], folder: Path, expected_rows: int | None = None) -> int:
+    """Merge part index files into folder/ivfpq.index + ivfpq.ivfdata (mmap-able); returns rows.
 
-    Every shard is checked (readable, same training) before anything is written, and the
+    Every part is checked (readable, same training) before anything is written, and the
     result is built in a staging folder then renamed in, so a refusal leaves ``folder`` as it was.
     """
     from faiss.contrib.ondisk import merge_ondisk
@@ -190,21 +198,21 @@ def merge(trained: Path, shards: list[Path], folder: Path, expected_rows: int | 
     folder = Path(folder)
     base = _read(faiss, trained)
     want, total = fingerprint(base), 0
-    for shard in shards:
-        index = _read(faiss, shard, faiss.IO_FLAG_MMAP)
+    for part in parts:
+        index = _read(faiss, part, faiss.IO_FLAG_MMAP)
         if fingerprint(index) != want:
-            raise DataError(f"{shard}: its quantiser differs from {trained}'s (added from another training); "
-                            f"add the shard again from {trained}")
+            raise DataError(f"{part}: its quantiser differs from {trained}'s (added from another training); "
+                            f"add the part again from {trained}")
         total += index.ntotal
         del index
     if expected_rows is not None and total != expected_rows:
-        raise DataError(f"{folder}: the shards hold {total} vectors, expected {expected_rows}; a shard is missing or repeated")
+        raise DataError(f"{folder}: the parts hold {total} vectors, expected {expected_rows}; a part is missing or repeated")
     stage = folder / f".merge-{os.getpid()}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
         with _quiet_stdout():
-            merge_ondisk(base, [str(s) for s in shards], str(stage / IVFDATA))
+            merge_ondisk(base, [str(s) for s in parts], str(stage / IVFDATA))
         faiss.write_index(base, str(stage / MERGED))
         del base
         for name in (IVFDATA, MERGED):  # the data first: a reader finds no index without its lists
@@ -260,5 +268,32 @@ def open_exact(folder: Path, dim: int, rows: int) -> ExactRows | None:
     return ExactRows(path, dim, rows)
 
 
-__all__ = ["PQSpec", "train", "add_shard", "merge", "open_merged", "open_exact", "fingerprint",
-           "ExactRows", "TRAINED", "MERGED", "IVFDATA", "EXACT"]
+__all__ = ["PQSpec", "train", "add_part", "merge", "open_merged", "open_exact", "fingerprint",
+           "ExactRows", "TRAINED", "MERGED", "IVFDATA", "EXACT", "write_ivfpq"]
+
+
+BUILD_PART_ROWS = 1_000_000  # vectors per part index added before the on-disk merge
+
+
+def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
+    """Train on a sample, add the gallery in parts of BUILD_PART_ROWS, merge on disk into ``out``."""
+    n, dim = vectors.shape
+    spec = PQSpec.for_size(n, dim, opq)
+    stage = out / f".ivfpq-build-{os.getpid()}"
+    stage.mkdir(exist_ok=True)
+    try:
+        picks = np.sort(np.random.default_rng(0).choice(n, spec.train_size(n), replace=False))
+        train(vectors[picks], spec, stage / TRAINED)
+        parts = []
+        for first in range(0, n, BUILD_PART_ROWS):
+            parts.append(stage / f"part-{first // BUILD_PART_ROWS:05d}.index")
+            add_part(stage / TRAINED, vectors[first:first + BUILD_PART_ROWS], first, parts[-1])
+        if keep_vectors:
+            write_atomic(out / EXACT, unit(vectors))  # written from the array's buffer: no bytes copy
+        else:
+            (out / EXACT).unlink(missing_ok=True)
+        merge(stage / TRAINED, parts, out, expected_rows=n)
+        os.replace(stage / TRAINED, out / TRAINED)  # kept: later parts can be added from it
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return spec

@@ -146,7 +146,8 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
                  max_megapixels: float = 40.0) -> dict:
     """Write every unfinished shard of ``out``; returns counts. Refuses before any work."""
-    from zscrgan.search.index import resolve_encoder, scan
+    from zscrgan.data.photos import scan
+    from zscrgan.search.index import resolve_encoder
     from zscrgan.search.trained import open_run
 
     images, out = Path(images), Path(out)

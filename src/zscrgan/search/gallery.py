@@ -32,12 +32,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from zscrgan.errors import UserError, require
 from zscrgan.evaluation.metrics import _ranked_topk, _unit_rows
+from zscrgan.search import diskindex
 from zscrgan.search.diskindex import PQSpec
 
-try:  # optional: pip install 'zscrgan[search]'
-    import faiss
-except ImportError:  # pragma: no cover - depends on the environment
+try:  # optional (pip install 'zscrgan[search]'): without it, the torch path below
+    faiss = require("faiss", "search", "FAISS indexes")
+except UserError:  # pragma: no cover - depends on the environment
     faiss = None
 
 KINDS = ("exact", "ivf", "hnsw", "ivfpq")
@@ -166,6 +168,7 @@ class GalleryIndex:
             here = picks[(picks >= start) & (picks < start + len(chunk))] - start
             sample.append(chunk[here])
             start += len(chunk)
+        diskindex.quiet_kmeans(faiss, self._index)
         self._index.train(np.concatenate(sample))
         while self._pending:  # hand chunks over one by one so memory does not double
             self._index.add(self._pending.pop(0))
@@ -204,8 +207,6 @@ class GalleryIndex:
     def open_disk(cls, folder, dim: int, nprobe: int = 128, rerank: int = RERANK) -> "GalleryIndex":
         """A merged ivfpq index folder (:mod:`zscrgan.search.diskindex`), memory-mapped; with exact.f32
         beside it, the top ``rerank`` candidates of each query are re-scored exactly."""
-        from zscrgan.search import diskindex
-
         index = cls.__new__(cls)
         index.dim, index.kind, index.device = dim, "ivfpq", torch.device("cpu")
         index._pending, index._blocks, index._ef_search = [], [], 0
@@ -298,3 +299,8 @@ def recall_at_k(approx_ids, exact_ids, k: int) -> float:
 
 
 __all__ = ["GalleryIndex", "KINDS", "recall_at_k"]
+
+
+def ivf_nlist(n: int) -> int:
+    """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
+    return int(max(1, min(4096, round(4 * n ** 0.5), n)))

@@ -17,72 +17,27 @@ each and remembered, so they are retried only when they change.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from zscrgan.console import Parser, positive_int
-from zscrgan.data.dataset import class_key
+from zscrgan.data.encoders import PHOTO_BATCH
+from zscrgan.data.photos import Photo, class_lookup, known_class, read_photo, scan
 from zscrgan.errors import DataError
 from zscrgan.files import LOCK_FILE
+from zscrgan.search import diskindex
 from zscrgan.search import photostore as ps
-from zscrgan.search.gallery import KINDS, GalleryIndex
+from zscrgan.search import shards as sh
+from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
+from zscrgan.search.sizing import plan_main
 from zscrgan.search.trained import TrainedRun, class_table, describe_run, open_run
 
-THUMB_SIDE = 256
-BATCH = 32
-
-
-def scan(root: Path) -> dict[str, os.stat_result]:
-    """{relative posix path: stat} of every non-hidden regular file under ``root``."""
-    if not root.is_dir():
-        raise DataError(f"{root}: photo folder not found")
-    found = {}
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = Path(folder) / name
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # vanished or unreadable while walking: not a photo to index
-            if path.is_file():
-                found[path.relative_to(root).as_posix()] = st
-    return found
-
-
-def read_photo(path: Path, max_pixels: int) -> tuple | str:
-    """(CNN input, JPEG thumbnail, width, height, sha256) or a one-line reason to skip the file."""
-    from PIL import Image
-
-    from zscrgan.data.featurize import preprocess
-
-    try:
-        raw = path.read_bytes()
-        if not raw:
-            return "empty file"
-        with Image.open(io.BytesIO(raw)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                return f"{width}x{height} is {width * height / 1e6:.0f} MP, over --max_megapixels {max_pixels / 1e6:g}"
-            image.load()
-            pixels = preprocess(image)
-            thumb = image.convert("RGB")
-            thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-            buf = io.BytesIO()
-            thumb.save(buf, "JPEG", quality=80)
-    except Exception as exc:  # PIL raises many types on malformed files; all mean "skip it"
-        return f"not a readable image ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
-    return pixels, buf.getvalue(), width, height, hashlib.sha256(raw).hexdigest()
+BATCH = PHOTO_BATCH  # photos per committed transaction (and CNN call)
 
 
 def resolve_encoder(run: TrainedRun, encoder: str | None) -> str:
@@ -112,36 +67,16 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
     return encoder
 
 
-def class_lookup(names) -> dict:
-    """{class_key(name): name} of the run's classes, for :func:`known_class`."""
-    return {class_key(name): str(name) for name in names}
-
-
-def known_class(rel: str, lookup: dict) -> str | None:
-    """The run's class a photo's top folder names (any separators or case: the folder
-    'english_marigold' is FLO's 'english marigold'), or None."""
-    return lookup.get(class_key(rel.split("/", 1)[0])) if "/" in rel else None
-
-
 class Indexer:
     """One `zscrgan index` run over an index folder it holds the lock of."""
 
     def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = BATCH):
         self.run, self.images, self.out, self.max_pixels, self.batch = run, images, out, max_pixels, batch
         self.encoder_name = encoder
-        self._cnn = None
+        self.encoders = run.encoders(image_encoder=encoder, photo_batch=batch)  # the CNN loads at the first photo
         self.conn = ps.connect(out)
         self.classes = class_table(run)
         self.class_lookup = class_lookup(self.classes["names"].tolist())
-
-    @property
-    def cnn(self):
-        """Loaded at the first photo to embed: a run fed entirely from shards never needs it."""
-        if self._cnn is None:
-            from zscrgan.data.featurize import load_image_encoder
-
-            self._cnn = load_image_encoder(self.encoder_name, torch.device("cpu"))
-        return self._cnn
 
     def plan(self) -> tuple[list[str], int, int]:
         """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now."""
@@ -164,12 +99,14 @@ class Indexer:
             todo.append(rel)
         return todo, dropped, unchanged_bad
 
-    def process(self, batch: list[tuple[str, os.stat_result, tuple]]) -> None:
+    def process(self, batch: list[tuple[str, os.stat_result, Photo]]) -> None:
         """Featurize, embed and commit one batch (one transaction: all of it or none)."""
-        emb = self.run.embed_images(cnn_features(self.cnn, [item[2][0] for item in batch])).astype(np.float32)
+        feats = self.encoders.encode_pixels([photo.pixels for _, _, photo in batch])
+        emb = self.run.embed_images(feats).astype(np.float32)
         with self.conn:
-            for (rel, st, (_, thumb, w, h, digest)), vec in zip(batch, emb):
-                self._store(rel, digest, st.st_size, st.st_mtime_ns, w, h, known_class(rel, self.class_lookup), vec, thumb)
+            for (rel, st, photo), vec in zip(batch, emb):
+                self._store(rel, photo.sha256, st.st_size, st.st_mtime_ns, photo.width, photo.height,
+                            known_class(rel, self.class_lookup), vec, photo.thumb)
 
     def _store(self, rel, digest, size, mtime_ns, width, height, cls, vec: np.ndarray, thumb) -> None:
         """Insert or update one photo's row (inside the caller's transaction)."""
@@ -201,7 +138,7 @@ class Indexer:
                 except OSError:
                     bar.update(1)
                     continue  # deleted since the scan; the next run drops it
-                got = read_photo(path, self.max_pixels)
+                got = read_photo(path, self.max_pixels, keep=True)
                 if isinstance(got, str):
                     self.skip(rel, st, got)
                 else:
@@ -218,8 +155,6 @@ class Indexer:
 
     def ingest_shards(self, folder: Path, todo: list[str]) -> list[str]:
         """Commit the photos of ``todo`` that finished shards hold unchanged; returns the rest."""
-        from zscrgan.search import shards as sh
-
         plan = sh.read_plan(folder)
         if plan.get("checkpoint_sha256") != self.run.checkpoint_sha256 or plan.get("images") != str(self.images.resolve()):
             raise DataError(f"{folder}: shards of {plan.get('images')} with checkpoint {str(plan.get('checkpoint_sha256'))[:12]}, "
@@ -245,13 +180,11 @@ class Indexer:
 
     def write_derived(self, kind: str, manifest: dict, opq: bool = False, keep_vectors: bool = True) -> int:
         """vectors.npz, classes.npz and the finished manifest, each atomically."""
-        from zscrgan.search import diskindex
-
         ids, vectors = ps.all_embeddings(self.conn, self.run.embed_dim)
         if len(ids) == 0:
             raise DataError(f"{self.images}: no readable photo to index")
         if kind == "ivfpq":
-            spec = write_ivfpq(self.out, vectors, opq, keep_vectors)
+            spec = diskindex.write_ivfpq(self.out, vectors, opq, keep_vectors)
             manifest["ivfpq"] = {"nlist": spec.nlist, "m": spec.m, "nbits": spec.nbits, "opq": spec.opq,
                                  "exact_vectors": keep_vectors}
             blob = np.zeros(0, np.uint8)  # the index lives in ivfpq.index + ivfpq.ivfdata
@@ -271,48 +204,6 @@ class Indexer:
                                 "known_class": self.conn.execute("SELECT COUNT(*) FROM photos WHERE class IS NOT NULL").fetchone()[0]})
         ps.write_manifest(self.out, manifest)
         return len(ids)
-
-
-SHARD_ROWS = 1_000_000  # vectors per index shard added before the on-disk merge
-
-
-def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
-    """Train on a sample, add the gallery as shards of SHARD_ROWS, merge on disk into ``out``."""
-    from zscrgan.search import diskindex as di
-
-    n, dim = vectors.shape
-    spec = di.PQSpec.for_size(n, dim, opq)
-    stage = out / f".ivfpq-build-{os.getpid()}"
-    stage.mkdir(exist_ok=True)
-    try:
-        picks = np.sort(np.random.default_rng(0).choice(n, spec.train_size(n), replace=False))
-        di.train(vectors[picks], spec, stage / di.TRAINED)
-        parts = []
-        for first in range(0, n, SHARD_ROWS):
-            parts.append(stage / f"part-{first // SHARD_ROWS:05d}.index")
-            di.add_shard(stage / di.TRAINED, vectors[first:first + SHARD_ROWS], first, parts[-1])
-        if keep_vectors:
-            ps.write_atomic(out / di.EXACT, di.unit(vectors))  # written from the array's buffer: no bytes copy
-        else:
-            (out / di.EXACT).unlink(missing_ok=True)
-        di.merge(stage / di.TRAINED, parts, out, expected_rows=n)
-        os.replace(stage / di.TRAINED, out / di.TRAINED)  # kept: later shards can be added from it
-    finally:
-        import shutil
-
-        shutil.rmtree(stage, ignore_errors=True)
-    return spec
-
-
-def cnn_features(cnn, pixels: list[np.ndarray]) -> np.ndarray:
-    """Pooled CNN features of a batch of preprocessed photos ([3, H, W] arrays)."""
-    with torch.inference_mode():
-        return cnn(torch.from_numpy(np.stack(pixels))).mean(dim=(2, 3)).float().numpy()
-
-
-def ivf_nlist(n: int) -> int:
-    """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
-    return int(max(1, min(4096, round(4 * n ** 0.5), n)))
 
 
 def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
@@ -369,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=positive_int, default=BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)
     if args.plan is not None:
-        from zscrgan.search.sizing import plan_main
-
         return plan_main(args)
     missing = [f"--{name}" for name in ("run", "images", "out") if getattr(args, name) is None]
     if missing:

@@ -22,8 +22,10 @@ import numpy as np
 
 from zscrgan.console import Parser
 from zscrgan.errors import DataError
+from zscrgan.evaluation.metrics import unit
 from zscrgan.search import photostore as ps
 from zscrgan.search.gallery import GalleryIndex
+from zscrgan.search.trained import open_run
 
 MAX_K = 1000
 MAX_TEXT = 1000  # characters of one description
@@ -31,11 +33,6 @@ N_EXPLAIN = 3
 IVF_NPROBE = 64  # recall@10 0.966 at 1M vectors, p95 11 ms (docs/performance.md)
 IVFPQ_NPROBE = 128  # ivfpq, re-ranked: see docs/performance.md#past-one-machine
 _IN_CHUNK = 500  # ids per SQL IN (...): under SQLite's oldest 999-variable limit
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def check_texts(texts: list[str]) -> None:
@@ -72,7 +69,7 @@ class IndexReader:
                             f"rerun zscrgan index to the end")
         classes = ps.read_npz(self.folder / ps.CLASSES)
         self.class_ids, self.class_names = classes["ids"].tolist(), classes["names"].tolist()
-        self.class_emb = _unit(classes["embeddings"])
+        self.class_emb = unit(classes["embeddings"])
         self.seen = classes["seen"].astype(bool)
         self._local = threading.local()
         self.precision = precision  # of the sentence encoder: fp32 or bf16 (`zscrgan serve --precision`)
@@ -80,8 +77,6 @@ class IndexReader:
 
     def _open_run(self):
         """The run whose CSEM made the vectors; refused when its checkpoint is gone or changed."""
-        from zscrgan.search.trained import open_run
-
         recorded = self.manifest["run"]
         checkpoint = Path(recorded["checkpoint"])
         if not checkpoint.is_file():
@@ -148,7 +143,8 @@ class IndexReader:
         raise DataError(f"{path}: not a photo of {self.folder} (index it first, or give its path under {root})")
 
     # ---- query embeddings ----------------------------------------------------------------
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Free text -> query embeddings (strings in; ``embed_*`` names take vectors)."""
         check_texts(texts)
         if self.run is None:
             raise DataError(f"{self.folder}: opened without its model, so text cannot be embedded")
@@ -183,7 +179,7 @@ class IndexReader:
     def explain(self, queries: np.ndarray, n: int = N_EXPLAIN) -> list[list[dict]]:
         """The ``n`` seen classes nearest each query in the common space."""
         seen = np.flatnonzero(self.seen)
-        sims = _unit(queries) @ self.class_emb[seen].T
+        sims = unit(queries) @ self.class_emb[seen].T
         out = []
         for row in sims:
             best = np.argsort(-row, kind="stable")[:n]
@@ -274,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.class_id is not None:
         labels, queries = [f"class {args.class_id}"], reader.embed_class(args.class_id)
     else:
-        queries = reader.embed_texts(labels)
+        queries = reader.encode_texts(labels)
     for label, hits, why in zip(labels, reader.search(queries, args.k, args.min_score, exclude),
                                 reader.explain(queries)):
         print_results(label, hits, why, args)

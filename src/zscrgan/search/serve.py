@@ -32,8 +32,10 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from zscrgan.console import Parser
-from zscrgan.errors import DataError
+from zscrgan.errors import DataError, UserError, require
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
 from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
 
@@ -102,6 +104,10 @@ class Guard:
         await send({"type": "http.response.body", "body": reply["body"]})
 
 
+def _serve_extra(module: str):
+    return require(module, "serve", "zscrgan serve")
+
+
 def server_timing(timing: dict) -> str:
     """``queue;dur=0.4, encode;dur=12.1, ...`` in milliseconds: where a query's time went."""
     queue = timing["total"] - sum(timing[s] for s in STAGES)
@@ -112,14 +118,14 @@ def server_timing(timing: dict) -> str:
 def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
                body_timeout: float = BODY_TIMEOUT):
     """The FastAPI app over an opened index (tests build it directly, without a socket)."""
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.encoders import jsonable_encoder
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-        from pydantic import BaseModel, Field, model_validator
-    except ImportError:
-        raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
+    fastapi, pydantic = _serve_extra("fastapi"), _serve_extra("pydantic")
+    FastAPI, Request = fastapi.FastAPI, fastapi.Request
+    jsonable_encoder = _serve_extra("fastapi.encoders").jsonable_encoder
+    RequestValidationError = _serve_extra("fastapi.exceptions").RequestValidationError
+    responses = _serve_extra("fastapi.responses")
+    FileResponse, HTMLResponse, JSONResponse, Response = (responses.FileResponse, responses.HTMLResponse,
+                                                          responses.JSONResponse, responses.Response)
+    BaseModel, Field, model_validator = pydantic.BaseModel, pydantic.Field, pydantic.model_validator
 
     class SearchRequest(BaseModel):
         text: str | None = Field(None, max_length=MAX_TEXT, description="a description of the photos wanted")
@@ -220,19 +226,16 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
              body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32", nprobe: int = 0):
     """Open the index, set the thread counts, load the encoder now (not on the first user's query)."""
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
         try:
-            import faiss
-            faiss.omp_set_num_threads(threads)
-        except ImportError:
-            pass
+            require("faiss", "search", "FAISS threads").omp_set_num_threads(threads)
+        except UserError:
+            pass  # no faiss: the torch search path, already set above
     reader = IndexReader(index, load_model=text, nprobe=nprobe or None, precision=precision)
     if text and reader.run.text_encoder:
         try:
-            reader.embed_texts(["warm up"])
+            reader.encode_texts(["warm up"])
         except DataError:
             pass  # no free text on this set: queries by class id and photo still work
     app = create_app(reader, max_batch, wait_ms, body_timeout)
@@ -271,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"--workers {args.workers}: must be in 1..64")
     if args.batch_max < 1 or args.batch_wait_ms < 0 or args.body_timeout <= 0 or min(args.threads, args.nprobe) < 0:
         raise DataError("--batch_max, --body_timeout must be positive; --batch_wait_ms, --threads, --nprobe at least 0")
-    try:
-        import uvicorn
-    except ImportError:
-        raise DataError("zscrgan serve needs the serve extra: pip install 'zscrgan[serve]'") from None
+    uvicorn = _serve_extra("uvicorn")
     options = {"index": str(args.index.resolve()), "max_batch": args.batch_max, "wait_ms": args.batch_wait_ms,
                "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision, "nprobe": args.nprobe,
                "threads": args.threads or max(1, (len(os.sched_getaffinity(0)) - args.workers) // args.workers)}

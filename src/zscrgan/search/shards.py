@@ -23,22 +23,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from zscrgan.errors import DataError
-from zscrgan.files import read_json_object, write_atomic
+from zscrgan.data.photos import class_lookup, known_class, read_photo
+from zscrgan.errors import DataError, require
+from zscrgan.files import read_json_object, sha256_file, write_atomic
+from zscrgan.search.trained import open_run
 
 FORMAT = "zscrgan-shards/1"
 PLAN, PLAN_ROWS = "plan.json", "plan.parquet"
-BATCH = 32  # photos per CNN batch inside a shard: fixed, so every distributor computes the same
 
 
 def _pa():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError("sharded indexing needs pyarrow: pip install 'zscrgan[ray]' (or pip install pyarrow)") from None
-    return pa, pq
+    return (require("pyarrow", "ray", "sharded indexing"), require("pyarrow.parquet", "ray", "sharded indexing"))
 
 
 def name(shard: int) -> str:
@@ -49,14 +46,6 @@ def run_key(checkpoint_sha256: str, encoder: str, images: Path) -> str:
     """What makes two shards comparable: the same weights, featurizer and photo folder."""
     text = f"{checkpoint_sha256} {encoder} {Path(images).resolve()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _parquet_bytes(table) -> bytes:
@@ -137,7 +126,7 @@ def load_shard(folder: Path, shard: int, key: str) -> tuple[list[dict], np.ndarr
                         f"into a new folder")
     for file, (size, digest) in record["files"].items():
         path = folder / file
-        if not path.is_file() or path.stat().st_size != size or _sha256(path) != digest:
+        if not path.is_file() or path.stat().st_size != size or sha256_file(path) != digest:
             got = path.stat().st_size if path.is_file() else "no"
             raise DataError(f"{path}: truncated or changed since written ({got} bytes, recorded {size}); "
                             f"delete {done.name} and rerun zscrgan shard to redo it")
@@ -154,30 +143,19 @@ class ShardWorker:
     """
 
     def __init__(self, run_dir: str, encoder: str, max_pixels: int, class_names: list[str], threads: int = 1):
-        import torch
-
-        from zscrgan.data.featurize import load_image_encoder
-        from zscrgan.search.index import class_lookup
-        from zscrgan.search.trained import open_run
-
         torch.set_num_threads(threads)
         self.run = open_run(run_dir)
-        self.cnn = load_image_encoder(encoder, torch.device("cpu"))
+        # photos per CNN call: the fixed default, so every distributor computes the same vectors
+        self.encoders = self.run.encoders(image_encoder=encoder)
         self.max_pixels, self.class_lookup = max_pixels, class_lookup(class_names)
 
     def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
-        from zscrgan.search.index import cnn_features
-
         if not pixels:
             return np.zeros((0, self.run.embed_dim), np.float32)
-        feats = np.concatenate([cnn_features(self.cnn, pixels[start:start + BATCH])
-                                for start in range(0, len(pixels), BATCH)])
-        return self.run.embed_images(feats).astype(np.float32)
+        return self.run.embed_images(self.encoders.encode_pixels(pixels)).astype(np.float32)
 
     def __call__(self, folder: str, images: str, shard: int, paths: list[str], key: str) -> int:
         """Write shard ``shard``'s files and its done record; returns the photos embedded."""
-        from zscrgan.search.index import known_class, read_photo
-
         pa, _ = _pa()
         folder, images = Path(folder), Path(images)
         meta, pixels = [], []
@@ -186,16 +164,15 @@ class ShardWorker:
                 st = (images / rel).stat()
             except OSError:
                 continue  # gone since the plan: the index's own scan drops it
-            got = read_photo(images / rel, self.max_pixels)
+            got = read_photo(images / rel, self.max_pixels, keep=True)
             row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": None, "width": None,
                    "height": None, "class": known_class(rel, self.class_lookup), "thumb": None, "row": -1,
                    "skipped": None}
             if isinstance(got, str):
                 row["skipped"] = got
             else:
-                pix, row["thumb"], row["width"], row["height"], row["sha256"] = got
-                row["row"] = len(pixels)
-                pixels.append(pix)
+                row.update(thumb=got.thumb, width=got.width, height=got.height, sha256=got.sha256, row=len(pixels))
+                pixels.append(got.pixels)
             meta.append(row)
         emb = self.embed(pixels)
         schema = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from zscrgan.errors import DataError
 from zscrgan.search.diskindex import PQSpec
-from zscrgan.search.gallery import KINDS
+from zscrgan.search.gallery import KINDS, ivf_nlist
+from zscrgan.search.trained import open_run
 
 THUMB_BYTES = 12_000  # a 256 px JPEG at quality 80: about 8 to 15 KB (assumed, not measured per set)
 ROW_BYTES = 200  # path, hash, sizes, class: SQLite row and index overhead (assumed)
@@ -37,8 +38,6 @@ def sqlite_bytes(n: int, dim: int) -> int:
 
 def estimate(n: int, dim: int) -> dict[str, dict]:
     """{kind: {serve_ram, index_disk, total_disk, build_ram}} in bytes, for N photos of dim-d vectors."""
-    from zscrgan.search.index import ivf_nlist
-
     vec, ids = n * dim * 4, n * 8
     sqlite = sqlite_bytes(n, dim)
     nlist = ivf_nlist(n)
@@ -64,8 +63,6 @@ def estimate(n: int, dim: int) -> dict[str, dict]:
 def plan_main(args) -> int:
     dim = args.dim
     if dim is None and args.run:
-        from zscrgan.search.trained import open_run
-
         dim = open_run(args.run).embed_dim
     if dim is None:
         raise DataError("--plan needs --dim D (or --run RUN to read it from the checkpoint)")

@@ -10,39 +10,24 @@ the same way) and the query embedding the run's recipe evaluates with.
 from __future__ import annotations
 
 import hashlib
-import io
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zscrgan.config import Config
+from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import load_dataset, resolve_dataset_dir
+from zscrgan.data.encoders import DEFAULT_ENCODER, PHOTO_BATCH, TEXT_ENCODER, Encoders
 from zscrgan.errors import DataError
+from zscrgan.evaluation.metrics import unit
 from zscrgan.evaluation.scoring import embed_gallery, embed_queries, eval_rng, training_centre
 from zscrgan.files import read_json_object
 
 CHECKPOINT = "best.pt"
 DATASET_MANIFEST = "manifest.json"
-
-
-def checkpoint_config(raw: dict) -> Config:
-    """A Config from a checkpoint's dict, ignoring keys a newer or older version added."""
-    known = {f.name for f in fields(Config)}
-    return Config(**{k: v for k, v in raw.items() if k in known}).resolved()
-
-
-def model_from_weights(weights: dict, cfg: Config) -> ZSCRGAN:
-    """The networks a checkpoint's weights fit, their sizes and optional paths read from the weights."""
-    text_dim = weights["encoder.fc.weight"].shape[1]
-    embed_dim, image_dim = weights["csem.fc.weight"].shape
-    model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
-                    weights["critic.fc_image.weight"].shape[0],
-                    "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
-    model.load_state_dict(weights)
-    return model
 
 
 def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
@@ -107,18 +92,21 @@ class TrainedRun:
                               eval_rng(self.cfg.seed, 0, "cpu")) for row in t]
         return self._centred(torch.cat(rows)).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
 
+    def encoders(self, precision: str = "fp32", image_encoder: str | None = None, photo_batch: int = PHOTO_BATCH) -> Encoders:
+        """The encoders that made the run's data set, so new photos and free text are encoded as its
+        vectors were (``image_encoder`` names the CNN where the set's manifest does not)."""
+        return Encoders(image_encoder or self.image_encoder or DEFAULT_ENCODER, "cpu", precision, photo_batch)
+
     def sentence_vectors(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
         """Free text -> the data set's text vectors; only where a shipped featurizer made the set's texts.
 
         Apart from :meth:`encode_texts` so `zscrgan serve` can time the two halves of a batch;
-        ``precision="bf16"``: the encoder under bfloat16 autocast (featurize.encoder_precision)."""
-        from zscrgan.data.featurize import TEXT_ENCODER, encode_sentences, load_text_encoder
-
+        ``precision="bf16"``: the encoder under bfloat16 autocast (encoders.encoder_precision)."""
         if self.text_encoder != TEXT_ENCODER:
             made = f"by {self.text_encoder!r}" if self.text_encoder else "outside zscrgan (no manifest.json)"
             raise DataError(f"{self.dataset_dir}: its text vectors were made {made}, not by a featurizer "
                             f"shipped here, so free text cannot be encoded; query with --class-id instead")
-        return encode_sentences(load_text_encoder(torch.device("cpu")), list(texts), 64, precision)
+        return self.encoders(precision).encode_texts(texts)
 
     def encode_texts(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
         """Free text -> query embeddings."""
@@ -134,12 +122,8 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found (was the run deleted, or not trained to the end?)")
     payload = path.read_bytes()
-    try:
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-        weights = state["trainer"]["model"]
-        cfg = checkpoint_config(state["config"])
-    except Exception as exc:  # torch raises many kinds for a damaged file
-        raise DataError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
+    state = load_checkpoint(path, payload)
+    weights, cfg = state["trainer"]["model"], checkpoint_config(state["config"])
     model = model_from_weights(weights, cfg).eval()
     folder = _dataset_folder(run_dir, cfg)
     manifest = read_json_object(folder / DATASET_MANIFEST)
@@ -161,8 +145,7 @@ def class_table(run: TrainedRun) -> dict:
     embeddings = []
     for c in ids:
         q = run.embed_text_vectors(data.texts[c])
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        embeddings.append(q.mean(axis=0))
+        embeddings.append(unit(q).mean(axis=0))
     return {"ids": np.array([str(c) for c in ids]),
             "names": np.array([str(data.classnames.get(c, c)) for c in ids]),
             "seen": np.array([c in set(data.seen) for c in ids]),
