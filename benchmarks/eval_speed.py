@@ -15,8 +15,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from zscrgan.config import parse_ks
 from zscrgan.device import add_device_flag, pick_device
-from zscrgan.evaluation.metrics import parse_ks, score_retrieval
+from zscrgan.evaluation.metrics import score_retrieval
 
 
 def timed(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:

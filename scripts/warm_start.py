@@ -7,7 +7,7 @@ For each seed: the seed's validation split (as ``--select val``), a trainer buil
 flags (with ``--ridge_path`` the generator's text path starts as the ridge fit), and before
 training (round 0) and after each round, validation Prec@50 of
 - the common space (the run's own evaluation: CSEM(G(mu)) against CSEM(photo)), and
-- the generator alone in image space (:class:`zscrgan.evaluation.scoring.ImageSpaceRetriever`), and
+- the generator alone in image space (:class:`ImageSpaceRetriever`), and
 - the same on the training classes (their texts querying their images: does training fit them?),
 beside ridge's on the validation classes. Only seen classes are read: the unseen ones stay untouched.
 Writes warm_start.json, warm_start.md (the mean table) and warm_start.png to --out_dir.
@@ -24,15 +24,35 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from zscrgan.config import Config, build_parser, parse_seeds
+from zscrgan.config import DEFAULT_K, Config, build_parser, parse_seeds
+from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import split_validation
 from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
-from zscrgan.evaluation.scoring import ImageSpaceRetriever, common_space_centre, evaluate_classes
+from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes
 from zscrgan.experiments.run import load_run_data, prepare_process
 from zscrgan.experiments.trainer import EMTrainer
 from zscrgan.files import write_atomic
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
+
+
+class ImageSpaceRetriever:
+    """The generator alone: its noise-free output G(mu, 0) scored against the photos in image space.
+
+    Both sides are centred on ``centre`` (the training images' mean feature), as ridge's are, so
+    the figure compares the generator as a text-to-image map with ridge's map, the CSEM left out.
+    """
+
+    def __init__(self, model: ZSCRGAN, centre: torch.Tensor):
+        self.model, self.centre = model, centre
+
+    @torch.no_grad()
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.model.encoder.stats(texts)
+        return self.model.generator(mu, torch.zeros(len(texts), self.model.z_dim, device=texts.device), texts) - self.centre
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images - self.centre
 
 
 def one_seed(cfg: Config, data) -> dict:
@@ -47,8 +67,8 @@ def one_seed(cfg: Config, data) -> dict:
             trainer.run_round()
         model = trainer.model
         centre = common_space_centre(model, trainer.images) if cfg.eval_centre else None
-        scores, _ = evaluate_classes(model, data, val, (50,), cfg, round_, "cpu", centre)
-        curves["common space"].append(float(scores.mean["prec@50"]))
+        scores, _ = evaluate_classes(model, data, val, (DEFAULT_K,), cfg, round_, "cpu", centre)
+        curves["common space"].append(float(scores.mean[f"prec@{DEFAULT_K}"]))
         generator = ImageSpaceRetriever(model, image_centre)
         curves["generator in image space"].append(score_val(generator))
         curves["generator in image space, training classes"].append(score_train(generator))

@@ -10,7 +10,7 @@ from zscrgan.evaluation.baselines import (
     CCASolver,
     _hinge_rank_loss,
     fit_baseline,
-    ridge_path,
+    ridge_solutions,
     training_pairs,
 )
 from zscrgan.evaluation.scoring import score_classes
@@ -43,7 +43,7 @@ def unseen_scores(model, data):
     return score_classes(model, data, data.unseen, (50,), "cpu")[0].mean
 
 
-def test_ridge_path_matches_numpy_solve_and_lstsq():
+def test_ridge_solutions_matches_numpy_solve_and_lstsq():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(12, 4)), rng.normal(size=(12, 3))
     lam = 0.5
@@ -54,7 +54,7 @@ def test_ridge_path_matches_numpy_solve_and_lstsq():
     stacked_b = np.vstack([b / np.sqrt(len(a)), np.zeros((4, 3))])
     via_lstsq = np.linalg.lstsq(stacked_a, stacked_b, rcond=None)[0]
     np.testing.assert_allclose(expected, via_lstsq, atol=1e-10)
-    (got,) = ridge_path(torch.from_numpy(a), torch.from_numpy(b), [lam])
+    (got,) = ridge_solutions(torch.from_numpy(a), torch.from_numpy(b), [lam])
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 

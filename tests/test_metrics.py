@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from zscrgan.evaluation.metrics import RetrievalScores, parse_ks, score_retrieval
+from zscrgan.config import parse_ks
+from zscrgan.evaluation.metrics import RetrievalScores, score_retrieval
 
 
 def brute_force(q, ql, g, gl, ks):

@@ -8,13 +8,27 @@ each quirk behind its own flag (see docs/results.md for what each fix is worth).
 from __future__ import annotations
 
 import argparse
+import operator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Sequence
 
+from zscrgan.console import Parser
 from zscrgan.device import DEVICE_HELP, DEVICES
-from zscrgan.flags import flag
+from zscrgan.errors import UserError
+from zscrgan.files import read_json_object
+from zscrgan.flags import add_dataclass_flags, flag
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
+DEFAULT_K = 50  # upstream's K: Prec@50 is the figure the paper reports, so every run scores it (parse_ks)
+
+# Flags that say how to run, not what to train: where a run reads and writes, on what and how fast,
+# what this one command does. A run's figures do not depend on them, so they may change when a run
+# resumes (RESUMABLE) or a study continues (tune_space.STUDY_FREE), and are never tuned.
+PER_CALL = frozenset({"config", "resume", "overwrite"})  # this command line's own: never read from a settings file
+RUN_CONTROL = PER_CALL | {"name", "data_root", "out_dir", "device", "workers", "compile", "retain_memory", "report"}
+# Flags that may change between a run and its resumption (how long, which seeds); any other change is refused.
+RESUMABLE = RUN_CONTROL | {"epochs", "seeds", "patience"}
 
 
 @dataclass
@@ -61,7 +75,7 @@ class Config:
                      choices=("test", "val", "last"))
     val_fraction: float = flag(0.2, "with --select val: fraction of seen classes held out for validation")
     track_test: bool = flag(False, "with --select val: also score the unseen classes every round (to report best-on-test beside)")
-    select_k: int = flag(50, "the K whose Prec@K drives --select, --patience, tuning and the baselines' choices "
+    select_k: int = flag(DEFAULT_K, "the K whose Prec@K drives --select, --patience, tuning and the baselines' choices "
                            "(added to --eval_k); keep it below the smallest validation class's image count, or every "
                            "round ties")
     patience: int = flag(0, "stop once the selection figure has not improved for this many rounds (0: never; "
@@ -95,9 +109,7 @@ class Config:
                                    "faster; memory use then stays at its peak (docs/performance.md)")
 
     def scored_ks(self) -> tuple[int, ...]:
-        """Every K a run scores: --eval_k, --select_k and 50 (metrics.parse_ks)."""
-        from zscrgan.evaluation.metrics import parse_ks
-
+        """Every K a run scores: --eval_k, --select_k and 50 (:func:`parse_ks`)."""
         return parse_ks(f"{self.eval_k},{self.select_k}")
 
     def resolved(self) -> "Config":
@@ -183,9 +195,6 @@ def recipe_warnings(cfg: "Config") -> list[str]:
 
 def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
     """One flag per Config field (flags.py); ``--resume`` also takes a RUN to read the settings of."""
-    from zscrgan.console import Parser
-    from zscrgan.flags import add_dataclass_flags
-
     def resume(parser, **kw):  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
         parser.add_argument("--resume", nargs="?", const=True, metavar="RUN", **kw)
         parser.add_argument("--no-resume", dest="resume", action="store_false")
@@ -197,9 +206,6 @@ def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
 
 def read_config_file(path: str) -> dict:
     """Settings from a JSON file of flag names -> values; unknown names are refused."""
-    from zscrgan.errors import UserError
-    from zscrgan.files import read_json_object
-
     if not Path(path).is_file():
         raise UserError(f"{path}: config file not found")
     values = read_json_object(Path(path))
@@ -210,7 +216,7 @@ def read_config_file(path: str) -> dict:
     problems = choice_problems(values)
     if problems:
         raise UserError(f"{path}: {problems[0]}")
-    return {k: v for k, v in values.items() if k not in ("config", "resume", "overwrite")}  # a run's own choices
+    return {k: v for k, v in values.items() if k not in PER_CALL}  # a run's own choices
 
 
 def choice_problems(values: dict) -> list[str]:
@@ -223,8 +229,6 @@ def choice_problems(values: dict) -> list[str]:
 
 def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
     """``--resume RUN``: the run folder (a path, or NAME under <out_dir>/ckt_logs) and its settings."""
-    from zscrgan.errors import UserError
-
     tried = [Path(run), Path(out_dir) / "ckt_logs" / f"{run}_logs", Path(out_dir) / "ckt_logs" / run]
     for folder in tried:
         if (folder / "config.json").is_file():
@@ -279,8 +283,6 @@ def check_config(cfg: Config) -> list[str]:
     if cfg.clip_val < 0:
         problems.append(f"--clip_val must be >= 0, got {cfg.clip_val}")
     try:
-        from zscrgan.evaluation.metrics import parse_ks
-
         parse_ks(cfg.eval_k)
     except ValueError as exc:
         problems.append(f"--eval_k: {exc}")
@@ -305,3 +307,38 @@ def parse_seeds(text: str) -> list[int]:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise ValueError(f"--seeds {text!r}: expected a comma list of integers") from None
+
+
+def positive_ks(items, source: str = "") -> list[int]:
+    """Each item as an int, or a ValueError naming the first that is not a positive one."""
+    where = f" in {source!r}" if source else ""
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            value = int(item) if item.strip().lstrip("+").isdigit() else None
+        elif isinstance(item, bool):
+            value = None
+        else:
+            try:
+                value = operator.index(item)
+            except TypeError:
+                value = None
+        if value is None:
+            raise ValueError(f"invalid K {item!r}{where}: expected positive integers separated by commas")
+        if value <= 0:
+            raise ValueError(f"invalid K {value}{where}: K must be a positive integer")
+        out.append(value)
+    return out
+
+
+def parse_ks(text: str | Sequence[int]) -> tuple[int, ...]:
+    """Parse "10,50,100" (or a sequence of ints) into sorted unique Ks, always with 50.
+
+    50 (:data:`DEFAULT_K`) is always added because Prec@50 is the figure the paper reports and the
+    trainer selects on; asking for other Ks must not lose it. An empty string means just 50.
+    """
+    if isinstance(text, str):
+        ks = positive_ks(text.split(","), text) if text.strip() else []
+    else:
+        ks = positive_ks(text)
+    return tuple(sorted(set(ks) | {DEFAULT_K}))

@@ -46,6 +46,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from zscrgan.config import DEFAULT_K
 from zscrgan.data.dataset import ZeroShotData
 from zscrgan.evaluation.scoring import score_classes
 
@@ -127,7 +128,7 @@ def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu", p
                  torch.from_numpy(labels).to(device))
 
 
-def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu", k: int = 50) -> Callable:
+def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu", k: int = DEFAULT_K) -> Callable:
     """A function model -> mean Prec@``k`` of val texts querying val images (:func:`zscrgan.evaluation.scoring.score_classes`)."""
     def score(model: Baseline) -> float:
         scores = score_classes(model, data, val_classes, (k,), device, details=False)[0]
@@ -150,7 +151,7 @@ def _eigh(sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------- ridge
 
-def ridge_path(inputs: torch.Tensor, targets: torch.Tensor, lams) -> list[torch.Tensor]:
+def ridge_solutions(inputs: torch.Tensor, targets: torch.Tensor, lams) -> list[torch.Tensor]:
     """Ridge weights ``W`` minimising mean_i |inputs_i W - targets_i|^2 + lam * s |W|^2, per lam.
 
     ``s`` is the mean eigenvalue of ``G = A^T A / n`` (its trace over the dimension), which
@@ -165,7 +166,7 @@ def ridge_path(inputs: torch.Tensor, targets: torch.Tensor, lams) -> list[torch.
 
 def _fit_ridge(pairs: Pairs, grid: list[dict], score: Callable | None) -> AffineBaseline:
     tm, t, im, _ = pairs.centred()
-    weights = ridge_path(t, pairs.images - im, [p["lam"] for p in grid])
+    weights = ridge_solutions(t, pairs.images - im, [p["lam"] for p in grid])
     models = (AffineBaseline("ridge", tm, w, im, None, dict(p)) for p, w in zip(grid, weights))
     return _best(models, score)
 
@@ -297,7 +298,7 @@ def _fit(name: str, pairs: Pairs, grid: list[dict], score: Callable | None, seed
 
 def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes: list | None,
                  seed: int = 0, device="cpu", refit: bool = False, pairing: str | None = None,
-                 select_k: int = 50) -> AffineBaseline:
+                 select_k: int = DEFAULT_K) -> AffineBaseline:
     """Fit baseline ``name`` on ``train_classes``, choosing its hyperparameters on ``val_classes``.
 
     ``model.params`` records the chosen setting -- ridge: lam; devise: margin, lr, dim, steps;
@@ -332,4 +333,4 @@ def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes
 
 
 __all__ = ["BASELINES", "PAIRINGS", "Baseline", "AffineBaseline", "CCASolver", "fit_baseline",
-           "ridge_path", "training_pairs", "validation_scorer"]
+           "ridge_solutions", "training_pairs", "validation_scorer"]

@@ -25,50 +25,15 @@ gallery size); the keys still name the K asked for.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 
-DEFAULT_K = 50
+from zscrgan.config import DEFAULT_K, positive_ks
+
 METRIC_NAMES = ("prec", "map", "recall")
-
-
-def _positive_ints(items, source: str = "") -> list[int]:
-    """Each item as an int, or a ValueError naming the first that is not a positive one."""
-    where = f" in {source!r}" if source else ""
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            value = int(item) if item.strip().lstrip("+").isdigit() else None
-        elif isinstance(item, bool):
-            value = None
-        else:
-            try:
-                value = operator.index(item)
-            except TypeError:
-                value = None
-        if value is None:
-            raise ValueError(f"invalid K {item!r}{where}: expected positive integers separated by commas")
-        if value <= 0:
-            raise ValueError(f"invalid K {value}{where}: K must be a positive integer")
-        out.append(value)
-    return out
-
-
-def parse_ks(text: str | Sequence[int]) -> tuple[int, ...]:
-    """Parse "10,50,100" (or a sequence of ints) into sorted unique Ks, always with 50.
-
-    50 is always added because Prec@50 is the figure the paper reports and the trainer
-    selects on; asking for other Ks must not lose it. An empty string means just 50.
-    """
-    if isinstance(text, str):
-        ks = _positive_ints(text.split(","), text) if text.strip() else []
-    else:
-        ks = _positive_ints(text)
-    return tuple(sorted(set(ks) | {DEFAULT_K}))
 
 
 @dataclass
@@ -142,18 +107,15 @@ def _check_inputs(query_emb, query_labels, gallery_emb, gallery_labels) -> None:
 
 def score_retrieval(query_emb: torch.Tensor, query_labels: torch.Tensor,
                     gallery_emb: torch.Tensor, gallery_labels: torch.Tensor,
-                    ks: Sequence[int] = (DEFAULT_K,), chunk_size: int = 1024,
-                    ranking: torch.Tensor | None = None) -> RetrievalScores:
+                    ks: Sequence[int] = (DEFAULT_K,), chunk_size: int = 1024) -> RetrievalScores:
     """Rank the gallery for every query and score it at each K (see the module doc).
 
-    Computes exactly the ``ks`` given (sorted, unique); use :func:`parse_ks` to get the
-    usual set with 50 in it. Work happens on ``gallery_emb``'s device; queries are moved
-    there. ``chunk_size`` queries are scored at a time. ``ranking`` ([Q, >= max K] gallery
-    rows, best first, -1 for "no result") scores a ranking made elsewhere, e.g. by a
-    :class:`zscrgan.search.gallery.GalleryIndex`, instead of ranking exactly here.
+    Computes exactly the ``ks`` given (sorted, unique); use :func:`zscrgan.config.parse_ks` to get
+    the usual set with 50 in it. Work happens on ``gallery_emb``'s device; queries are moved
+    there. ``chunk_size`` queries are scored at a time.
     """
     _check_inputs(query_emb, query_labels, gallery_emb, gallery_labels)
-    ks = tuple(sorted(set(_positive_ints(ks))))
+    ks = tuple(sorted(set(positive_ks(ks))))
     if not ks:
         raise ValueError("ks is empty: give at least one K")
     if chunk_size <= 0:
@@ -165,20 +127,15 @@ def score_retrieval(query_emb: torch.Tensor, query_labels: torch.Tensor,
     n_gallery = gallery.shape[0]
     k_max = min(ks[-1], n_gallery)
 
-    if ranking is None:
-        topk = torch.cat([
-            _ranked_topk(_unit_rows(chunk.to(device), "query_emb") @ gallery.T, k_max)
-            for chunk in query_emb.split(chunk_size)
-        ])
-    else:
-        topk = torch.as_tensor(ranking, device=device, dtype=torch.long)[:, :k_max]
-        if topk.shape != (len(q_labels), k_max):
-            raise ValueError(f"ranking must have {len(q_labels)} rows of at least {k_max} ids, got {tuple(ranking.shape)}")
+    topk = torch.cat([
+        _ranked_topk(_unit_rows(chunk.to(device), "query_emb") @ gallery.T, k_max)
+        for chunk in query_emb.split(chunk_size)
+    ])
 
     n_classes = int(max(q_labels.max(), g_labels.max())) + 1
     n_queries = torch.bincount(q_labels, minlength=n_classes).double()
     n_relevant = torch.bincount(g_labels, minlength=n_classes).double()[q_labels]  # per query
-    rel = ((g_labels[topk.clamp(min=0)] == q_labels[:, None]) & (topk >= 0)).double()  # [Q, k_max]
+    rel = (g_labels[topk] == q_labels[:, None]).double()  # [Q, k_max]
     hits = rel.cumsum(dim=1)
     ranks = torch.arange(1, k_max + 1, device=device, dtype=torch.float64)
     ap_sums = (hits / ranks * rel).cumsum(dim=1)
@@ -244,7 +201,7 @@ def is_collapsed(stats: dict) -> bool:
     return (overlap is not None and overlap >= COLLAPSE_OVERLAP) or (spread is not None and spread < COLLAPSE_SPREAD)
 
 
-__all__ = ["RetrievalScores", "parse_ks", "score_retrieval", "collapse_stats", "is_collapsed", "DEFAULT_K"]
+__all__ = ["RetrievalScores", "score_retrieval", "collapse_stats", "is_collapsed"]
 
 
 def unit(x: np.ndarray) -> np.ndarray:

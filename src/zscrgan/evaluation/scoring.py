@@ -4,7 +4,7 @@ One function, :func:`score_classes`, scores every model the project has: anythin
 ``embed_texts`` and ``embed_images`` (the baselines' protocol, :class:`zscrgan.evaluation.baselines.Baseline`)
 -- the baselines themselves, and a trained ZSCRGAN seen through :class:`Retriever`.
 Every text of a class is a query; the gallery is every image of the classes scored; cosine
-similarity ranks the gallery (exactly, or through a FAISS ``GalleryIndex`` with ``index_kind``).
+similarity ranks the gallery.
 
 ZSCRGAN's query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM.
 Its noise comes from an rng seeded per (seed, round), so the same checkpoint scores the same
@@ -18,6 +18,10 @@ import torch
 
 from zscrgan.core.networks import ZSCRGAN, truncated_normal
 from zscrgan.evaluation.metrics import RetrievalScores, collapse_stats, score_retrieval
+
+# Each query's retrieval list keeps its top 50 gallery classes: upstream's pickle format (acc*.pkl),
+# whatever K the run scores or selects on.
+RETRIEVAL_DEPTH = 50
 
 
 @contextlib.contextmanager
@@ -81,16 +85,6 @@ def training_centre(model: ZSCRGAN, data, train_classes: list, device="cpu") -> 
     return common_space_centre(model, torch.from_numpy(images).to(device))
 
 
-def gallery_ranking(queries: torch.Tensor, gallery: torch.Tensor, k: int, kind: str) -> torch.Tensor:
-    """Top-k gallery rows per query via GalleryIndex, the search path `zscrgan serve` uses."""
-    from zscrgan.search.gallery import GalleryIndex
-    from zscrgan.search.index import ivf_nlist
-
-    index = GalleryIndex(gallery.shape[1], kind, nlist=ivf_nlist(len(gallery)))
-    index.add(gallery.cpu())
-    return torch.from_numpy(index.search(queries.cpu(), k)[1])
-
-
 class Retriever:
     """A ZSCRGAN model as a retrieval model: ``embed_texts`` / ``embed_images``, as the baselines.
 
@@ -120,34 +114,13 @@ class Retriever:
             return self._centred(embed_gallery(self.model, images))
 
 
-class ImageSpaceRetriever:
-    """The generator alone: its noise-free output G(mu, 0) scored against the photos in image space.
-
-    Both sides are centred on ``centre`` (the training images' mean feature), as ridge's are, so
-    the figure compares the generator as a text-to-image map with ridge's map, the CSEM left out.
-    """
-
-    def __init__(self, model: ZSCRGAN, centre: torch.Tensor):
-        self.model, self.centre = model, centre
-
-    @torch.no_grad()
-    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.model.encoder.stats(texts)
-        return self.model.generator(mu, torch.zeros(len(texts), self.model.z_dim, device=texts.device), texts) - self.centre
-
-    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        return images - self.centre
-
-
 @torch.no_grad()
-def score_classes(model, data, classes: list, ks, device,
-                  index_kind: str | None = None, details: bool = True) -> tuple[RetrievalScores, list]:
+def score_classes(model, data, classes: list, ks, device, details: bool = True) -> tuple[RetrievalScores, list]:
     """Score retrieval among ``classes`` with any model having ``embed_texts``/``embed_images``.
 
     Returns the scores (with ``collapse`` stats, :func:`zscrgan.evaluation.metrics.collapse_stats`) and
     the retrieval lists, upstream's output format: one {query class id: [class ids of the
-    top-50 images, best first]} per query, in query order. ``index_kind`` ("exact", "ivf",
-    "hnsw") ranks with a FAISS GalleryIndex instead of ``score_retrieval``'s exact ranking.
+    top :data:`RETRIEVAL_DEPTH` images, best first]} per query, in query order.
     ``details=False`` skips the collapse stats and the lists
     (an empty list comes back): the figures alone, for choosing hyperparameters.
     """
@@ -158,23 +131,21 @@ def score_classes(model, data, classes: list, ks, device,
     gallery = model.embed_images(torch.from_numpy(images).to(device))
     q_labels_t = torch.from_numpy(q_labels).to(device)
     g_labels_t = torch.from_numpy(g_labels).to(device)
-    ranking = gallery_ranking(queries, gallery, min(max(ks), len(gallery)), index_kind) if index_kind else None
-    scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks, ranking=ranking)
+    scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks)
     if not details:
         return scores, []
     # top-k overlap needs k well below the gallery: at most 10, at most a class's share of it
     scores.collapse = collapse_stats(queries, q_labels_t, scores.topk, max(1, min(10, len(g_labels) // len(classes))))
-    top50 = g_labels[scores.topk[:, :50].cpu().numpy()]
-    lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top50)]
+    top = g_labels[scores.topk[:, :RETRIEVAL_DEPTH].cpu().numpy()]
+    lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top)]
     return scores, lists
 
 
 def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
-                     device, centre: torch.Tensor | None = None,
-                     index_kind: str | None = None) -> tuple[RetrievalScores, list]:
+                     device, centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list]:
     """A ZSCRGAN model's scores among ``classes`` at round ``round_``: :func:`score_classes`
     through a :class:`Retriever` with the run's evaluation settings."""
-    return score_classes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device, index_kind)
+    return score_classes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device)
 
 
 def _plain(class_id):

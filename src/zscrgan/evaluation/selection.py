@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+from zscrgan.config import DEFAULT_K
 from zscrgan.errors import UserError
 
 POLICIES = ("test", "val", "last")
@@ -52,7 +53,7 @@ def check_select_k(policy: str, k: int, sizes: list[int]) -> list[str]:
 class Selector:
     """Tracks the selected round and the best-on-test round of one run."""
 
-    def __init__(self, policy: str, k: int = 50, patience: int = 0):
+    def __init__(self, policy: str, k: int = DEFAULT_K, patience: int = 0):
         if policy not in POLICIES:
             raise ValueError(f"unknown selection policy {policy!r}; choose from {', '.join(POLICIES)}")
         self.policy, self.k, self.patience = policy, k, patience
