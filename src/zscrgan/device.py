@@ -1,5 +1,9 @@
-"""Which torch device a command runs on: one ``--device`` flag and one rule for every command."""
+"""Which torch device a command runs on (one ``--device`` flag and one rule for every command), and
+how several worker processes share this machine's CPU threads."""
 from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
@@ -21,3 +25,17 @@ def pick_device(name: str = "auto") -> torch.device:
 def add_device_flag(parser) -> None:
     """``--device {auto,cpu,cuda}`` on an argparse parser (commands built from a dataclass get it from the field)."""
     parser.add_argument("--device", default="auto", choices=DEVICES, help=DEVICE_HELP)
+
+
+# ---- worker processes ------------------------------------------------------------------------
+SPAWN = multiprocessing.get_context("spawn")  # fresh processes: forking a process that has run OpenMP can hang
+
+
+def thread_share(workers: int) -> int:
+    """Each of ``workers`` processes' equal share of this process's torch threads (at least 1)."""
+    return max(1, torch.get_num_threads() // workers)
+
+
+def spawn_pool(workers: int, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes; each sets its own threads (:func:`thread_share`)."""
+    return ProcessPoolExecutor(workers, mp_context=SPAWN, initializer=initializer, initargs=initargs)

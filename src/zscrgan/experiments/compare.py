@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from zscrgan.config import (
+    DEFAULT_K,
     RECIPES,
     Config,
     build_parser,
@@ -75,11 +76,11 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
             for view, d in views.items()}, seconds
 
 
-def table(results: dict, seeds: list[int], k: int = 50) -> tuple[str, str]:
+def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str]:
     """Markdown and CSV of mean +- sd over seeds per method and query protocol: Prec@K and mAP@K for
     the selection K, then for K = 50 too when that differs (upstream's figure; it saturates on small
     galleries)."""
-    ks = [k] if k == 50 else [k, 50]
+    ks = [k] if k == DEFAULT_K else [k, DEFAULT_K]
     heads = [f"{m}@{kk}" for kk in ks for m in ("Prec", "mAP")]
     md, buf = [], io.StringIO()
     writer = csv.writer(buf)

@@ -30,15 +30,13 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from zscrgan.config import DEFAULT_K
 from zscrgan.console import Parser
 from zscrgan.data.dataset import read_classnames
 from zscrgan.errors import DataError
+from zscrgan.experiments.runfolder import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 from zscrgan.files import read_json_object, write_atomic
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
 OPTIMISTIC = "optimistic: chosen on the test classes"
 
 
@@ -179,8 +177,8 @@ def class_bars(summary: dict, run_dir: Path) -> tuple[str, list[tuple[str, float
     keys = [k for k in table if k.startswith("prec@") and isinstance(table[k], dict)]
     if not keys:
         return None
-    wanted = f"prec@{summary.get('select_k', 50)}"
-    key = wanted if wanted in keys else "prec@50" if "prec@50" in keys else keys[0]
+    wanted, upstream = f"prec@{summary.get('select_k', DEFAULT_K)}", f"prec@{DEFAULT_K}"
+    key = wanted if wanted in keys else upstream if upstream in keys else keys[0]
     values = {str(c): _number(v) for c, v in table[key].items()}
     names = _classnames(summary, run_dir)
     bars = sorted((v, names.get(c, f"class {c}")) for c, v in values.items() if v is not None and math.isfinite(v))

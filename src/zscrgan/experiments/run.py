@@ -20,10 +20,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -31,14 +29,20 @@ import torch
 
 from zscrgan.config import Config, parse_config, parse_seeds, recipe_warnings, run_name
 from zscrgan.console import Parser, progress, say
+from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
 from zscrgan.data.dataset import load_dataset, resolve_dataset_dir, split_validation
 from zscrgan.data.synthetic import make_builtin_dataset
-from zscrgan.device import DEVICE_HELP, DEVICES, pick_device
+from zscrgan.device import DEVICE_HELP, DEVICES, pick_device, spawn_pool, thread_share
 from zscrgan.errors import DataError, Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
 from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes, training_centre
 from zscrgan.evaluation.selection import Selector, check_select_k
+from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    SUMMARY_FILE,
     RunFolder,
     aggregate,
     config_differences,
@@ -50,7 +54,6 @@ from zscrgan.experiments.runfolder import (
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 from zscrgan.files import read_json_object, write_atomic
 from zscrgan.flags import add_dataclass_flags, flag
-from zscrgan.search.trained import checkpoint_config, model_from_weights
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 
@@ -58,11 +61,6 @@ BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 def rounds_to_run(cfg: Config) -> int:
     """--epochs, or when it is 0 upstream's 5000 rounds on a named data set and 5 on the built-in one."""
     return cfg.epochs or (UPSTREAM_EPOCHS if cfg.dataset else BUILTIN_EPOCHS)
-
-
-# Flags that may change between a run and its resumption; any other change is refused.
-RESUMABLE = {"epochs", "resume", "overwrite", "device", "report", "out_dir", "data_root", "seeds", "name", "workers",
-             "compile", "patience", "config", "retain_memory"}
 
 
 def prepare_process(cfg: Config) -> None:
@@ -92,15 +90,6 @@ def checkpoint_bytes(payload: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise UserError(f"{path}: not a readable zscrgan checkpoint ({type(exc).__name__})") from None
 
 
 class Run:
@@ -153,11 +142,11 @@ class Run:
         try:
             state = load_checkpoint(path)
         except UserError as exc:
-            best = path.with_name("best.pt")
-            hint = (f"; {best} is a separate file: copy it over last.pt to resume from the best round"
+            best = path.with_name(BEST_CHECKPOINT)
+            hint = (f"; {best} is a separate file: copy it over {LAST_CHECKPOINT} to resume from the best round"
                     if best.is_file() else "")
             raise UserError(f"{exc}{hint}, or --overwrite to start over") from None
-        changed = config_differences(state["config"], asdict(self.cfg), RESUMABLE)
+        changed = config_differences(state["config"], asdict(self.cfg))
         if changed:
             raise UserError(f"{path}: made with {changed}; drop the differing flags to resume "
                             f"(zscrgan train --resume {self.run_dir}), or --overwrite to start over")
@@ -174,7 +163,7 @@ class Run:
         """The training images' mean common-space embedding under --eval_centre, else None."""
         return common_space_centre(self.trainer.model, self.trainer.images) if self.cfg.eval_centre else None
 
-    def round(self, r: int) -> dict | None:
+    def train_round(self, r: int) -> dict | None:
         """Train and score round ``r``; None (nothing written) when a loss went non-finite."""
         cfg, data = self.cfg, self.data
         start = time.perf_counter()
@@ -182,7 +171,7 @@ class Run:
         record["seconds"] = round(time.perf_counter() - start, 3)
         bad = [k for k, v in record.items() if k.startswith("loss_") and not math.isfinite(v)]
         if bad:
-            kept = (f"keeping the checkpoints of round {r - 1} (last.pt)" if self.history
+            kept = (f"keeping the checkpoints of round {r - 1} ({LAST_CHECKPOINT})" if self.history
                     else "before any checkpoint was written")
             self.stopped = f"round {r}: the {bad[0][5:]} loss is {record[bad[0]]}; stopped {kept}; lower the learning rates"
             return None
@@ -200,7 +189,7 @@ class Run:
         record["collapse"] = collapse
         record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
         self.history.append(record)
-        self.folder.write_json("metrics.jsonl", self.history, lines=True)
+        self.folder.write_json(METRICS_FILE, self.history, lines=True)
 
         new_best = self.selector.update(record)
         if new_best and cfg.select != "val":
@@ -208,8 +197,8 @@ class Run:
             self.folder.write_retrieval(cfg.select_k, record["test"], lists, only=cfg.select == "last")
         state = checkpoint_bytes(self.checkpoint(r))  # serialised once, written as last.pt (and best.pt)
         if new_best:
-            self.folder.write("best.pt", state)
-        self.folder.write("last.pt", state)
+            self.folder.write(BEST_CHECKPOINT, state)
+        self.folder.write(LAST_CHECKPOINT, state)
         return record
 
     def per_class_protocol(self, view: str, classes: list, round_: int, centre) -> dict:
@@ -240,8 +229,8 @@ class Run:
     def _train(self, on_round, score_unseen: bool) -> dict:
         cfg = self.cfg
         first = 1
-        if cfg.resume and (self.run_dir / "last.pt").is_file():
-            first = self.restore(self.run_dir / "last.pt") + 1
+        if cfg.resume and (self.run_dir / LAST_CHECKPOINT).is_file():
+            first = self.restore(self.run_dir / LAST_CHECKPOINT) + 1
             self.say(f"resuming {self.name} after round {first - 1}")
         self.folder.write_config(asdict(self.cfg))
         for line in self.warnings:
@@ -254,7 +243,7 @@ class Run:
                 self.stopped = (f"stopped after round {r - 1}: no better {cfg.select} Prec@{cfg.select_k} "
                                 f"for {cfg.patience} rounds (--patience)")
                 break
-            rec = self.round(r)
+            rec = self.train_round(r)
             if rec is None:
                 break
             bar.update()
@@ -280,7 +269,7 @@ class Run:
             raise UserError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
         selected = {k: selected[k] for k in ("val", "val_class", "test", "test_class") if k in selected}
         if cfg.select == "val" and score_unseen:
-            state = load_checkpoint(self.run_dir / "best.pt")
+            state = load_checkpoint(self.run_dir / BEST_CHECKPOINT)
             self.trainer.model.load_state_dict(state["trainer"]["model"])
             if not self.scores_test:  # only now are the unseen classes read
                 full, _ = load_run_data(cfg)
@@ -303,9 +292,8 @@ class Run:
         if sel.test_round is not None:
             at_best = next(h for h in self.history if h["round"] == sel.test_round)
             summary.update(best_on_test_round=sel.test_round, best_on_test={"test": at_best["test"]})
-        self.folder.write_json("summary.json", summary)
+        self.folder.write_json(SUMMARY_FILE, summary)
         if cfg.report:
-            from zscrgan.experiments.report import write_report
             write_report(self.run_dir)
         if "test" in selected:
             print(describe(summary))
@@ -325,10 +313,8 @@ def train_in_processes(configs: list[Config], workers: int) -> list[dict]:
     Each run is the same as on its own with that many threads (same seeds, same outputs);
     docs/performance.md has the throughput measured on 2 cores.
     """
-    threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")  # forking a process that has run OpenMP can hang
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_train_one, configs, [threads] * len(configs)))
+    with spawn_pool(workers) as pool:
+        return list(pool.map(_train_one, configs, [thread_share(workers)] * len(configs)))
 
 
 def preflight(configs: list[Config]) -> None:
@@ -399,7 +385,7 @@ def checkpoint_data(cfg: Config, checkpoint: Path, given: bool):
     except DataError as exc:
         if given:
             raise
-        data_dir = read_json_object(checkpoint.parent / "summary.json").get("data_dir")
+        data_dir = read_json_object(checkpoint.parent / SUMMARY_FILE).get("data_dir")
         if isinstance(data_dir, str) and Path(data_dir).is_dir():
             return load_run_data(replace(cfg, dataset=data_dir))[0]
         raise DataError(f"{exc}; the checkpoint names a data set path relative to where the run was started: "

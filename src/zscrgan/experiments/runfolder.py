@@ -21,11 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from zscrgan.data.dataset import write_pickle
+from zscrgan.config import DEFAULT_K, RESUMABLE
+from zscrgan.data.dataset import resolve_dataset_dir, write_pickle
 from zscrgan.errors import UserError
 from zscrgan.files import LOCK_FILE, FolderLock, check_writable, write_atomic
 
-RUN_FILES = ("metrics.jsonl", "summary.json", "best.pt", "last.pt", "args.txt", "config.json", "report.html")
+# What a run writes into ckt_logs/NAME_logs/ (besides its plots, *.png)
+METRICS_FILE = "metrics.jsonl"  # one JSON object per EM round
+SUMMARY_FILE = "summary.json"  # the selected and best-on-test figures, written at the end
+CONFIG_FILE, ARGS_FILE = "config.json", "args.txt"  # the run's settings, as JSON and as upstream's lines
+BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # the selected round's, and the latest round's
+REPORT_FILE = "report.html"
+RUN_FILES = (METRICS_FILE, SUMMARY_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT, ARGS_FILE, CONFIG_FILE, REPORT_FILE)
 MAX_RETRIEVAL_LISTS = 100_000  # retrieval lists written per pickle (write_retrieval)
 
 
@@ -81,7 +88,7 @@ class RunFolder:
         try:
             self.check_ownership()
             stale = self.leftovers()
-            if self.mode == "overwrite" or (self.mode == "resume" and not (self.run_dir / "last.pt").is_file()):
+            if self.mode == "overwrite" or (self.mode == "resume" and not (self.run_dir / LAST_CHECKPOINT).is_file()):
                 stale += self.outputs()  # nothing to resume from: what is there is not this run's
             for path in stale:
                 path.unlink(missing_ok=True)
@@ -95,13 +102,13 @@ class RunFolder:
         write_atomic(self.run_dir / name, payload)
 
     def write_json(self, name: str, value, lines: bool = False) -> None:
-        """``lines``: one JSON object per line (metrics.jsonl), else one indented document."""
+        """``lines``: one JSON object per line (:data:`METRICS_FILE`), else one indented document."""
         text = "".join(json.dumps(row) + "\n" for row in value) if lines else json.dumps(value, indent=1)
         self.write(name, text.encode())
 
     def write_config(self, config: dict) -> None:
-        self.write("args.txt", "".join(f"{k}: {v}\n" for k, v in config.items()).encode())
-        self.write_json("config.json", config)
+        self.write(ARGS_FILE, "".join(f"{k}: {v}\n" for k, v in config.items()).encode())
+        self.write_json(CONFIG_FILE, config)
 
     def write_retrieval(self, k: int, figures: dict, lists: list, only: bool = False) -> Path:
         """``acc<Prec@50>.pkl`` as upstream names it; ``acc_p<K>_<Prec@K>.pkl`` when selecting on
@@ -114,7 +121,7 @@ class RunFolder:
         if len(lists) > MAX_RETRIEVAL_LISTS:
             lists = [lists[i] for i in np.linspace(0, len(lists) - 1, MAX_RETRIEVAL_LISTS).round().astype(int)]
         prec = figures[f"prec@{k}"]
-        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == 50 else f"acc_p{k}_{prec:.3f}.pkl")
+        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == DEFAULT_K else f"acc_p{k}_{prec:.3f}.pkl")
         if only:
             for old in self.res_dir.glob("acc*.pkl"):
                 old.unlink()
@@ -128,22 +135,21 @@ class RunFolder:
         self.unlock()
 
 
-def config_differences(saved: dict, asked: dict, free: set) -> str:
-    """'--gf_dim 32, this run asks 64; --df_dim 32, this run asks 64': every setting, outside ``free``,
-    where a checkpoint's config and this run's differ; "" when none. A data set given as a NAME
-    by an older run matches the same folder given as a path."""
+def config_differences(saved: dict, asked: dict) -> str:
+    """'--gf_dim 32, this run asks 64; --df_dim 32, this run asks 64': every setting, outside
+    :data:`zscrgan.config.RESUMABLE`, where a checkpoint's config and this run's differ; "" when none.
+    A data set given as a NAME by an older run matches the same folder given as a path."""
     def same_data(old: str, new: str) -> bool:
         if not old or not new:
             return old == new
         try:
-            from zscrgan.data.dataset import resolve_dataset_dir
             return os.path.abspath(resolve_dataset_dir(old, saved.get("data_root", "datasets"))) == os.path.abspath(new)
         except ValueError:
             return old == new
 
     changed = []
     for key, old in saved.items():
-        if key in free or key not in asked or asked[key] == old:
+        if key in RESUMABLE or key not in asked or asked[key] == old:
             continue
         if key == "dataset" and same_data(old, asked[key]):
             continue
@@ -172,7 +178,7 @@ def describe(summary: dict) -> str:
     sel = summary["selected"]["test"]
     how = {"val": "validation-selected", "last": "final round, no selection"}.get(
         summary["select"], "best-on-test (optimistic: chosen on the test classes)")
-    k = summary.get("select_k", 50)
+    k = summary.get("select_k", DEFAULT_K)  # runs older than --select_k selected on 50
     lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
                  f"at round {summary['selected_round']} [{how}]")
     if "test_class" in summary["selected"]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import re
 import socket
@@ -26,11 +25,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from zscrgan.config import Config, build_parser, check_config, parse_args_with_config, run_name
+from zscrgan.config import PER_CALL, Config, build_parser, check_config, parse_args_with_config, run_name
 from zscrgan.data.dataset import split_validation
+from zscrgan.device import SPAWN, thread_share
 from zscrgan.errors import DataError, UserError, require
 from zscrgan.evaluation.selection import check_select_k
+from zscrgan.experiments.run import Run, load_run_data, prepare_process, rounds_to_run
 from zscrgan.experiments.tune_report import best_trial, write_study_report
 from zscrgan.experiments.tune_space import (  # noqa: F401  (SPACE: for the tests and users)
     SPACE,
@@ -41,12 +43,18 @@ from zscrgan.experiments.tune_space import (  # noqa: F401  (SPACE: for the test
 from zscrgan.files import write_atomic
 
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
+# Left out of best_config.json, to each command's defaults (compare's --seeds 0,1,2, train's reports)
+NOT_IN_BEST_CONFIG = PER_CALL | {"seeds", "workers", "report", "track_test"}
+
+
+def _optuna():
+    """Optuna (the tune extra), or a one-line UserError saying how to install it."""
+    return require("optuna", "tune", "tuning")
 
 
 def make_pruner(name: str, epochs: int):
     """median: below the median of earlier trials at the same round; hyperband: successive halving over rounds."""
-    import optuna
-
+    optuna = _optuna()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if name == "hyperband":
@@ -57,11 +65,9 @@ def make_pruner(name: str, epochs: int):
 # ---- storage and study -------------------------------------------------------------------------
 def open_storage(spec: str):
     """A URL (postgresql://, mysql://, sqlite:///) -> RDB storage with heartbeats; else a journal file."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
+    optuna = _optuna()
     if "://" not in spec:
-        return JournalStorage(JournalFileBackend(spec))
+        return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(spec))
     try:  # heartbeats let workers on other machines fail the trials of a worker that died
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -81,8 +87,7 @@ def hide_password(url: str) -> str:
 
 def fail_stale_trials(study) -> list[int]:
     """RUNNING trials of processes on this machine that no longer exist (kill -9) become FAIL."""
-    from optuna.trial import TrialState
-
+    TrialState = _optuna().trial.TrialState
     stale = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get("host") == socket.gethostname() and not pid_alive(t.user_attrs.get("pid", -1)):
@@ -104,10 +109,7 @@ def pid_alive(pid: int) -> bool:
 
 # ---- one worker: trials in this process --------------------------------------------------------
 def objective(trial, job: dict) -> float:
-    import optuna
-
-    from zscrgan.experiments.run import Run
-
+    optuna = _optuna()
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("host", socket.gethostname())
     params = suggest(trial, job["space"])
@@ -137,11 +139,7 @@ def objective(trial, job: dict) -> float:
 
 def run_worker(job: dict, index: int, n_trials: int | None, threads: int) -> None:
     """study.optimize for this process's share of the trials (each job process runs one)."""
-    import optuna
-    import torch
-
-    from zscrgan.experiments.run import prepare_process
-
+    optuna = _optuna()
     if threads:
         torch.set_num_threads(threads)
     prepare_process(Config(**job["base"]))
@@ -185,12 +183,12 @@ def write_best_config(study, job: dict) -> Path | None:
     """best_config.json: the base settings with the best trial's parameters, for train/compare --config.
 
     Flags that say how to run rather than what to train are left to each command's defaults
-    (compare's --seeds 0,1,2, train's reports)."""
+    (:data:`NOT_IN_BEST_CONFIG`)."""
     best = best_trial(study)
     if best is None:
         return None
     settings = {k: v for k, v in {**job["base"], **best.params, "out_dir": job["out_dir"]}.items()
-                if k not in ("config", "seeds", "workers", "resume", "report", "track_test", "overwrite")}
+                if k not in NOT_IN_BEST_CONFIG}
     path = Path(job["study_dir"]) / "best_config.json"
     write_atomic(path, json.dumps(settings, indent=1).encode())
     return path
@@ -223,7 +221,7 @@ def parse(argv: list[str]):
 
 
 def main(argv: list[str]) -> int:
-    optuna = require("optuna", "tune", "tuning")
+    optuna = _optuna()
     values, tune, given = parse(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = {**values, "select": "val", "track_test": False, "report": False, "resume": False, "workers": 1}
@@ -242,7 +240,6 @@ def main(argv: list[str]) -> int:
     study_name = tune["study"] or run_name(Config(**base))
     study_dir = Path(tune["out"] or Path(values["out_dir"]) / f"tune_{study_name}")
     storage = tune["storage"] or str(study_dir / "journal.log")
-    from zscrgan.experiments.run import rounds_to_run
     epochs = rounds_to_run(Config(**base))
 
     if "://" not in storage:
@@ -272,8 +269,6 @@ def main(argv: list[str]) -> int:
 
 def check_validation(cfg: Config) -> None:
     """Validation classes exist and --select_k fits one of their galleries (seen classes only read)."""
-    from zscrgan.experiments.run import load_run_data
-
     data, _ = load_run_data(cfg, ("seen",))
     try:
         _, val = split_validation(data, cfg.val_fraction, cfg.seed)
@@ -284,8 +279,7 @@ def check_validation(cfg: Config) -> None:
 
 def open_study(storage: str, name: str, base: dict):
     """Create the study, or continue it when its base settings match this call's."""
-    import optuna
-
+    optuna = _optuna()
     fixed = {k: v for k, v in base.items() if k not in STUDY_FREE}
     study = optuna.create_study(storage=open_storage(storage), study_name=name, direction="maximize",
                                 load_if_exists=True)
@@ -303,16 +297,12 @@ def open_study(storage: str, name: str, base: dict):
 
 def run_jobs(job: dict, trials: int, jobs: int) -> None:
     """Trials in this process (--jobs 1) or in ``jobs`` spawned processes sharing the storage."""
-    import torch
-
     jobs = min(jobs, trials)
     if jobs == 1:
         run_worker(job, 0, trials, 0)
         return
-    threads = max(1, torch.get_num_threads() // jobs)
     shares = [trials // jobs + (i < trials % jobs) for i in range(jobs)]
-    context = multiprocessing.get_context("spawn")  # forking a process that has run OpenMP can hang
-    procs = [context.Process(target=run_worker, args=(job, i, shares[i], threads)) for i in range(jobs)]
+    procs = [SPAWN.Process(target=run_worker, args=(job, i, shares[i], thread_share(jobs))) for i in range(jobs)]
     for p in procs:
         p.start()
     try:

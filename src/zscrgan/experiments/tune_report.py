@@ -8,6 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
+from zscrgan.errors import require
 from zscrgan.files import write_atomic
 
 
@@ -21,7 +22,8 @@ def write_study_report(study, folder: Path, k: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as plots
+
+    plots = require("optuna.visualization.matplotlib", "tune", "tuning")
 
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     pictures = {"history.png": ("optimisation history", plots.plot_optimization_history),

@@ -9,8 +9,8 @@ import json
 import typing
 from pathlib import Path
 
-from zscrgan.config import RECIPES, Config, check_config, choice_problems
-from zscrgan.errors import DataError
+from zscrgan.config import RECIPES, RUN_CONTROL, Config, check_config, choice_problems
+from zscrgan.errors import DataError, require
 from zscrgan.flags import flag_type
 
 # The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
@@ -33,9 +33,9 @@ SPACE = {
        for switch, value in RECIPES["original"].items() if isinstance(value, bool)},
     "optimizer": {"type": "categorical", "choices": ["tf1", "torch"]},
 }
-# Flags that say how to run, not what to train: free to change when a study resumes (tune.open_study).
-STUDY_FREE = {"config", "name", "data_root", "out_dir", "workers", "device", "resume", "report", "compile",
-              "track_test", "overwrite", "retain_memory"}
+# Free to change when a study resumes (tune.open_study): how to run, and whether trials score the
+# unseen classes too (they never do: tune turns --track_test off).
+STUDY_FREE = RUN_CONTROL | {"track_test"}
 # Flags that are not hyperparameters: those, and what the study is about (data, split, selection); never searched.
 NOT_TUNABLE = STUDY_FREE | {"dataset", "seed", "seeds", "select", "val_fraction", "select_k", "patience", "eval_k",
                             "recipe"}
@@ -51,12 +51,9 @@ def read_space(path: str, base: dict) -> dict:
             raise DataError(f"{path}: space file not found")
         if file.suffix not in (".json", ".yaml", ".yml"):
             raise DataError(f"{path}: a space file is .json, .yaml or .yml")
+        load = json.loads if file.suffix == ".json" else require("yaml", "tune", "a YAML --space file").safe_load
         try:
-            if file.suffix == ".json":
-                values = json.loads(file.read_text())
-            else:
-                import yaml
-                values = yaml.safe_load(file.read_text())
+            values = load(file.read_text())
         except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError
             raise DataError(f"{path}: not valid {file.suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
         if not isinstance(values, dict):

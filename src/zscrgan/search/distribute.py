@@ -18,13 +18,27 @@ import os
 import socket
 import sys
 import time
+from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
+
 from zscrgan.console import Parser, positive_int, progress
-from zscrgan.errors import DataError
+from zscrgan.data.photos import scan
+from zscrgan.device import spawn_pool
+from zscrgan.errors import DataError, require
+from zscrgan.search import photostore as ps
 from zscrgan.search import shards as sh
+from zscrgan.search.index import resolve_encoder
+from zscrgan.search.trained import class_table, open_run
 
 ADDRESS_TIMEOUT = 5.0  # seconds to wait for a Ray head before calling it silent
+
+
+def _ray():
+    """Ray (the ray extra), or a one-line UserError saying how to install it."""
+    return require("ray", "ray", "--distributor ray")
 
 
 def _attempts(worker, folder, images, shard, paths, key, retries) -> tuple[int, str]:
@@ -57,12 +71,7 @@ def run_local(tasks, folder, images, key, worker_args, workers, retries):
         for shard, paths in tasks:
             yield (shard, *_attempts(worker, folder, images, shard, paths, key, retries))
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_pool,
-                             initargs=(worker_args,)) as pool:
+    with spawn_pool(workers, _init_pool, (worker_args,)) as pool:  # one thread each (_init_pool)
         futures = {pool.submit(_pool_task, str(folder), str(images), s, p, key, retries): s for s, p in tasks}
         for future in as_completed(futures):
             try:
@@ -80,8 +89,6 @@ class RayShardActor:
         self.folder, self.images, self.key, self.retries = folder, images, key, retries
 
     def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
         done, rows, errors = [], [], []
         for shard, paths in zip(batch["shard"], batch["paths"]):
             n, error = _attempts(self.worker, self.folder, self.images, int(shard), [str(p) for p in paths],
@@ -110,10 +117,7 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
 def connect_ray(address: str | None, workers: int) -> bool:
     """Join the cluster at ``address`` (or start a local Ray of ``workers`` CPUs) before any
     file is written; True when this call started Ray (and so must stop it)."""
-    try:
-        import ray
-    except ImportError:
-        raise DataError("--distributor ray needs Ray: pip install 'zscrgan[ray]'") from None
+    ray = _ray()
     if address:
         check_address(address)
     if ray.is_initialized():
@@ -127,8 +131,7 @@ def connect_ray(address: str | None, workers: int) -> bool:
 
 
 def run_ray(tasks, folder, images, key, worker_args, workers, retries):
-    import ray
-
+    ray = _ray()
     ray.data.DataContext.get_current().enable_progress_bars = False
     items = [{"shard": s, "paths": p} for s, p in tasks]
     if not items:
@@ -146,10 +149,6 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
                  max_megapixels: float = 40.0) -> dict:
     """Write every unfinished shard of ``out``; returns counts. Refuses before any work."""
-    from zscrgan.data.photos import scan
-    from zscrgan.search.index import resolve_encoder
-    from zscrgan.search.trained import open_run
-
     images, out = Path(images), Path(out)
     if distributor not in ("local", "ray"):
         raise DataError(f"--distributor {distributor}: choose local or ray")
@@ -165,16 +164,11 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
                              distributor, workers, retries)
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            _ray().shutdown()
 
 
 def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
                   distributor, workers, retries) -> dict:
-    from zscrgan.search import photostore as ps
-    from zscrgan.search.trained import class_table
-
     with ps.folder_lock(out):
         plan, groups = sh.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
