@@ -11,6 +11,7 @@ import pytest
 from helpers import TINY, read_jsonl, small_set
 
 from zscrgan.cli import main
+from zscrgan.config import parse_config
 from zscrgan.files import KILL_AFTER_TMP
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -144,14 +145,13 @@ def test_seeds_prefix_their_lines(tmp_path, capsys):
     assert "[seed 0] round 1:" in out and "[seed 1] round 1:" in out
 
 
-def test_readme_own_data_training_commands_bound_their_rounds():
-    """Each `zscrgan train` of README's own-data block gives --epochs (the default is upstream's 5000);
-    its flower line is the one tests/test_datatools.py runs to the end."""
+def test_readme_own_data_training_commands_parse_and_bound_their_rounds():
+    """Each `zscrgan train` of README's own-data block is a valid command and gives --epochs (the
+    default is upstream's 5000 rounds)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("## Bring your own data", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     trains = [line for line in block.splitlines() if line.startswith("zscrgan train")]
-    assert len(trains) == 2 and all("--epochs" in line for line in trains)
-    flowers = next(line for line in trains if "--dataset flowers" in line).split()
-    assert flowers[2:] == ["--dataset", "flowers", "--recipe", "improved", "--select", "last", "--seeds", "0,1,2,3,4",
-                           "--workers", "2", "--epochs", "10", "--e_steps", "30", "--m_steps", "30", "--gf_dim", "64",
-                           "--df_dim", "64", "--embed_dim", "32", "--z_dim", "8", "--eval_k", "5"]
+    assert trains
+    for line in trains:
+        argv = line.split("#")[0].split()[2:]
+        assert "--epochs" in argv and parse_config(argv).epochs > 0, line

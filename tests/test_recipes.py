@@ -1,10 +1,11 @@
 """The recipes: what each one sets, and that improved no longer collapses at upstream's widths."""
 import json
+from dataclasses import asdict, fields
 
 import pytest
 
 from zscrgan.cli import main
-from zscrgan.config import RECIPES, TUNED_CHANGES, Config, recipe_warnings
+from zscrgan.config import RECIPES, TUNED_WIDTHS, Config, check_config, choice_problems, recipe_warnings
 
 
 def test_original_keeps_upstreams_values():
@@ -26,11 +27,14 @@ def test_tuned_clip_shrinks_with_the_critic_width():
     assert Config(recipe="tuned", df_dim=1024, clip_val=0.05).resolved().clip_val == 0.05  # a flag wins
 
 
-def test_tuned_is_improved_with_its_listed_changes_only():
-    improved, tuned = Config(recipe="improved", gf_dim=256).resolved(), Config(recipe="tuned", gf_dim=256).resolved()
-    differing = {k for k in RECIPES["tuned"] if getattr(improved, k) != getattr(tuned, k)}
-    assert differing == set(TUNED_CHANGES)
-    assert tuned.csem_real and tuned.ridge_path and (tuned.generator_lr, tuned.n_critic, tuned.m_steps) == (0.00249, 1, 504)
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("widths", [{}, TUNED_WIDTHS], ids=["upstream widths", "tuned widths"])
+def test_every_recipe_gives_a_complete_usable_config(recipe, widths):
+    """No setting is left for the trainer to guess: a recipe fills every field a flag left at None,
+    with values every command accepts."""
+    cfg = Config(recipe=recipe, **widths).resolved()
+    assert [f.name for f in fields(cfg) if getattr(cfg, f.name) is None] == []
+    assert check_config(cfg) == [] and choice_problems(asdict(cfg)) == []
 
 
 def test_a_flag_overrides_the_recipe():
