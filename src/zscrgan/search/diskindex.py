@@ -192,9 +192,8 @@ def merge(trained: Path, parts: list[Path], folder: Path, expected_rows: int | N
     Every part is checked (readable, same training) before anything is written, and the
     result is built in a staging folder then renamed in, so a refusal leaves ``folder`` as it was.
     """
-    from faiss.contrib.ondisk import merge_ondisk
-
     faiss = _faiss()
+    merge_ondisk = require("faiss.contrib.ondisk", "search", "kind ivfpq").merge_ondisk
     folder = Path(folder)
     base = _read(faiss, trained)
     want, total = fingerprint(base), 0
