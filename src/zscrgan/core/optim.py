@@ -4,7 +4,7 @@ PyTorch's RMSprop starts its mean-square accumulator at zero and adds epsilon ou
 the square root; TF1's starts it at ONES and adds epsilon inside. In the first steps
 that makes TF1's updates about lr * g (tiny), PyTorch's about lr * sign(g) / sqrt(1-alpha)
 (large). Adam differs only in where epsilon sits. ``tf1=False`` reproduces
-torch.optim.RMSprop / Adam (tests/test_optim.py checks it against them).
+torch.optim.RMSprop / Adam (tests/core/test_optim.py checks it against them).
 
 The arithmetic lives in two pure functions over lists of tensors, so that
 ``compile=True`` can hand them to torch.compile: one fused pass over parameters,

@@ -2,7 +2,7 @@
 
 Each step is written the obvious way: one generator forward per critic step, three
 separate critic calls, the encoder run on the wrong text itself. It consumes noise laid
-out exactly as the fast trainer draws it, so tests/test_trainer.py can demand equal
+out exactly as the fast trainer draws it, so tests/experiments/test_trainer.py can demand equal
 parameters, and benchmarks/speed.py times it as the baseline.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def critic_steps(model, optimizer, cfg, x, t, eps, z) -> None:
         loss = critic_loss(model.critic(x_hat, t[j]), model.critic(x[j].roll(1, 0), t[j]), model.critic(x[j], t[j]))
         _step(optimizer, loss, params)
         # The critic's optimiser clips already (make_optimizers); clipping here again is a no-op
-        # when it does, and makes tests/test_trainer.py fail when it does not.
+        # when it does, and makes tests/experiments/test_trainer.py fail when it does not.
         if cfg.clip_val > 0:
             with torch.no_grad():
                 for p in params:

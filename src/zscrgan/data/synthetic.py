@@ -8,7 +8,7 @@ classes are disjoint but share both maps, so what is learnt on seen classes tran
 
 With the defaults (48 seen / 12 unseen classes, 80 images and 5 texts per class), chance
 Prec@50 is 1/12 = 0.083; a class-mean oracle (rank images by cosine to the true class's
-mean image) scores 0.995 (tests/test_synthetic.py), so the classes are separable and the task
+mean image) scores 0.995 (tests/data/test_synthetic.py), so the classes are separable and the task
 is the text-to-image mapping. The maps are smooth, so linear baselines do well here: ridge
 scores 0.96 and CCA 0.98 (`zscrgan compare --seeds 0,1`); the data is a demo and a smoke
 test, not a benchmark.

@@ -25,7 +25,7 @@ Training pairs (``PAIRINGS``; texts and images of a class are only tied by their
 * ``caption``    -- every text with ONE image of its class, drawn per text: all captions used,
   the photos' variation kept.
 * ``class_mean`` -- every text with the mean image of its class. For ridge this is the
-  closed form of pairing each text with every image of its class (tests/test_captions.py).
+  closed form of pairing each text with every image of its class (tests/experiments/test_captions.py).
 
 With one text per class only ``photo`` is fitted (the others say the same thing); with
 many texts per class (captions) the pairing is chosen on the validation classes like any

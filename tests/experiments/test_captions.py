@@ -4,7 +4,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from zscrgan.core.sampler import BatchSampler
 from zscrgan.data import dataset as data_module

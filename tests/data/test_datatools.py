@@ -15,7 +15,7 @@ from zscrgan.data.tools import build_dataset, choose_unseen, convert_xlsa17
 from zscrgan.errors import DataError
 
 # Three descriptions per class, shipped with the repo for the README's flower-photo commands.
-EXAMPLE_TEXTS = Path(__file__).resolve().parents[1] / "examples" / "flower_descriptions.csv"
+EXAMPLE_TEXTS = Path(__file__).resolve().parents[2] / "examples" / "flower_descriptions.csv"
 DESCRIPTIONS: dict = {}
 for _name, _text in read_descriptions(EXAMPLE_TEXTS):
     DESCRIPTIONS.setdefault(_name, []).append(_text)
