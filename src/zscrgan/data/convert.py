@@ -11,7 +11,6 @@ with their sha256, so a converted set can be traced back to exactly what it was 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from zscrgan.data.dataset import ZeroShotData, read_pickle, save_dataset
 from zscrgan.errors import DataError
-from zscrgan.files import read_json_object, write_atomic
+from zscrgan.files import read_json_object, sha256_file, write_atomic
 
 MANIFEST_FILE = "manifest.json"
 
@@ -91,16 +90,8 @@ def _matrix(value, key: str, path: Path) -> np.ndarray:
     return matrix
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_manifest(out: Path, sources: list[Path], data: ZeroShotData, **extra) -> None:
-    manifest = {**extra, "files": {p.name: {"path": str(p), "sha256": _sha256(p), "bytes": p.stat().st_size}
+    manifest = {**extra, "files": {p.name: {"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size}
                                    for p in sources},
                 "seen": data.seen, "unseen": data.unseen,
                 "images_per_class": {str(c): len(data.images[c]) for c in data.seen + data.unseen}}

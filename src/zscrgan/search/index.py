@@ -34,7 +34,7 @@ from zscrgan.search import diskindex
 from zscrgan.search import photostore as ps
 from zscrgan.search import shards as sh
 from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
-from zscrgan.search.sizing import plan_main
+from zscrgan.search.sizing import sizing_main
 from zscrgan.search.trained import TrainedRun, class_table, describe_run, open_run
 
 BATCH = PHOTO_BATCH  # photos per committed transaction (and CNN call)
@@ -78,7 +78,7 @@ class Indexer:
         self.classes = class_table(run)
         self.class_lookup = class_lookup(self.classes["names"].tolist())
 
-    def plan(self) -> tuple[list[str], int, int]:
+    def pending(self) -> tuple[list[str], int, int]:
         """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now."""
         self.files = files = scan(self.images)
         todo, dropped, unchanged_bad = [], 0, 0
@@ -226,7 +226,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
             manifest = {**ps.read_manifest(out), **manifest}
         ps.write_manifest(out, manifest)
         indexer = Indexer(run, images, out, encoder, int(max_megapixels * 1e6), batch_size)
-        todo, dropped, bad = indexer.plan()
+        todo, dropped, bad = indexer.pending()
         from_shards = 0
         if shards is not None:
             rest = indexer.ingest_shards(Path(shards), todo)
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=positive_int, default=BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)
     if args.plan is not None:
-        return plan_main(args)
+        return sizing_main(args)
     missing = [f"--{name}" for name in ("run", "images", "out") if getattr(args, name) is None]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")

@@ -60,7 +60,7 @@ def estimate(n: int, dim: int) -> dict[str, dict]:
     return rows
 
 
-def plan_main(args) -> int:
+def sizing_main(args) -> int:
     dim = args.dim
     if dim is None and args.run:
         dim = open_run(args.run).embed_dim
@@ -88,4 +88,4 @@ def plan_main(args) -> int:
     return 0
 
 
-__all__ = ["estimate", "plan_main"]
+__all__ = ["estimate", "sizing_main"]
