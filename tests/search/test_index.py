@@ -17,7 +17,7 @@ pytest.importorskip("efficientnet_lite_pytorch")
 from flowerkit import ORCHID, flower_run  # noqa: E402
 
 from zscrgan.cli import main as cli  # noqa: E402
-from zscrgan.errors import DataError  # noqa: E402
+from zscrgan.errors import DataError, UserError  # noqa: E402
 from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.search.index import build_index  # noqa: E402
 from zscrgan.search.query import IndexReader  # noqa: E402
@@ -199,7 +199,7 @@ def test_second_index_run_refuses_naming_the_holder(setup, photos, tmp_path):
     _, _, run = setup
     out = tmp_path / "idx"
     with ps.folder_lock(out):
-        with pytest.raises(DataError, match=rf"another zscrgan index \(PID {os.getpid()}\)"):
+        with pytest.raises(UserError, match=rf"another zscrgan index \(PID {os.getpid()}\)"):
             build_index(run, photos, out)
 
 
