@@ -79,7 +79,7 @@ def open_storage(spec: str):
 
 def hide_password(url: str) -> str:
     try:
-        from sqlalchemy.engine import make_url
+        make_url = require("sqlalchemy.engine", "tune", "--storage").make_url  # comes with optuna
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # a journal path, or a URL SQLAlchemy cannot parse
         return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)

@@ -8,6 +8,11 @@ import json
 import warnings
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # files, never a window: optuna's plots draw through pyplot
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
 from zscrgan.errors import require
 from zscrgan.files import write_atomic
 
@@ -19,10 +24,6 @@ def best_trial(study):
 
 def write_study_report(study, folder: Path, k: int) -> None:
     """history.png, importances.png (from 2 completed trials), rounds.png and study.html showing them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plots = require("optuna.visualization.matplotlib", "tune", "tuning")
 
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
