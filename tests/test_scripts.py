@@ -56,3 +56,15 @@ def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in
         assert 0 <= model["precision"] <= 1 and len(model["per_class"]) == 10
         assert all(abs(v * 15 - round(v * 15)) < 1e-9 for v in model["per_class"].values())  # 3 queries x top 5
     assert "| index index |" in (tmp_path / "fs.md").read_text()
+
+
+def test_seen_curve_averages_draws_per_training_class_count(tmp_path):
+    """Per-caption rows only, draws averaged, x = seen - 20% validation (41 seen -> 33 training)."""
+    import seen_curve
+
+    header = "method,protocol,prec@50_mean,prec@50_sd,map@50_mean,map@50_sd,train_seconds,seeds\n"
+    for draw, (ridge, tuned) in enumerate([(0.2, 0.18), (0.3, 0.22)]):
+        (tmp_path / f"compare_s41_d{draw}.csv").write_text(
+            header + f"ridge,per_text,{ridge},0,0.1,0,1,1\ntuned,per_text,{tuned},0,0.1,0,9,1\nridge,per_class,0.9,0,0.5,0,1,1\n")
+    found = seen_curve.read(str(tmp_path / "compare_*.csv"))
+    assert {m: dict(v) for m, v in found.items()} == {"ridge": {33: [0.2, 0.3]}, "tuned": {33: [0.18, 0.22]}}
