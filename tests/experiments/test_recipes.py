@@ -1,11 +1,21 @@
 """The recipes: what each one sets, and that improved no longer collapses at upstream's widths."""
 import json
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import pytest
 
 from zscrgan.cli import main
-from zscrgan.config import RECIPES, TUNED_WIDTHS, Config, check_config, choice_problems, recipe_warnings
+from zscrgan.config import (
+    RECIPES,
+    TUNED_WIDTHS,
+    Config,
+    build_parser,
+    check_config,
+    choice_problems,
+    parse_args_with_config,
+    recipe_warnings,
+)
 
 
 def test_original_keeps_upstreams_values():
@@ -63,3 +73,16 @@ def test_tuned_warns_away_from_the_widths_it_was_measured_at(tmp_path, capsys):
     assert main(["train", "--recipe", "tuned", *reduced, "--out_dir", str(tmp_path / "b")]) == 0
     assert "--recipe tuned was chosen" not in capsys.readouterr().out
     assert recipe_warnings(Config(recipe="tuned").resolved()) == []  # upstream's widths: measured too
+
+
+@pytest.mark.parametrize("name", ["flo_cap.json", "flowers_cap.json"])
+def test_shipped_config_files_give_the_settings_they_document(name):
+    """examples/*.json are what docs/results.md says they are: `tuned` at 256/256/256/64, selected
+    on validation classes; flo_cap.json with the 1,000 E-steps a round that pass the baselines."""
+    path = Path(__file__).resolve().parents[2] / "examples" / name
+    values = parse_args_with_config(build_parser(), ["--config", str(path)])
+    cfg = Config(**values).resolved()
+    check_config(cfg)
+    assert (cfg.recipe, cfg.select, cfg.epochs, cfg.gf_dim, cfg.df_dim, cfg.embed_dim, cfg.z_dim) == \
+        ("tuned", "val", 8, 256, 256, 256, 64)
+    assert cfg.e_steps == (1000 if name == "flo_cap.json" else 100)
