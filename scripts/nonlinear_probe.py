@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from zscrgan.data.dataset import load_dataset, split_validation
-from zscrgan.evaluation.baselines import fit_baseline, training_pairs
-from zscrgan.evaluation.scoring import evaluating, score_classes
+from zscrgan.evaluation.baselines import fit_baseline, training_pairs, validation_scorer
+from zscrgan.evaluation.scoring import evaluating
 from zscrgan.files import write_atomic
 
 SETTINGS = [  # (learning rate, weight decay, hidden width, target pairing)
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_dataset(args.dataset, splits=("seen",))
     train, val = split_validation(data, 0.2, args.seed)
     ridge = fit_baseline("ridge", data, train, val, seed=args.seed)
+    score_val = validation_scorer(data, val)  # Prec@50 of validation captions over validation photos
     result = {"ridge": ridge.params, "mlp": []}
     print(f"ridge: validation Prec@50 {ridge.params['val_prec']:.4f} ({ridge.params['pairs']}, lambda {ridge.params['lam']:.3g})")
     for lr, decay, hidden, pairing in SETTINGS:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
             loss.backward()
             opt.step()
             if step % 1000 == 0:
-                val_prec = score_classes(model, data, val, (50,), "cpu", details=False)[0].mean["prec@50"]
+                val_prec = score_val(model)
                 result["mlp"].append({"lr": lr, "weight_decay": decay, "hidden": hidden, "pairs": pairing,
                                       "step": step, "val_prec": val_prec})
                 print(f"MLP residual (lr {lr}, decay {decay}, width {hidden}, {pairing}) step {step}: "

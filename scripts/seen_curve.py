@@ -6,7 +6,7 @@ Reads the CSVs `zscrgan compare` wrote for data sets split with fewer seen class
     python scripts/seen_curve.py --runs "lc/cmp_*/compare_*.csv" --out docs/curve_seen_classes.png
 
 Each CSV's data set name must read sN_dD (N seen classes, draw D); draws are averaged, and 20% of
-the seen classes are validation, so the x axis is the training classes, N - round(0.2 N).
+the seen classes are validation (split_validation's rule), so the x axis is the training classes.
 """
 from __future__ import annotations
 
@@ -27,17 +27,18 @@ def read(pattern: str) -> dict:
     found = defaultdict(lambda: defaultdict(list))
     for path in sorted(glob.glob(pattern)):
         seen = int(re.search(r"_s(\d+)_d\d+\.csv$", path).group(1))
-        for row in csv.DictReader(open(path)):
-            if row["protocol"] == "per_text":
-                found[row["method"]][seen - round(0.2 * seen)].append(float(row["prec@50_mean"]))
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["protocol"] == "per_text":
+                    found[row["method"]][seen - max(1, round(0.2 * seen))].append(float(row["prec@50_mean"]))
     return found
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", required=True, help="glob of compare CSVs, e.g. 'lc/cmp_*/compare_*.csv'")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     for method, points in read(args.runs).items():

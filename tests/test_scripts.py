@@ -63,8 +63,11 @@ def test_seen_curve_averages_draws_per_training_class_count(tmp_path):
     import seen_curve
 
     header = "method,protocol,prec@50_mean,prec@50_sd,map@50_mean,map@50_sd,train_seconds,seeds\n"
-    for draw, (ridge, tuned) in enumerate([(0.2, 0.18), (0.3, 0.22)]):
-        (tmp_path / f"compare_s41_d{draw}.csv").write_text(
+    for seen, draw, (ridge, tuned) in [(41, 0, (0.2, 0.18)), (41, 1, (0.3, 0.22)), (20, 0, (0.1, 0.12))]:
+        (tmp_path / f"compare_s{seen}_d{draw}.csv").write_text(
             header + f"ridge,per_text,{ridge},0,0.1,0,1,1\ntuned,per_text,{tuned},0,0.1,0,9,1\nridge,per_class,0.9,0,0.5,0,1,1\n")
     found = seen_curve.read(str(tmp_path / "compare_*.csv"))
-    assert {m: dict(v) for m, v in found.items()} == {"ridge": {33: [0.2, 0.3]}, "tuned": {33: [0.18, 0.22]}}
+    assert {m: dict(v) for m, v in found.items()} == {"ridge": {16: [0.1], 33: [0.2, 0.3]},
+                                                       "tuned": {16: [0.12], 33: [0.18, 0.22]}}
+    seen_curve.main(["--runs", str(tmp_path / "compare_*.csv"), "--out", str(tmp_path / "curve.png")])
+    assert (tmp_path / "curve.png").stat().st_size > 0

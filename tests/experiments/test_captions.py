@@ -12,7 +12,7 @@ from zscrgan.errors import DataError, UserError
 from zscrgan.evaluation.baselines import fit_baseline, training_pairs
 from zscrgan.evaluation.scoring import score_classes
 from zscrgan.evaluation.selection import check_select_k
-from zscrgan.experiments.runfolder import MAX_RETRIEVAL_LISTS, RunFolder
+from zscrgan.experiments.runfolder import RunFolder
 
 
 def caption_data(texts_per_class=(7, 3, 5, 9, 4, 6), images_per_class=8, unseen=2, seed=0) -> ZeroShotData:
@@ -73,6 +73,8 @@ def test_the_two_protocols_agree_with_one_text_per_class_and_differ_with_many():
         np.testing.assert_allclose(means.texts[c], t.mean(0, keepdims=True), rtol=1e-6)
     ranked = score_classes(model, means, many.seen, (5,), "cpu")[0].topk
     assert len(ranked) == len(many.seen)  # one query per class
+    per_caption = score_classes(model, many, many.seen, (5,), "cpu")[0].topk
+    assert len(per_caption) == sum(len(many.texts[c]) for c in many.seen)  # every caption a query
 
 
 def test_class_mean_pairing_is_ridge_on_every_caption_photo_pair_of_a_class():
@@ -161,4 +163,3 @@ def test_retrieval_pickle_keeps_every_query_up_to_its_cap(tmp_path, monkeypatch)
     assert len(kept) == 10 and kept[0] == {0: [0]} and kept[-1] == {24 % 3: [24]}
     path = folder.write_retrieval(50, {"prec@50": 0.25}, lists[:10])
     assert pickle.loads(path.read_bytes()) == lists[:10]
-    assert MAX_RETRIEVAL_LISTS == 100_000

@@ -82,7 +82,7 @@ def test_shipped_config_files_give_the_settings_they_document(name):
     path = Path(__file__).resolve().parents[2] / "examples" / name
     values = parse_args_with_config(build_parser(), ["--config", str(path)])
     cfg = Config(**values).resolved()
-    check_config(cfg)
+    assert check_config(cfg) == []
     assert (cfg.recipe, cfg.select, cfg.epochs, cfg.gf_dim, cfg.df_dim, cfg.embed_dim, cfg.z_dim) == \
         ("tuned", "val", 8, 256, 256, 256, 64)
     assert cfg.e_steps == (1000 if name == "flo_cap.json" else 100)

@@ -198,7 +198,7 @@ def test_flo_has_no_free_text_but_takes_class_ids(flo_dir, tmp_path):
 def test_second_index_run_refuses_naming_the_holder(setup, photos, tmp_path):
     _, _, run = setup
     out = tmp_path / "idx"
-    with ps.folder_lock(out):
+    with ps.folder_lock(out, "zscrgan index"):
         with pytest.raises(UserError, match=rf"another zscrgan index \(PID {os.getpid()}\)"):
             build_index(run, photos, out)
 

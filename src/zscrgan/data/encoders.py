@@ -109,9 +109,9 @@ def load_text_encoder(device: torch.device):
 def _quietly(load, **kw):
     """``load(**kw)`` without transformers' "Loading weights" bar on stderr: a library's chatter,
     not the project's (``zscrgan search --paths`` prints paths and nothing else)."""
-    try:
-        hf_logging = require("transformers.utils.logging", "featurize", "the sentence encoder")
-    except Exception:
+    try:  # transformers comes with the sentence encoder's package; without it there is no bar to hide
+        hf_logging = importlib.import_module("transformers.utils.logging")
+    except ImportError:
         return load(**kw)
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -162,11 +162,11 @@ class Encoders:
                 out.append(fmap.mean(dim=(2, 3)).float().cpu().numpy())  # global average pooling
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    def encode_photos(self, paths, max_pixels: int | None = None,
-                      keep: bool = False) -> tuple[np.ndarray, list[Photo | str]]:
+    def encode_photos(self, paths) -> tuple[np.ndarray, list[Photo | str]]:
         """Photos by path -> (features of the readable ones, in order; per path its
-        :class:`~zscrgan.data.photos.Photo` or the reason it was skipped). ``keep``: with hash and thumbnail."""
-        got = [read_photo(Path(p), max_pixels, keep) for p in paths]
+        :class:`~zscrgan.data.photos.Photo` or the reason it was skipped). An index, which keeps
+        more of each photo, reads them itself (``read_photo(..., keep=True)``) and calls :meth:`encode_pixels`."""
+        got = [read_photo(Path(p)) for p in paths]
         return self.encode_pixels([g.pixels for g in got if not isinstance(g, str)]), got
 
     def encode_texts(self, texts: list[str], batch_size: int = TEXT_BATCH, progress: bool = False) -> np.ndarray:

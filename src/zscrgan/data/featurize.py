@@ -33,6 +33,7 @@ from zscrgan.console import Parser, is_terminal, positive_int, progress, say
 from zscrgan.data.encoders import (
     DEFAULT_ENCODER,
     IMAGE_ENCODERS,
+    PHOTO_BATCH,
     PRECISIONS,
     TEXT_BATCH,
     TEXT_ENCODER,
@@ -92,11 +93,13 @@ class Features:
 
 # ---------------------------------------------------------------- images
 
-def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_size: int = 32,
-                     device: str = "auto") -> tuple[Features, list[tuple[str, str]]]:
-    """Encode every image under ``root``; returns the features and the (path, reason) skipped."""
+def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_size: int = PHOTO_BATCH,
+                     device: str = "auto", files: list[tuple[str, str]] | None = None
+                     ) -> tuple[Features, list[tuple[str, str]]]:
+    """Encode every image under ``root``; returns the features and the (path, reason) skipped.
+    ``files``: :func:`~zscrgan.data.photos.class_files` of ``root`` where the caller has walked it already."""
     root = Path(root)
-    files = class_files(root)
+    files = class_files(root) if files is None else files
     all_cores()
     encoders = Encoders(encoder, pick_device(device), photo_batch=batch_size)
     start = time.perf_counter()
@@ -105,7 +108,8 @@ def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_siz
         for first in range(0, len(files), batch_size):
             chunk = files[first:first + batch_size]
             feats, got = encoders.encode_photos([root / rel for _, rel in chunk])
-            vectors.append(feats)
+            if len(feats):  # a chunk of unreadable files has none
+                vectors.append(feats)
             for (cls, rel), photo in zip(chunk, got):
                 if isinstance(photo, str):
                     skipped.append((rel, photo))
@@ -117,7 +121,7 @@ def featurize_images(root: str | Path, encoder: str = DEFAULT_ENCODER, batch_siz
     if not paths:
         raise DataError(f"{root}: none of the {len(files)} files is a readable image")
     report_rate(len(paths), "photos", time.perf_counter() - start)
-    features = np.concatenate([v for v in vectors if len(v)])
+    features = np.concatenate(vectors)
     return Features("images", features, classes, paths, encoder, str(root.resolve())), skipped
 
 
@@ -180,7 +184,7 @@ def read_description_rows(path: str | Path, encoding: str = "utf-8-sig") -> tupl
     return pairs, has_images
 
 
-def featurize_texts(path: str | Path, batch_size: int = 64, device: str = "auto",
+def featurize_texts(path: str | Path, batch_size: int = TEXT_BATCH, device: str = "auto",
                     encoding: str = "utf-8-sig", precision: str = "fp32") -> Features:
     """Encode every description (several per class are kept as rows) to an L2-normalised vector."""
     dev = pick_device(device)  # a device that is not there: said before the file is read
@@ -194,7 +198,7 @@ def read_texts(path: str | Path, encoding: str = "utf-8-sig") -> Features:
                     images=[image for _, _, image in rows] if has_images else None)
 
 
-def encode_texts(rows: Features, batch_size: int = 64, device: str | torch.device = "auto",
+def encode_texts(rows: Features, batch_size: int = TEXT_BATCH, device: str | torch.device = "auto",
                  precision: str = "fp32") -> Features:
     """:func:`read_texts`' rows with their vectors, from the shipped sentence encoder (all cores)."""
     all_cores()
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="bf16: about 3x faster on CPUs with native bfloat16, vectors within 2.5e-5 cosine")
     for p in (images, texts):
         p.add_argument("--out", type=Path, required=True, help="the .npz to write")
-        p.add_argument("--batch_size", type=positive_int, default=32,
+        p.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH,
                        help=f"photos per CNN call; sentences per encoder call (at least {TEXT_BATCH})")
         add_device_flag(p)
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,13 @@ THUMB_SIDE = 256  # longest side of the JPEG thumbnail an index keeps per photo
 
 
 def _pil():
-    return require("PIL.Image", "featurize", "reading photos")
+    """PIL's Image and ImageOps modules (Pillow comes with the featurize extra)."""
+    return require("PIL.Image", "featurize", "reading photos"), require("PIL.ImageOps", "featurize", "reading photos")
 
 
 def preprocess(image) -> np.ndarray:
     """Shorter side to 256, centre 224 crop, ImageNet mean/std: the recipe the CNNs were trained with."""
-    Image = _pil()
-    ImageOps = require("PIL.ImageOps", "featurize", "reading photos")
+    Image, ImageOps = _pil()
     image = ImageOps.exif_transpose(image).convert("RGB")  # camera rotation, grey and RGBA photos
     scale = RESIZE / min(image.size)
     size = tuple(max(CROP, round(side * scale)) for side in image.size)
@@ -60,7 +61,7 @@ def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False) ->
 
     ``keep``: also the file's SHA-256 and a JPEG thumbnail, for an index's photo table.
     """
-    Image = _pil()
+    Image, _ = _pil()
     try:
         raw = Path(path).read_bytes()
         if not raw:
@@ -99,7 +100,7 @@ def scan(root: Path) -> dict[str, os.stat_result]:
                 st = path.stat()
             except OSError:
                 continue  # vanished or unreadable while walking: not a photo to index
-            if path.is_file():
+            if stat.S_ISREG(st.st_mode):
                 found[path.relative_to(root).as_posix()] = st
     return found
 

@@ -31,7 +31,7 @@ from zscrgan.console import Parser, positive_int
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, load_dataset, save_dataset
-from zscrgan.data.encoders import DEFAULT_ENCODER, IMAGE_ENCODERS, TEXT_ENCODER
+from zscrgan.data.encoders import DEFAULT_ENCODER, IMAGE_ENCODERS, PHOTO_BATCH, TEXT_ENCODER
 from zscrgan.data.featurize import Features, describe, encode_texts, featurize_images, read_texts
 from zscrgan.data.photos import class_files
 from zscrgan.device import add_device_flag
@@ -124,7 +124,7 @@ def _photos_named(txt: Features, files: list, texts: Path, images: Path) -> list
 
 
 def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None = None, seed: int = 0,
-                  encoder: str = DEFAULT_ENCODER, batch_size: int = 32, device: str = "auto",
+                  encoder: str = DEFAULT_ENCODER, batch_size: int = PHOTO_BATCH, device: str = "auto",
                   encoding: str = "utf-8-sig") -> ZeroShotData:
     """Featurize (or load) photos and descriptions and write an upstream-format set to ``out``.
 
@@ -155,7 +155,7 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
     if txt.features is None:  # the slow part, now that all is known good
         txt = encode_texts(txt, batch_size, device)
     if images.is_dir():
-        img, failed = featurize_images(images, encoder, batch_size, device)
+        img, failed = featurize_images(images, encoder, batch_size, device, files)
         skipped = len(failed)
         _same_classes(set(img.classes), set(txt.classes), images, texts)  # a class whose photos all failed to decode
     image_arrays, image_rows = _rows_by_class(img, ids)
@@ -210,7 +210,7 @@ def split_dataset(source, unseen: str, out, text_encoder: str | None = None,
     kept = _named_classes(data, seen, "--seen") - held if seen else set(classes) - held
     if not held or not kept:
         raise DataError(f"--unseen: need at least one seen and one unseen class; {len(held)} of {len(classes)} named")
-    check_writable(Path(out).parent)
+    check_writable(Path(out), "--out", create=False)
     split = ZeroShotData({c: data.texts[c] for c in kept | held}, {c: data.images[c] for c in kept | held},
                          sorted(kept), sorted(held), Path(out).name,
                          {c: n for c, n in data.classnames.items() if c in kept | held})
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. cp1252, latin-1)")
     build.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
-    build.add_argument("--batch_size", type=positive_int, default=32)
+    build.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH)
     add_device_flag(build)
     split = sub.add_parser("split", help="an existing data set with other classes held out as unseen")
     split.add_argument("source", type=Path, help="a data set folder")

@@ -78,6 +78,13 @@ def _ranked_topk(sims: torch.Tensor, k: int) -> torch.Tensor:
     return idx.gather(1, by_value)
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows (or one vector) scaled to length 1, float32; a zero row stays zero. The numpy side of
+    :func:`_unit_rows`, for vectors on their way into a FAISS index or out to a client."""
+    x = np.ascontiguousarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def _unit_rows(emb: torch.Tensor, name: str) -> torch.Tensor:
     """Rows scaled to unit length in float32; the row norms double as a cheap NaN/inf check."""
     emb = emb.float()
@@ -201,11 +208,4 @@ def is_collapsed(stats: dict) -> bool:
     return (overlap is not None and overlap >= COLLAPSE_OVERLAP) or (spread is not None and spread < COLLAPSE_SPREAD)
 
 
-__all__ = ["RetrievalScores", "score_retrieval", "collapse_stats", "is_collapsed"]
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows (or one vector) scaled to length 1, float32; a zero row stays zero. The numpy side of
-    :func:`_unit_rows`, for vectors on their way into a FAISS index or out to a client."""
-    x = np.ascontiguousarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+__all__ = ["RetrievalScores", "score_retrieval", "collapse_stats", "is_collapsed", "unit"]

@@ -72,7 +72,7 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     model = fit_baseline(method, data, train, val, seed=seed, device=device, select_k=cfg.select_k)
     seconds = time.perf_counter() - start
     views = {"test": data} | ({"test_class": data.class_mean_texts()} if data.many_texts else {})
-    return {view: score_classes(model, d, data.unseen, cfg.scored_ks(), device)[0].as_dict()
+    return {view: score_classes(model, d, data.unseen, cfg.scored_ks(), device, details=False)[0].as_dict()
             for view, d in views.items()}, seconds
 
 

@@ -13,7 +13,7 @@ with --seeds), as upstream's plus machine-readable records:
     ckt_logs/NAME_logs/metrics.jsonl          one JSON object per EM round
     ckt_logs/NAME_logs/summary.json           the selected and best-on-test figures
 Every file is written atomically; --resume continues from last.pt after a crash or Ctrl-C.
-A run holds a lock on its folders and never mixes its outputs with another run's (outputs.py).
+A run holds a lock on its folders and never mixes its outputs with another run's (runfolder.py).
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ class Run:
         say(line, self.prefix)
 
     def train(self, on_round=None, score_unseen: bool = True) -> dict:
-        """Train to --epochs (or a plateau), then finish, holding the run's folders (outputs.py).
+        """Train to --epochs (or a plateau), then finish, holding the run's folders (runfolder.py).
         ``on_round(record, selector)`` is called after every round (zscrgan tune reports there,
         and may stop the run by raising); ``score_unseen=False`` (zscrgan tune) never reads the unseen classes."""
         with self.folder:
@@ -275,10 +275,11 @@ class Run:
                 full, _ = load_run_data(cfg)
                 self.data.images.update({c: full.images[c] for c in full.unseen})
                 self.data.texts.update({c: full.texts[c] for c in full.unseen})
+            centre = self.centre()
             test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
-                                           sel.round, self.device, self.centre())
+                                           sel.round, self.device, centre)
             selected["test"] = test.as_dict()
-            selected.update(self.per_class_protocol("test", self.data.unseen, sel.round, self.centre()))
+            selected.update(self.per_class_protocol("test", self.data.unseen, sel.round, centre))
             self.per_class = per_class_table(test, self.data.unseen)
             self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
         summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,

@@ -10,7 +10,7 @@ A run writes ``ckt_logs/NAME_logs/`` and ``retrieved_res/NAME_res/``. :class:`Ru
 * refuses a folder holding another run's outputs unless the run resumes (``--resume``) or
   replaces them (``--overwrite``, which deletes them first: stale ``acc*.pkl``, plots and
   report.html would otherwise sit beside the new summary);
-* removes temporary files left by a write that was killed half way (``data.write_atomic``
+* removes temporary files left by a write that was killed half way (``files.write_atomic``
   names them ``.<file>.<random>.tmp``).
 """
 from __future__ import annotations

@@ -267,10 +267,6 @@ def open_exact(folder: Path, dim: int, rows: int) -> ExactRows | None:
     return ExactRows(path, dim, rows)
 
 
-__all__ = ["PQSpec", "train", "add_part", "merge", "open_merged", "open_exact", "fingerprint",
-           "ExactRows", "TRAINED", "MERGED", "IVFDATA", "EXACT", "write_ivfpq"]
-
-
 BUILD_PART_ROWS = 1_000_000  # vectors per part index added before the on-disk merge
 
 
@@ -296,3 +292,7 @@ def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return spec
+
+
+__all__ = ["PQSpec", "train", "add_part", "merge", "open_merged", "open_exact", "fingerprint",
+           "ExactRows", "TRAINED", "MERGED", "IVFDATA", "EXACT", "write_ivfpq"]

@@ -169,7 +169,7 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
 
 def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
                   distributor, workers, retries) -> dict:
-    with ps.folder_lock(out):
+    with ps.folder_lock(out, "zscrgan shard"):
         plan, groups = sh.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []

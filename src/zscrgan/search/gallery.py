@@ -12,7 +12,7 @@ does that with FAISS (the optional extra ``zscrgan[search]``), in three kinds:
 * ``"ivf"``: ``IndexIVFFlat``, k-means cells, ``nprobe`` of them searched per query;
 * ``"hnsw"``: ``IndexHNSWFlat`` with the inner-product metric, no training;
 * ``"ivfpq"``: IVF cells holding product-quantised codes (``m`` bytes a vector, not 4 dim).
-  Built in memory here like ``"ivf"``; at scale it is trained once, added shard by shard and
+  Built in memory here like ``"ivf"``; at scale it is trained once, added part by part and
   merged on disk by :mod:`zscrgan.search.diskindex`, and :meth:`GalleryIndex.open_disk` serves it
   memory-mapped, re-ranking the top ``rerank`` candidates with the exact vectors when kept
   (PQ distances alone find about half of the true top 10; re-ranked, over 0.9).
@@ -282,6 +282,11 @@ class GalleryIndex:
         return torch.cat(all_scores).cpu().numpy(), torch.cat(all_ids).cpu().numpy()
 
 
+def ivf_nlist(n: int) -> int:
+    """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
+    return int(max(1, min(4096, round(4 * n ** 0.5), n)))
+
+
 def recall_at_k(approx_ids, exact_ids, k: int) -> float:
     """Fraction of the exact top-k ids that the approximate top-k also found.
 
@@ -298,9 +303,4 @@ def recall_at_k(approx_ids, exact_ids, k: int) -> float:
     return float(found.sum() / valid.sum())
 
 
-__all__ = ["GalleryIndex", "KINDS", "recall_at_k"]
-
-
-def ivf_nlist(n: int) -> int:
-    """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
-    return int(max(1, min(4096, round(4 * n ** 0.5), n)))
+__all__ = ["GalleryIndex", "KINDS", "recall_at_k", "ivf_nlist"]

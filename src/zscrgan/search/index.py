@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from zscrgan.console import Parser, positive_int
+from zscrgan.console import Parser, positive_int, progress, say
 from zscrgan.data.encoders import PHOTO_BATCH
 from zscrgan.data.photos import Photo, class_lookup, known_class, read_photo, scan
 from zscrgan.errors import DataError
@@ -36,8 +35,6 @@ from zscrgan.search import shards as sh
 from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
 from zscrgan.search.sizing import sizing_main
 from zscrgan.search.trained import TrainedRun, class_table, describe_run, open_run
-
-BATCH = PHOTO_BATCH  # photos per committed transaction (and CNN call)
 
 
 def resolve_encoder(run: TrainedRun, encoder: str | None) -> str:
@@ -70,9 +67,8 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
 class Indexer:
     """One `zscrgan index` run over an index folder it holds the lock of."""
 
-    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = BATCH):
+    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = PHOTO_BATCH):
         self.run, self.images, self.out, self.max_pixels, self.batch = run, images, out, max_pixels, batch
-        self.encoder_name = encoder
         self.encoders = run.encoders(image_encoder=encoder, photo_batch=batch)  # the CNN loads at the first photo
         self.conn = ps.connect(out)
         self.classes = class_table(run)
@@ -124,13 +120,13 @@ class Indexer:
         self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (rel, size, mtime_ns, reason))
 
     def skip(self, rel: str, st: os.stat_result, reason: str) -> None:
-        tqdm.write(f"zscrgan index: warning: skipped {self.images / rel}: {reason}", file=sys.stderr)
+        say(f"zscrgan index: warning: skipped {self.images / rel}: {reason}", file=sys.stderr)
         with self.conn:
             self._mark_skipped(rel, st.st_size, st.st_mtime_ns, reason)
 
     def embed_all(self, todo: list[str]) -> int:
         batch, added = [], 0
-        with tqdm(total=len(todo), unit="photo", desc="index", file=sys.stderr, smoothing=0.1) as bar:
+        with progress(len(todo), "index", "photos", every=1000) as bar:
             for rel in todo:
                 path = self.images / rel
                 try:
@@ -159,8 +155,8 @@ class Indexer:
         if plan.get("checkpoint_sha256") != self.run.checkpoint_sha256 or plan.get("images") != str(self.images.resolve()):
             raise DataError(f"{folder}: shards of {plan.get('images')} with checkpoint {str(plan.get('checkpoint_sha256'))[:12]}, "
                             f"not of {self.images.resolve()} with this run's {self.run.checkpoint_sha256[:12]}")
-        if plan.get("image_encoder") != self.encoder_name:
-            raise DataError(f"{folder}: embedded with {plan.get('image_encoder')}, not {self.encoder_name}")
+        if plan.get("image_encoder") != self.encoders.image_encoder:
+            raise DataError(f"{folder}: embedded with {plan.get('image_encoder')}, not {self.encoders.image_encoder}")
         wanted = set(todo)
         if not wanted:
             return []  # nothing new: the shards need not be read
@@ -207,7 +203,7 @@ class Indexer:
 
 
 def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
-                max_megapixels: float = 40.0, batch_size: int = BATCH, shards=None, opq: bool = False,
+                max_megapixels: float = 40.0, batch_size: int = PHOTO_BATCH, shards=None, opq: bool = False,
                 keep_vectors: bool = True) -> dict:
     """Create or update the index folder ``out``; returns its manifest."""
     images, out = Path(images), Path(out)
@@ -218,7 +214,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
     run = open_run(run_dir)
     encoder = check_compatible(run, out, images, encoder)
     out.mkdir(parents=True, exist_ok=True)
-    with ps.folder_lock(out):
+    with ps.folder_lock(out, "zscrgan index"):
         manifest = {"format": ps.FORMAT, "run": describe_run(run), "image_encoder": encoder,
                     "text_encoder": run.text_encoder, "images": str(images.resolve()), "kind": kind,
                     "state": "indexing"}
@@ -257,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=positive_int, help="--plan: embed dim (default: the --run's)")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
     parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
-    parser.add_argument("--batch_size", type=positive_int, default=BATCH, help="photos per committed batch")
+    parser.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)
     if args.plan is not None:
         return sizing_main(args)

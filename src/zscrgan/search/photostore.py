@@ -10,7 +10,7 @@
 
 Why this shape: SQLite commits are atomic and survive kill -9, so the photo table is the
 source of truth and grows one committed batch at a time; every other file is derived from it
-and replaced atomically (``data.write_atomic``) at the end of a run. A reader never sees a
+and replaced atomically (``files.write_atomic``) at the end of a run. A reader never sees a
 half-written file, only, after an interrupted run, a vectors.npz one run behind the table.
 """
 from __future__ import annotations
@@ -91,9 +91,9 @@ def read_npz(path: Path) -> dict:
         raise DataError(f"{path}: not a readable .npz ({exc})") from None
 
 
-def folder_lock(folder: Path) -> FolderLock:
-    """INDEX/.lock, held by the `zscrgan index` writing the folder."""
-    return FolderLock(folder, "{folder}: another zscrgan index (PID {pid}) is writing this folder; wait for it to finish")
+def folder_lock(folder: Path, command: str) -> FolderLock:
+    """FOLDER/.lock, held by the ``command`` (`zscrgan index`, `zscrgan shard`) writing the folder."""
+    return FolderLock(folder, f"{{folder}}: another {command} (PID {{pid}}) is writing this folder; wait for it to finish")
 
 
 def all_embeddings(conn: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:

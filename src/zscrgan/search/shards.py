@@ -27,7 +27,7 @@ import torch
 
 from zscrgan.data.photos import class_lookup, known_class, read_photo
 from zscrgan.errors import DataError, require
-from zscrgan.files import read_json_object, sha256_file, write_atomic
+from zscrgan.files import LOCK_FILE, read_json_object, sha256_file, write_atomic
 from zscrgan.search.trained import open_run
 
 FORMAT = "zscrgan-shards/1"
@@ -82,7 +82,7 @@ def make_plan(folder: Path, files: list[str], key: str, about: dict, shard_size:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise DataError(f"{folder / PLAN_ROWS}: not a readable parquet file ({type(exc).__name__})") from None
         paths, shard_of = table["path"].to_pylist(), table["shard"].to_pylist()
-    elif folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir()):
+    elif folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()):
         raise DataError(f"{folder}: exists and is not a shard folder; give an empty or new --out folder")
     known = set(paths)
     new = [p for p in files if p not in known]

@@ -19,6 +19,7 @@ import torch
 from zscrgan.config import Config
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
 from zscrgan.core.networks import ZSCRGAN
+from zscrgan.data.convert import MANIFEST_FILE
 from zscrgan.data.dataset import load_dataset, resolve_dataset_dir
 from zscrgan.data.encoders import DEFAULT_ENCODER, PHOTO_BATCH, TEXT_ENCODER, Encoders
 from zscrgan.errors import DataError
@@ -27,7 +28,6 @@ from zscrgan.evaluation.scoring import embed_gallery, embed_queries, eval_rng, t
 from zscrgan.files import read_json_object
 
 CHECKPOINT = "best.pt"
-DATASET_MANIFEST = "manifest.json"
 
 
 def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
@@ -126,7 +126,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     weights, cfg = state["trainer"]["model"], checkpoint_config(state["config"])
     model = model_from_weights(weights, cfg).eval()
     folder = _dataset_folder(run_dir, cfg)
-    manifest = read_json_object(folder / DATASET_MANIFEST)
+    manifest = read_json_object(folder / MANIFEST_FILE)
     centre = None
     if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
         centre = training_centre(model, load_dataset(folder, splits=("seen",)), state["classes"]["train"])
