@@ -14,7 +14,11 @@ Three things, written as one Markdown table (and JSON beside it):
 2. for each ``--index`` (a `zscrgan index` folder), precision@K of every description: its class's
    photos among the top K of the index's answer, through the same search path as `zscrgan search`;
 3. ridge regression fitted on the data set's seen classes (lambda and pairing chosen on validation
-   classes, as `zscrgan compare` does), ranking the same photos by cosine: the linear baseline.
+   classes, as `zscrgan compare` does), ranking the same photos by cosine: the linear baseline;
+4. for every model, precision@K when the query is one of the data set's own captions of the
+   descriptions' classes (every one of them, averaged per class, then over classes): how far one
+   sentence of the kind the models were trained on gets on these photos, the figure the
+   descriptions' precision is to be read against.
 Chance is (photos of a class) / (photos), 0.10 for the 60 flower photos. Only the descriptions'
 classes are scored; the data set must hold them out as unseen (split above), so neither model saw them.
 """
@@ -46,6 +50,18 @@ def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> 
     for w, h in zip(wanted, hits):
         per_class.setdefault(w, []).append(h)
     return float(np.mean(hits)), {c: float(np.mean(v)) for c, v in per_class.items()}
+
+
+def caption_queries(data, classes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Every caption of the data set's classes named ``classes``, and each one's class name."""
+    ids = {class_key(name): c for c, name in data.classnames.items()}
+    rows = [(data.texts[ids[class_key(c)]], c) for c in classes]
+    return np.concatenate([t for t, _ in rows]), [c for t, c in rows for _ in range(len(t))]
+
+
+def search_index(reader: IndexReader, queries: np.ndarray, k: int) -> list[list[str]]:
+    """The folder (the true class) of each query's top ``k`` photos, through `zscrgan search`'s path."""
+    return [[h["path"].split("/")[0] for h in row] for row in reader.search(queries, k=k)]
 
 
 def jpeg_noise(photos) -> np.ndarray:
@@ -99,26 +115,38 @@ def main(argv: list[str] | None = None) -> dict:
     if not asked <= unseen:
         raise SystemExit(f"{args.dataset}: classes {sorted(asked - unseen)} of the descriptions are not unseen there")
     chance = float(np.mean([photos.classes.count(c) / len(photos.classes) for c in texts.classes]))
-    rows = {}
+    classes = sorted(set(texts.classes))
+    captions, caption_classes = caption_queries(data, classes)
+    rows, on_captions = {}, {}
+    names = [Path(f).name for f in args.index]
     for folder in args.index:
         reader = IndexReader(folder)
-        hits = reader.search(reader.encode_texts(texts.sources), k=args.k)
+        # the folder's name, or its last two parts where two folders share a name
+        name = f"index {Path(folder).name if names.count(Path(folder).name) == 1 else '/'.join(Path(folder).parts[-2:])}"
         # the truth is the photo's folder, not the class the index filed it under
-        rows[f"index {Path(folder).name}"] = precision_at([[h["path"].split("/")[0] for h in row] for row in hits],
-                                                          texts.classes, args.k)
+        rows[name] = precision_at(search_index(reader, reader.encode_texts(texts.sources), args.k), texts.classes, args.k)
+        on_captions[name] = precision_at(search_index(reader, reader.run.embed_text_vectors(captions), args.k),
+                                         caption_classes, args.k)[1]
     train, val = split_validation(data, 0.2, args.seed)
     ridge = fit_baseline("ridge", data, train, val, seed=args.seed)
-    sims = unit(ridge.embed_texts(torch.from_numpy(texts.features)).numpy()) @ \
-        unit(ridge.embed_images(torch.from_numpy(photos.features)).numpy()).T
-    order = np.argsort(-sims, axis=1, kind="stable")
-    rows[f"ridge ({ridge.params['pairs']}, lambda {ridge.params['lam']:.3g})"] = precision_at(
-        [[photos.classes[i] for i in row] for row in order], texts.classes, args.k)
+    gallery = unit(ridge.embed_images(torch.from_numpy(photos.features)).numpy())
 
-    classes = sorted(set(texts.classes))
+    def ridge_ranking(vectors: np.ndarray) -> list[list[str]]:
+        sims = unit(ridge.embed_texts(torch.from_numpy(vectors)).numpy()) @ gallery.T
+        return [[photos.classes[i] for i in row] for row in np.argsort(-sims, axis=1, kind="stable")[:, :args.k]]
+
+    name = f"ridge ({ridge.params['pairs']}, lambda {ridge.params['lam']:.3g})"
+    rows[name] = precision_at(ridge_ranking(texts.features), texts.classes, args.k)
+    on_captions[name] = precision_at(ridge_ranking(captions), caption_classes, args.k)[1]
+    caption_mean = {n: float(np.mean([per[c] for c in classes])) for n, per in on_captions.items()}
+
     md = [f"Precision@{args.k} of {len(texts.sources)} descriptions ({args.descriptions.name}) of {len(classes)} "
-          f"classes none of the models saw, over {len(photos.classes)} photos; chance {chance:.2f}.", "",
-          f"| model | P@{args.k} | " + " | ".join(c.replace("_", " ") for c in classes) + " |", "|---" * (len(classes) + 2) + "|"]
-    md += [f"| {name} | **{mean:.3f}** | " + " | ".join(f"{per[c]:.2f}" for c in classes) + " |"
+          f"classes none of the models saw, over {len(photos.classes)} photos; chance {chance:.2f}. Last column: "
+          f"P@{args.k} of the data set's own {len(captions)} captions of those classes, each one a query "
+          f"(per class, then over classes).", "",
+          f"| model | P@{args.k} | " + " | ".join(c.replace("_", " ") for c in classes) + f" | P@{args.k}, captions |",
+          "|---" * (len(classes) + 3) + "|"]
+    md += [f"| {name} | **{mean:.3f}** | " + " | ".join(f"{per[c]:.2f}" for c in classes) + f" | {caption_mean[name]:.3f} |"
            for name, (mean, per) in rows.items()]
     md += ["", f"Featurizer check: {check['photos']} photos featurized here against {args.dataset.name}'s rows of their "
            f"class: the nearest row's cosine median {check['best_median']:.4f}, min {check['best_min']:.4f}; it stands "
@@ -127,7 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
            f"{check['jpeg75_min']:.4f}."]
     write_atomic(args.out, ("\n".join(md) + "\n").encode())
     result = {"k": args.k, "chance": chance, "featurizer_check": check,
-              "models": {n: {"precision": m, "per_class": p} for n, (m, p) in rows.items()}}
+              "models": {n: {"precision": m, "per_class": p, "captions_precision": caption_mean[n],
+                             "captions_per_class": on_captions[n]} for n, (m, p) in rows.items()}}
     write_atomic(args.out.with_suffix(".json"), json.dumps(result, indent=1).encode())
     print("\n".join(md))
     return result

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import TINY, small_set
 
@@ -55,6 +56,9 @@ def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in
     for model in result["models"].values():
         assert 0 <= model["precision"] <= 1 and len(model["per_class"]) == 10
         assert all(abs(v * 15 - round(v * 15)) < 1e-9 for v in model["per_class"].values())  # 3 queries x top 5
+        # every caption of the 10 classes a query too: per class, a fraction of (its captions x 5)
+        assert 0 <= model["captions_precision"] <= 1 and len(model["captions_per_class"]) == 10
+        assert model["captions_precision"] == pytest.approx(np.mean(list(model["captions_per_class"].values())))
     assert "| index index |" in (tmp_path / "fs.md").read_text()
 
 
@@ -71,3 +75,42 @@ def test_seen_curve_averages_draws_per_training_class_count(tmp_path):
                                                        "tuned": {16: [0.12], 33: [0.18, 0.22]}}
     seen_curve.main(["--runs", str(tmp_path / "compare_*.csv"), "--out", str(tmp_path / "curve.png")])
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_bow_probe_tfidf_by_hand_and_words_that_carry_the_class_beat_uninformative_vectors(tmp_path):
+    """TF-IDF against hand-computed values; on a set whose captions name their class's colour and
+    whose text vectors are noise, ridge on the words finds the validation classes, on the vectors not."""
+    import bow_probe
+
+    bag = bow_probe.TfIdf(["red red petal", "blue petal", "a red"], min_df=1)
+    assert list(bag.vocab) == ["blue", "petal", "red"]  # "a": one letter
+    idf = np.log(4 / np.array([2, 3, 3])) + 1
+    row = np.array([0, 1, 1 + np.log(2)]) * idf
+    np.testing.assert_allclose(bag(["red red petal"])[0], row / np.linalg.norm(row), rtol=1e-6)
+    assert not bag(["green"]).any()  # a word outside the vocabulary
+
+    from zscrgan.data.dataset import ZeroShotData, save_dataset, split_validation
+
+    # each class is two of eight attribute words; its photos, the sum of the words' vectors plus noise;
+    # its text vectors, noise: only the words tell validation classes (new pairs of known words) apart
+    rng = np.random.default_rng(0)
+    words = ["red", "blue", "white", "pink", "spotted", "ruffled", "tall", "tiny"]
+    vectors = {w: rng.normal(size=8) for w in words}
+    pairs = [(a, b) for i, a in enumerate(words) for b in words[i + 1:]][:16]
+    classes = list(range(1, 17))
+    images = {c: (vectors[a] + vectors[b] + 0.3 * rng.normal(size=(6, 8))).astype(np.float32)
+              for c, (a, b) in zip(classes, pairs)}
+    texts = {c: rng.normal(size=(5, 12)).astype(np.float32) for c in classes}
+    data = ZeroShotData(texts, images, classes[:13], classes[13:])
+    save_dataset(data, tmp_path / "set")
+    lines = ["class_id\tblock_index_within_class\tcaption_idx\tcaption"]
+    lines += [f"{c}\t0\t{i}\tthis flower is {a} and {b}" for c, (a, b) in zip(classes, pairs) for i in range(5)]
+    (tmp_path / "set" / "captions.tsv").write_text("\n".join(lines) + "\n")
+    result = bow_probe.main(["--dataset", str(tmp_path / "set"), "--min_df", "1", "-k", "6",
+                             "--out", str(tmp_path / "probe.json")])
+    assert json.loads((tmp_path / "probe.json").read_text()) == json.loads(json.dumps(result))
+    train, _ = split_validation(data, 0.2, 0)
+    assert result["vocabulary"] == 4 + len({w for c in train for w in pairs[c - 1]})  # this, flower, is, and
+    prec = {name: v["prec"] for name, v in result["val_prec"].items()}
+    assert prec["TF-IDF"] > 0.9 and prec["TF-IDF + MiniLM"] > 0.9
+    assert prec["MiniLM"] < prec["TF-IDF"] - 0.3  # noise vectors: near chance (1/3)

@@ -4,13 +4,15 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from zscrgan.core.sampler import BatchSampler
 from zscrgan.data import dataset as data_module
 from zscrgan.data.dataset import ZeroShotData, load_dataset
 from zscrgan.errors import DataError, UserError
 from zscrgan.evaluation.baselines import fit_baseline, training_pairs
-from zscrgan.evaluation.scoring import score_classes
+from zscrgan.evaluation.metrics import score_retrieval
+from zscrgan.evaluation.scoring import class_prototypes, score_classes, score_prototypes
 from zscrgan.evaluation.selection import check_select_k
 from zscrgan.experiments.runfolder import RunFolder
 
@@ -75,6 +77,31 @@ def test_the_two_protocols_agree_with_one_text_per_class_and_differ_with_many():
     assert len(ranked) == len(many.seen)  # one query per class
     per_caption = score_classes(model, many, many.seen, (5,), "cpu")[0].topk
     assert len(per_caption) == sum(len(many.texts[c]) for c in many.seen)  # every caption a query
+
+
+def test_prototypes_are_the_mean_unit_query_of_each_class_checked_by_hand():
+    queries = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0], [5.0, 0.0], [0.0, -1.0]])
+    labels = torch.tensor([0, 0, 2, 2, 2])
+    got = class_prototypes(queries, labels, 3)
+    expected = torch.tensor([[(0.6 + 0.0) / 2, (0.8 + 1.0) / 2], [0.0, 0.0], [2 / 3, -1 / 3]])
+    torch.testing.assert_close(got, expected)  # a class without texts: a zero row, no NaN
+
+
+def test_prototype_protocol_brute_force_and_agrees_with_per_text_on_one_text_a_class():
+    many = caption_data()
+    model = fit_baseline("ridge", many, many.seen, None)
+    got = score_prototypes(model, many, many.seen, (3, 5), "cpu")
+    # brute force: each class's mean unit query, ranked over the gallery by cosine
+    rows = [torch.nn.functional.normalize(model.embed_texts(torch.from_numpy(many.texts[c])), dim=1).mean(0)
+            for c in many.seen]
+    images, g_labels = many.stacked_images(many.seen)
+    want = score_retrieval(torch.stack(rows), torch.arange(len(many.seen)), model.embed_images(torch.from_numpy(images)),
+                           torch.from_numpy(g_labels), ks=(3, 5))
+    assert got.as_dict() == pytest.approx(want.as_dict())
+    assert len(got.topk) == len(many.seen)  # one query per class
+    one = ZeroShotData({c: t[:1] for c, t in many.texts.items()}, many.images, many.seen, many.unseen)
+    assert score_prototypes(model, one, one.seen, (5,), "cpu").as_dict() == pytest.approx(
+        score_classes(model, one, one.seen, (5,), "cpu")[0].as_dict())
 
 
 def test_class_mean_pairing_is_ridge_on_every_caption_photo_pair_of_a_class():

@@ -15,9 +15,11 @@ def test_compare_runs_every_method_and_writes_tables(tmp_path, capsys):
     assert main(["compare", "--seeds", "0", "--out_dir", str(tmp_path), *TINY]) == 0
     out = capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "compare_builtin.csv").open()))
-    per_class = [r for r in rows if r["protocol"] == "per_class"]  # the built-in data has 5 texts a class
+    by_protocol = {p: [r["method"] for r in rows if r["protocol"] == p] for p in
+                   ("per_class", "per_class_prototype", "val_per_class", "val_per_class_prototype")}
     rows = [r for r in rows if r["protocol"] == "per_text"]
-    assert [r["method"] for r in rows] == [r["method"] for r in per_class] == ["ridge", "devise", "cca", *RECIPES]
+    assert [r["method"] for r in rows] == ["ridge", "devise", "cca", *RECIPES]  # the built-in data has 5 texts a class
+    assert all(methods == [r["method"] for r in rows] for methods in by_protocol.values())
     md = (tmp_path / "compare_builtin.md").read_text()
     for r in rows:
         assert 0.0 <= float(r["prec@50_mean"]) <= 1.0
@@ -52,6 +54,8 @@ def test_compare_headline_uses_select_k_and_keeps_each_method_done_before_a_fail
     assert [line.split(":")[1] for line in said] == [" ridge seed 0", " ridge seed 0", " original seed 0"]
     assert said[1].startswith("compare: ridge seed 0: done in") and "Prec@5" in said[1]
     rows = list(csv.DictReader((tmp_path / "compare_builtin.csv").open()))
-    assert [(r["method"], r["protocol"]) for r in rows] == [("ridge", "per_text"), ("ridge", "per_class")]
+    assert [(r["method"], r["protocol"]) for r in rows] == [  # the built-in data has 5 texts a class
+        ("ridge", "per_text"), ("ridge", "per_class"), ("ridge", "per_class_prototype"), ("ridge", "val_per_class"),
+        ("ridge", "val_per_class_prototype")]
     assert {"prec@5_mean", "map@5_mean", "prec@50_mean"} <= set(rows[0])
     assert "| method | Prec@5 | mAP@5 | Prec@50 | mAP@50 |" in (tmp_path / "compare_builtin.md").read_text()

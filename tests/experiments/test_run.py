@@ -86,9 +86,13 @@ def test_val_selection_summary_and_evaluate_reproduces(tmp_path, capsys, extra):
     selected = summary["selected_round"]
     assert summary["selected"]["test"] == history[selected]["test"]
     assert history[selected]["val"]["prec@10"] == max(h["val"]["prec@10"] for h in history.values())
+    # TOY has 2 texts a class: every round also scored one query per class, in both forms
+    assert all({"val_class", "val_prototype", "test_class", "test_prototype"} <= set(h) for h in history.values())
+    assert "per class (one query a class, the mean of its texts' queries)" in out
     assert main(["evaluate", str(logs / "best.pt"), "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["test"] == summary["selected"]["test"]
+    for view in ("test", "test_class", "test_prototype"):
+        assert result[view] == summary["selected"][view]
 
 
 def test_val_selection_without_track_test_on_a_folder_end_to_end(tmp_path, capsys):

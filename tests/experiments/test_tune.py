@@ -47,7 +47,7 @@ def test_two_processes_share_a_journal_and_never_read_unseen(tmp_path, capfd):
         assert all("val" in h and "test" not in h for h in read_jsonl(run_dir / "metrics.jsonl"))
         if t.state.name == "COMPLETE":
             selected = set(json.loads((run_dir / "summary.json").read_text())["selected"])
-            assert "val" in selected and not selected & {"test", "test_class"}  # val_class: TOY has 2 texts a class
+            assert "val" in selected and not selected & {"test", "test_class", "test_prototype"}  # val_class: TOY has 2 texts a class
     assert not list(study_dir.rglob("acc*.pkl"))  # no retrieval lists: nothing scored on unseen classes
     for name in ("best_config.json", "study.html", "history.png", "importances.png"):
         assert (study_dir / name).is_file(), name

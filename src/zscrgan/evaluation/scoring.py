@@ -141,11 +141,53 @@ def score_classes(model, data, classes: list, ks, device, details: bool = True) 
     return scores, lists
 
 
+def class_prototypes(queries: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Per class, the mean of its texts' unit-length query embeddings: its *prototype*, one query
+    per class in the common space (what ``zscrgan search --class-id`` queries with)."""
+    unit_queries = torch.nn.functional.normalize(queries, dim=1)
+    sums = torch.zeros(n_classes, queries.shape[1], dtype=queries.dtype, device=queries.device)
+    sums.index_add_(0, labels, unit_queries)
+    counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).to(queries.dtype)
+    return sums / counts[:, None]
+
+
+@torch.no_grad()
+def score_prototypes(model, data, classes: list, ks, device) -> RetrievalScores:
+    """Score one query per class, its :func:`class_prototypes` row, with any model as :func:`score_classes`.
+
+    The per-class protocol's second form (docs/results.md, "Caption-level flowers"): where the first
+    embeds the mean of a class's texts (``data.class_mean_texts()``), this averages the queries
+    of its texts. The two differ for a model that is not linear (ZSCRGAN's generator sees
+    unit-length captions in training, never their shorter mean) and, through the unit length,
+    slightly for the baselines.
+    """
+    device = torch.device(device)
+    texts, q_labels = data.stacked_texts(classes)
+    images, g_labels = data.stacked_images(classes)
+    queries = model.embed_texts(torch.from_numpy(texts).to(device))
+    prototypes = class_prototypes(queries, torch.from_numpy(q_labels).to(device), len(classes))
+    gallery = model.embed_images(torch.from_numpy(images).to(device))
+    return score_retrieval(prototypes, torch.arange(len(classes), device=device), gallery,
+                           torch.from_numpy(g_labels).to(device), ks=ks)
+
+
 def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
                      device, centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list]:
     """A ZSCRGAN model's scores among ``classes`` at round ``round_``: :func:`score_classes`
     through a :class:`Retriever` with the run's evaluation settings."""
     return score_classes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device)
+
+
+def evaluate_per_class(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
+                       device, centre: torch.Tensor | None = None) -> dict[str, RetrievalScores]:
+    """A ZSCRGAN model's per-class figures at round ``round_`` in both forms: "class", the query of
+    each class's mean text, and "prototype", the mean of its texts' queries (:func:`score_prototypes`);
+    none on data with one text per class, where both are the per-text figures."""
+    if not data.many_texts:
+        return {}
+    mean_text, _ = evaluate_classes(model, data.class_mean_texts(), classes, ks, cfg, round_, device, centre)
+    prototype = score_prototypes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device)
+    return {"class": mean_text, "prototype": prototype}
 
 
 def _plain(class_id):

@@ -31,7 +31,7 @@ from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
 from zscrgan.errors import Interrupted
 from zscrgan.evaluation.baselines import BASELINES, fit_baseline
-from zscrgan.evaluation.scoring import score_classes
+from zscrgan.evaluation.scoring import score_classes, score_prototypes
 from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
 from zscrgan.experiments.runfolder import mean_sd
 from zscrgan.files import check_writable, write_atomic
@@ -49,16 +49,22 @@ def recipe_config(method: str, cfg: Config, seed: int) -> Config:
                    name=f"{base}_{method}_seed{seed}").resolved()
 
 
-# the two query protocols (docs/results.md, "Caption-level flowers"): every text a query (the
-# figures every method is selected on), and one query per class, the mean of its texts
+# the query protocols (docs/results.md, "Caption-level flowers"): every text a query (the figures every
+# method is selected on), and one query per class in two forms, on the unseen classes; the per-class
+# forms on the validation classes too, where a reader chooses between them
 # record key -> (its name in the CSV, what it is)
-PROTOCOLS = {"test": ("per_text", "every text a query"),
-             "test_class": ("per_class", "one query per class, the mean of its texts")}
+PROTOCOLS = {"test": ("per_text", "Unseen classes, every text a query"),
+             "test_class": ("per_class", "Unseen classes, one query per class, the query of the mean of its texts"),
+             "test_prototype": ("per_class_prototype",
+                                "Unseen classes, one query per class, the mean of its texts' queries"),
+             "val_class": ("val_per_class", "Validation classes, one query per class, the query of the mean of its texts"),
+             "val_prototype": ("val_per_class_prototype",
+                               "Validation classes, one query per class, the mean of its texts' queries")}
 
 
 def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
-    """Unseen-class figures of one method and seed ({"test": per text, "test_class": per class,
-    the latter only on data with many texts per class}), and its training seconds.
+    """Figures of one method and seed by :data:`PROTOCOLS` key (the per-class ones only on data with
+    many texts per class), and its training seconds.
 
     ``data`` is the loaded data set the baselines fit on (ZSCRGAN runs load their own, so
     that validation selection reads the unseen classes only after selecting).
@@ -71,9 +77,14 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     start = time.perf_counter()
     model = fit_baseline(method, data, train, val, seed=seed, device=device, select_k=cfg.select_k)
     seconds = time.perf_counter() - start
-    views = {"test": data} | ({"test_class": data.class_mean_texts()} if data.many_texts else {})
-    return {view: score_classes(model, d, data.unseen, cfg.scored_ks(), device, details=False)[0].as_dict()
-            for view, d in views.items()}, seconds
+    ks = cfg.scored_ks()
+    figures = {"test": score_classes(model, data, data.unseen, ks, device, details=False)[0].as_dict()}
+    if data.many_texts:
+        for view, classes in (("test", data.unseen), ("val", val)):
+            figures[f"{view}_class"] = score_classes(model, data.class_mean_texts(), classes, ks, device,
+                                                     details=False)[0].as_dict()
+            figures[f"{view}_prototype"] = score_prototypes(model, data, classes, ks, device).as_dict()
+    return figures, seconds
 
 
 def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str]:
@@ -94,7 +105,7 @@ def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str
                 rows.append((method, figures, mean_sd([seconds for _, seconds in runs])[0]))
         if not rows:
             continue
-        md += [f"Unseen classes, {what}; every method selected on validation classes (Prec@{k}, every text a "
+        md += [f"{what}; every method selected on validation classes (Prec@{k}, every text a "
                f"query); mean ± sd over seeds {','.join(map(str, seeds))}.", "",
                "| method | " + " | ".join(heads) + " | train s |", "|---" * (len(heads) + 2) + "|"]
         md += [f"| {m} | " + " | ".join(f"{a:.4f} ± {b:.4f}" for a, b in figs) + f" | {s:.1f} |"

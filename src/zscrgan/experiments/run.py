@@ -35,13 +35,19 @@ from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import DEVICE_HELP, DEVICES, pick_device, spawn_pool, thread_share
 from zscrgan.errors import DataError, Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
-from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes, training_centre
+from zscrgan.evaluation.scoring import (
+    common_space_centre,
+    evaluate_classes,
+    evaluate_per_class,
+    training_centre,
+)
 from zscrgan.evaluation.selection import Selector, check_select_k
 from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    RECORD_VIEWS,
     SUMMARY_FILE,
     RunFolder,
     aggregate,
@@ -202,14 +208,11 @@ class Run:
         return record
 
     def per_class_protocol(self, view: str, classes: list, round_: int, centre) -> dict:
-        """``{view}_class``: the figures with one query per class, the mean of its texts, where a class
-        has many texts (captions); nothing on data with one text per class, where the two are one.
-        The per-text figures (every text a query) are ``view`` itself and drive selection."""
-        if not self.data.many_texts:
-            return {}
-        scores, _ = evaluate_classes(self.trainer.model, self.data.class_mean_texts(), classes, self.ks,
-                                     self.cfg, round_, self.device, centre)
-        return {f"{view}_class": scores.as_dict()}
+        """``{view}_class`` and ``{view}_prototype``: the figures with one query per class, in both forms
+        (scoring.evaluate_per_class), where a class has many texts (captions); nothing on data with one
+        text per class. The per-text figures (every text a query) are ``view`` itself and drive selection."""
+        return {f"{view}_{form}": scores.as_dict() for form, scores in evaluate_per_class(
+            self.trainer.model, self.data, classes, self.ks, self.cfg, round_, self.device, centre).items()}
 
     def say(self, line: str) -> None:
         say(line, self.prefix)
@@ -267,7 +270,7 @@ class Run:
         selected = next((h for h in self.history if h["round"] == sel.round), None)
         if selected is None:
             raise UserError(self.stopped or f"{self.run_dir}: no round was trained (--epochs {cfg.epochs})")
-        selected = {k: selected[k] for k in ("val", "val_class", "test", "test_class") if k in selected}
+        selected = {k: selected[k] for k in RECORD_VIEWS if k in selected}
         if cfg.select == "val" and score_unseen:
             state = load_checkpoint(self.run_dir / BEST_CHECKPOINT)
             self.trainer.model.load_state_dict(state["trainer"]["model"])
@@ -374,6 +377,8 @@ def evaluate_main(argv: list[str]) -> int:
     scores, _ = evaluate_classes(model, data, data.unseen, cfg.scored_ks(), cfg,
                                  state["round"], device, centre)
     result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
+    result.update({f"test_{form}": per.as_dict() for form, per in evaluate_per_class(
+        model, data, data.unseen, cfg.scored_ks(), cfg, state["round"], device, centre).items()})
     print(json.dumps(result, indent=1))
     return 0
 

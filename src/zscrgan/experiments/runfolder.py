@@ -33,6 +33,11 @@ CONFIG_FILE, ARGS_FILE = "config.json", "args.txt"  # the run's settings, as JSO
 BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # the selected round's, and the latest round's
 REPORT_FILE = "report.html"
 RUN_FILES = (METRICS_FILE, SUMMARY_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT, ARGS_FILE, CONFIG_FILE, REPORT_FILE)
+# a round's scored views (metrics.jsonl keys, summary.json's "selected"): every text a query, on the
+# validation and the unseen classes; on data with many texts a class, one query per class too, in two
+# forms: the mean text's query (_class) and the mean of the texts' queries (_prototype)
+RECORD_VIEWS = ("val", "val_class", "val_prototype", "test", "test_class", "test_prototype")
+PER_CLASS_FORMS = {"class": "the query of the mean of its texts", "prototype": "the mean of its texts' queries"}
 MAX_RETRIEVAL_LISTS = 100_000  # retrieval lists written per pickle (write_retrieval)
 
 
@@ -181,10 +186,10 @@ def describe(summary: dict) -> str:
     k = summary.get("select_k", DEFAULT_K)  # runs older than --select_k selected on 50
     lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
                  f"at round {summary['selected_round']} [{how}]")
-    if "test_class" in summary["selected"]:
-        per = summary["selected"]["test_class"]
-        lines.append(f"  per class (one query a class, the mean of its texts): {precisions(per)}, "
-                     f"mAP@{k} {per[f'map@{k}']:.4f}")
+    for form, what in PER_CLASS_FORMS.items():
+        per = summary["selected"].get(f"test_{form}")
+        if per:
+            lines.append(f"  per class (one query a class, {what}): {precisions(per)}, mAP@{k} {per[f'map@{k}']:.4f}")
     if summary["select"] == "val" and "best_on_test" in summary:
         b = summary["best_on_test"]["test"]
         lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
@@ -206,7 +211,7 @@ def aggregate(summaries: list[dict]) -> dict:
     """mean and sd over seeds of every reported figure."""
     table = {}
     for view, key, name in (("selected", "test", "selected"), ("selected", "test_class", "selected_per_class"),
-                            ("best_on_test", "test", "best_on_test")):
+                            ("selected", "test_prototype", "selected_prototype"), ("best_on_test", "test", "best_on_test")):
         rows = [s[view][key] for s in summaries if key in s.get(view, {})]
         if rows and len(rows) == len(summaries):
             table[name] = {k: mean_sd([r[k] for r in rows]) for k in rows[0]}
