@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 
 from zscrgan.data.dataset import ZeroShotData, load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline
-from zscrgan.files import write_atomic
+from zscrgan.files import write_json
 
 WORD = re.compile(r"[a-z]{2,}")
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["val_prec"][name] = {"prec": model.params["val_prec"], "lam": model.params["lam"]}
         print(f"ridge on {name}: validation Prec@{args.k} {model.params['val_prec']:.4f} "
               f"(lambda {model.params['lam']:.3g})", flush=True)
-    write_atomic(args.out, json.dumps(result, indent=1).encode())
+    write_json(args.out, result)
     return result
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ from zscrgan.data.featurize import encode_texts, featurize_images, read_texts
 from zscrgan.data.photos import preprocess
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import unit
-from zscrgan.files import write_atomic
+from zscrgan.files import write_atomic, write_json
 from zscrgan.search.query import IndexReader
 
 
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"k": args.k, "chance": chance, "featurizer_check": check,
               "models": {n: {"precision": m, "per_class": p, "captions_precision": caption_mean[n],
                              "captions_per_class": on_captions[n]} for n, (m, p) in rows.items()}}
-    write_atomic(args.out.with_suffix(".json"), json.dumps(result, indent=1).encode())
+    write_json(args.out.with_suffix(".json"), result)
     print("\n".join(md))
     return result
 

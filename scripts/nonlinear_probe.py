@@ -14,7 +14,6 @@ targets), not the number of captions.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch
 from zscrgan.data.dataset import load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline, training_pairs, validation_scorer
 from zscrgan.evaluation.scoring import evaluating
-from zscrgan.files import write_atomic
+from zscrgan.files import write_json
 
 SETTINGS = [  # (learning rate, weight decay, hidden width, target pairing)
     (1e-3, 1e-4, 512, "class_mean"), (1e-3, 1e-4, 512, "caption"), (3e-4, 1e-3, 1024, "class_mean")]
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       "step": step, "val_prec": val_prec})
                 print(f"MLP residual (lr {lr}, decay {decay}, width {hidden}, {pairing}) step {step}: "
                       f"validation Prec@50 {val_prec:.4f}", flush=True)
-    write_atomic(args.out, json.dumps(result, indent=1).encode())
+    write_json(args.out, result)
     return result
 
 

@@ -15,7 +15,6 @@ Any `zscrgan train` flag applies.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
 from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes
 from zscrgan.experiments.run import load_run_data, prepare_process
 from zscrgan.experiments.trainer import EMTrainer
-from zscrgan.files import write_atomic
+from zscrgan.files import write_atomic, write_json
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
 
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
     runs = [one_seed(replace(cfg, seed=seed), data) for seed in parse_seeds(cfg.seeds)]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "warm_start.json", json.dumps(runs, indent=1).encode())
+    write_json(out / "warm_start.json", runs)
 
     mean = {view: np.mean([r[view] for r in runs], axis=0) for view in VIEWS}
     ridge = float(np.mean([r["ridge"] for r in runs]))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from zscrgan.console import Parser
+from zscrgan.console import Parser, comma_list
 from zscrgan.device import DEVICE_HELP, DEVICES
 from zscrgan.errors import UserError
 from zscrgan.files import read_json_object
@@ -304,7 +304,7 @@ def run_name(cfg: Config) -> str:
 def parse_seeds(text: str) -> list[int]:
     """--seeds "0,1,2" -> [0, 1, 2], or a ValueError naming the flag."""
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        return [int(s) for s in comma_list(text)]
     except ValueError:
         raise ValueError(f"--seeds {text!r}: expected a comma list of integers") from None
 

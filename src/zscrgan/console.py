@@ -20,6 +20,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help for the rest)\n")
 
 
+def comma_list(text: str) -> list[str]:
+    """A flag's comma list, "a, b,,c" -> ["a", "b", "c"]: items stripped, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

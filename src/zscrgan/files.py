@@ -41,6 +41,11 @@ def write_atomic(path: Path, payload: bytes) -> None:
         raise
 
 
+def write_json(path: Path, value, indent: int | None = 1) -> None:
+    """``value`` as a JSON document (indented one space a level, as every JSON file here), atomically."""
+    write_atomic(path, json.dumps(value, indent=indent).encode())
+
+
 def read_json_object(path: Path) -> dict:
     """A JSON object from ``path``, or {} when the file is absent; DataError when malformed."""
     path = Path(path)

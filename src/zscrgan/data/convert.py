@@ -11,7 +11,6 @@ with their sha256, so a converted set can be traced back to exactly what it was 
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from zscrgan.data.dataset import ZeroShotData, read_pickle, save_dataset
 from zscrgan.errors import DataError
-from zscrgan.files import read_json_object, sha256_file, write_atomic
+from zscrgan.files import read_json_object, sha256_file, write_json
 
 MANIFEST_FILE = "manifest.json"
 
@@ -95,7 +94,7 @@ def _write_manifest(out: Path, sources: list[Path], data: ZeroShotData, **extra)
                                    for p in sources},
                 "seen": data.seen, "unseen": data.unseen,
                 "images_per_class": {str(c): len(data.images[c]) for c in data.seen + data.unseen}}
-    write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+    write_json(out / MANIFEST_FILE, manifest)
 
 
 def text_pca(texts: dict, seen: list, dim: int) -> tuple[dict, float]:

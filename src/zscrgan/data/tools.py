@@ -20,14 +20,13 @@ wrong; load errors exit 1, problems (duplicate photos are common in real sets) o
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zscrgan.config import Config
-from zscrgan.console import Parser, positive_int
+from zscrgan.console import Parser, comma_list, positive_int
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, load_dataset, save_dataset
@@ -36,7 +35,7 @@ from zscrgan.data.featurize import Features, describe, encode_texts, featurize_i
 from zscrgan.data.photos import class_files
 from zscrgan.device import add_device_flag
 from zscrgan.errors import DataError
-from zscrgan.files import check_writable, read_json_object, write_atomic
+from zscrgan.files import check_writable, read_json_object, write_json
 
 __all__ = ["build_dataset", "check_dataset", "choose_unseen", "split_dataset", "convert_gazsl", "convert_xlsa17", "main"]
 
@@ -66,7 +65,7 @@ def choose_unseen(names: list, unseen=None, fraction: float | None = None, seed:
     if (unseen is None) == (fraction is None):
         raise DataError("give exactly one of --unseen CLASSES or --unseen_fraction F")
     if unseen is not None:
-        chosen = [c.strip() for c in unseen.split(",") if c.strip()] if isinstance(unseen, str) else list(unseen)
+        chosen = comma_list(unseen) if isinstance(unseen, str) else list(unseen)
         unknown = [c for c in chosen if c not in names]
         if unknown:
             raise DataError(f"--unseen: no class named {', '.join(unknown)} (classes: {', '.join(names)})")
@@ -181,7 +180,7 @@ def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None
         "images": [{"class": r["class"], "row": r["row"], "path": r["source"]} for r in image_rows],
         "texts": text_entries,
     }
-    write_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+    write_json(out / MANIFEST_FILE, manifest)
     print(f"{out}: {data.summary()} ({describe(img, skipped)}; {describe(txt)}{named})")
     return data
 
@@ -192,7 +191,7 @@ def _named_classes(data: ZeroShotData, names: str, flag: str) -> set:
     """The class ids a comma list of names (classnames.json, any separators) or ids stands for."""
     classes = list(data.seen) + list(data.unseen)
     by_key = {class_key(name): c for c, name in data.classnames.items()} | {str(c): c for c in classes}
-    asked = [u.strip() for u in names.split(",") if u.strip()]
+    asked = comma_list(names)
     unknown = [u for u in asked if class_key(u) not in by_key]
     if unknown:
         raise DataError(f"{flag}: {data.name} has no class {', '.join(unknown)} (give names from classnames.json or ids)")
@@ -218,7 +217,7 @@ def split_dataset(source, unseen: str, out, text_encoder: str | None = None,
     manifest = read_json_object(Path(source) / MANIFEST_FILE)
     manifest.update({k: v for k, v in (("text_encoder", text_encoder), ("image_encoder", image_encoder)) if v})
     manifest.update(split_from=str(Path(source).resolve()), seen=split.seen, unseen=split.unseen)
-    write_atomic(Path(out) / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+    write_json(Path(out) / MANIFEST_FILE, manifest)
     names = ", ".join(data.classnames.get(c, str(c)) for c in split.unseen)
     print(f"{out}: {split.summary()}; unseen: {names}")
     return split

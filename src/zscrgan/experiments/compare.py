@@ -26,7 +26,7 @@ from zscrgan.config import (
     parse_seeds,
     run_name,
 )
-from zscrgan.console import say
+from zscrgan.console import comma_list, say
 from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
 from zscrgan.errors import Interrupted
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {', '.join(METHODS)}")
     parser.set_defaults(seeds="0,1,2", report=False)
     args = parse_args_with_config(parser, argv)
-    methods = [m.strip() for m in args.pop("methods").split(",") if m.strip()]
+    methods = comma_list(args.pop("methods"))
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")

@@ -58,7 +58,7 @@ from zscrgan.experiments.runfolder import (
     projection,
 )
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
-from zscrgan.files import read_json_object, write_atomic
+from zscrgan.files import read_json_object, write_json
 from zscrgan.flags import add_dataclass_flags, flag
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
@@ -343,8 +343,7 @@ def train_main(argv: list[str]) -> int:
         summaries = [Run(c).train() for c in configs]
     table = aggregate(summaries)
     base = run_name(replace(cfg, seeds=""))
-    write_atomic(Path(cfg.out_dir) / "ckt_logs" / f"{base}_seeds.json",
-                 json.dumps({"seeds": seeds, "mean_sd": table, "runs": summaries}, indent=1).encode())
+    write_json(Path(cfg.out_dir) / "ckt_logs" / f"{base}_seeds.json", {"seeds": seeds, "mean_sd": table, "runs": summaries})
     print(f"over seeds {seeds}:")
     for view, figures in table.items():
         print(f"  {view}: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in figures.items()))

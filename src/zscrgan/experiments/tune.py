@@ -17,7 +17,6 @@ RUNNING by a killed process on this machine are marked failed at the next start.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import socket
@@ -40,7 +39,7 @@ from zscrgan.experiments.tune_space import (  # noqa: F401  (SPACE: for the test
     read_space,
     suggest,
 )
-from zscrgan.files import write_atomic
+from zscrgan.files import write_json
 
 TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
 # Left out of best_config.json, to each command's defaults (compare's --seeds 0,1,2, train's reports)
@@ -190,7 +189,7 @@ def write_best_config(study, job: dict) -> Path | None:
     settings = {k: v for k, v in {**job["base"], **best.params, "out_dir": job["out_dir"]}.items()
                 if k not in NOT_IN_BEST_CONFIG}
     path = Path(job["study_dir"]) / "best_config.json"
-    write_atomic(path, json.dumps(settings, indent=1).encode())
+    write_json(path, settings)
     return path
 
 

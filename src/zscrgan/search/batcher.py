@@ -140,10 +140,11 @@ class Batcher:
 
     def _encode_texts(self, queries, texts, vectors, out, timing) -> None:
         """One encoder call and one generator + CSEM pass for all texts; one at a time if that fails."""
-        run = self.reader.run
-        if run is None:
+        try:
+            run = self.reader.text_run()
+        except DataError as exc:
             for i in texts:
-                out[i] = Refusal(400, f"{self.reader.folder}: opened without its model, so text cannot be embedded")
+                out[i] = Refusal(400, str(exc))
             return
         try:
             start = time.perf_counter()

@@ -16,14 +16,13 @@ half-written file, only, after an interrupted run, a vectors.npz one run behind 
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 from zscrgan.errors import DataError
-from zscrgan.files import FolderLock, read_json_object, write_atomic
+from zscrgan.files import FolderLock, read_json_object, write_atomic, write_json
 
 FORMAT = "zscrgan-index/1"
 MANIFEST, DB, VECTORS, CLASSES = "manifest.json", "photos.sqlite", "vectors.npz", "classes.npz"
@@ -72,7 +71,7 @@ def read_manifest(folder: Path) -> dict:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    write_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_json(Path(folder) / MANIFEST, manifest)
 
 
 def write_npz(path: Path, **arrays) -> None:

@@ -143,12 +143,17 @@ class IndexReader:
         raise DataError(f"{path}: not a photo of {self.folder} (index it first, or give its path under {root})")
 
     # ---- query embeddings ----------------------------------------------------------------
+    def text_run(self):
+        """The run that embeds free text (search.trained.TrainedRun), or a one-line DataError where the
+        index was opened without it."""
+        if self.run is None:
+            raise DataError(f"{self.folder}: opened without its model, so text cannot be embedded")
+        return self.run
+
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Free text -> query embeddings (strings in; ``embed_*`` names take vectors)."""
         check_texts(texts)
-        if self.run is None:
-            raise DataError(f"{self.folder}: opened without its model, so text cannot be embedded")
-        return self.run.encode_texts(texts, self.precision)
+        return self.text_run().encode_texts(texts, self.precision)
 
     def has_id(self, photo_id: int) -> bool:
         """Photo ids are stored ascending (SQLite id order): a binary search, no 10M-entry dict."""

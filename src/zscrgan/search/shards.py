@@ -27,7 +27,7 @@ import torch
 
 from zscrgan.data.photos import class_lookup, known_class, read_photo
 from zscrgan.errors import DataError, require
-from zscrgan.files import LOCK_FILE, read_json_object, sha256_file, write_atomic
+from zscrgan.files import LOCK_FILE, read_json_object, sha256_file, write_atomic, write_json
 from zscrgan.search.trained import open_run
 
 FORMAT = "zscrgan-shards/1"
@@ -95,7 +95,7 @@ def make_plan(folder: Path, files: list[str], key: str, about: dict, shard_size:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / PLAN_ROWS, _parquet_bytes(pa.table({"path": pa.array(paths, pa.string()),
                                                                   "shard": pa.array(shard_of, pa.int32())})))
-        write_atomic(folder / PLAN, json.dumps(plan, indent=1).encode())
+        write_json(folder / PLAN, plan)
     groups: dict[int, list[str]] = {}
     for p, s in zip(paths, shard_of):
         groups.setdefault(s, []).append(p)
@@ -186,7 +186,7 @@ class ShardWorker:
         record = {"key": key, "shard": shard, "photos": len(meta), "rows": int(len(emb)),
                   "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "files": {f: [len(p), hashlib.sha256(p).hexdigest()] for f, p in files.items()}}
-        write_atomic(folder / f"{name(shard)}.done.json", json.dumps(record).encode())
+        write_json(folder / f"{name(shard)}.done.json", record, indent=None)
         return len(emb)
 
 
