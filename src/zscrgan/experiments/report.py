@@ -34,7 +34,13 @@ from zscrgan.config import DEFAULT_K
 from zscrgan.console import Parser
 from zscrgan.data.dataset import read_classnames
 from zscrgan.errors import DataError
-from zscrgan.experiments.runfolder import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
+from zscrgan.experiments.runfolder import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    PER_CLASS_FORMS,
+    REPORT_FILE,
+    SUMMARY_FILE,
+)
 from zscrgan.files import read_json_object, write_atomic
 
 OPTIMISTIC = "optimistic: chosen on the test classes"
@@ -215,9 +221,12 @@ def _summary_rows(summary: dict, rounds: list[dict]) -> list[tuple[str, object, 
     how = {"val": "on the validation classes", "test": "on the test classes (optimistic)",
            "last": "as the last round"}.get(select, f"by {select!r}")
     for split, where in (("test", "test"), ("val", "validation")):
-        if figures(selected, split):
-            rows.append((f"round chosen {how}: figures on the {where} classes",
-                         summary.get("selected_round"), figures(selected, split)))
+        views = [(split, "")] + [(f"{split}_{form}", f", one query per class ({what})")
+                                 for form, what in PER_CLASS_FORMS.items()]
+        for view, per_class in views:
+            if figures(selected, view):
+                rows.append((f"round chosen {how}: figures on the {where} classes{per_class}",
+                             summary.get("selected_round"), figures(selected, view)))
     if figures(summary.get("best_on_test"), "test"):
         rows.append((f"best on test ({OPTIMISTIC})", summary.get("best_on_test_round"),
                      figures(summary["best_on_test"], "test")))
