@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
     names = [Path(f).name for f in args.index]
     for folder in args.index:
         reader = IndexReader(folder)
-        # the folder's name, or its last two parts where two folders share a name
-        name = f"index {Path(folder).name if names.count(Path(folder).name) == 1 else '/'.join(Path(folder).parts[-2:])}"
+        # the folder's name, or its path as given where two folders share a name
+        name = f"index {Path(folder).name if names.count(Path(folder).name) == 1 else folder}"
         # the truth is the photo's folder, not the class the index filed it under
         rows[name] = precision_at(search_index(reader, reader.encode_texts(texts.sources), args.k), texts.classes, args.k)
-        on_captions[name] = precision_at(search_index(reader, reader.run.embed_text_vectors(captions), args.k),
+        on_captions[name] = precision_at(search_index(reader, reader.text_run().embed_text_vectors(captions), args.k),
                                          caption_classes, args.k)[1]
     train, val = split_validation(data, 0.2, args.seed)
     ridge = fit_baseline("ridge", data, train, val, seed=args.seed)

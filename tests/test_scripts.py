@@ -38,6 +38,7 @@ def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in
     from conftest import shared_path
 
     from zscrgan.cli import main
+    from zscrgan.data.dataset import class_key, load_dataset
 
     cap, photos = shared_path("data", "FLO_cap"), shared_path("data", "flower_photos")
     unseen = ",".join(p.name for p in sorted(photos.iterdir()) if p.is_dir())
@@ -51,6 +52,8 @@ def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in
     result = flower_search.main(["--photos", str(photos), "--descriptions", str(examples), "--dataset",
                                  str(tmp_path / "cap"), "--index", str(tmp_path / "index"), "--out", str(tmp_path / "fs.md")])
     assert result["featurizer_check"]["photos"] == 60 and result["featurizer_check"]["clear"] == 60
+    cap = load_dataset(tmp_path / "cap")
+    captions = {class_key(cap.classnames[c]): len(cap.texts[c]) for c in cap.unseen}
     assert result["chance"] == pytest.approx(0.1)
     assert {"index index", "ridge"} <= {name.split(" (")[0] for name in result["models"]}
     for model in result["models"].values():
@@ -59,6 +62,9 @@ def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in
         # every caption of the 10 classes a query too: per class, a fraction of (its captions x 5)
         assert 0 <= model["captions_precision"] <= 1 and len(model["captions_per_class"]) == 10
         assert model["captions_precision"] == pytest.approx(np.mean(list(model["captions_per_class"].values())))
+        for name, value in model["captions_per_class"].items():
+            hits = value * 5 * captions[class_key(name)]
+            assert abs(hits - round(hits)) < 1e-6, (name, value)
     assert "| index index |" in (tmp_path / "fs.md").read_text()
 
 

@@ -80,11 +80,12 @@ def test_the_two_protocols_agree_with_one_text_per_class_and_differ_with_many():
 
 
 def test_prototypes_are_the_mean_unit_query_of_each_class_checked_by_hand():
-    queries = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0], [5.0, 0.0], [0.0, -1.0]])
-    labels = torch.tensor([0, 0, 2, 2, 2])
-    got = class_prototypes(queries, labels, 3)
-    expected = torch.tensor([[(0.6 + 0.0) / 2, (0.8 + 1.0) / 2], [0.0, 0.0], [2 / 3, -1 / 3]])
-    torch.testing.assert_close(got, expected)  # a class without texts: a zero row, no NaN
+    queries = torch.tensor([[3.0, 4.0], [0.0, 2.0], [0.0, 7.0], [1.0, 0.0], [5.0, 0.0], [0.0, -1.0]])
+    got = class_prototypes(queries, [2, 1, 3])
+    expected = torch.tensor([[(0.6 + 0.0) / 2, (0.8 + 1.0) / 2], [0.0, 1.0], [2 / 3, -1 / 3]])
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="class position 1 has no texts"):
+        class_prototypes(queries[:3], [3, 0])
 
 
 def test_prototype_protocol_brute_force_and_agrees_with_per_text_on_one_text_a_class():

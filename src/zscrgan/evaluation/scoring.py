@@ -4,7 +4,9 @@ One function, :func:`score_classes`, scores every model the project has: anythin
 ``embed_texts`` and ``embed_images`` (the baselines' protocol, :class:`zscrgan.evaluation.baselines.Baseline`)
 -- the baselines themselves, and a trained ZSCRGAN seen through :class:`Retriever`.
 Every text of a class is a query; the gallery is every image of the classes scored; cosine
-similarity ranks the gallery.
+similarity ranks the gallery. Where a class has many texts, the per-class protocol has one query
+per class in two forms: the query of its mean text (:func:`score_classes` on
+``data.class_mean_texts()``) and the mean of its texts' queries (:func:`score_prototypes`).
 
 ZSCRGAN's query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM.
 Its noise comes from an rng seeded per (seed, round), so the same checkpoint scores the same
@@ -141,14 +143,17 @@ def score_classes(model, data, classes: list, ks, device, details: bool = True) 
     return scores, lists
 
 
-def class_prototypes(queries: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+def class_prototypes(queries: torch.Tensor, counts: list[int]) -> torch.Tensor:
     """Per class, the mean of its texts' unit-length query embeddings: its *prototype*, one query
-    per class in the common space (what ``zscrgan search --class-id`` queries with)."""
-    unit_queries = torch.nn.functional.normalize(queries, dim=1)
-    sums = torch.zeros(n_classes, queries.shape[1], dtype=queries.dtype, device=queries.device)
-    sums.index_add_(0, labels, unit_queries)
-    counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).to(queries.dtype)
-    return sums / counts[:, None]
+    per class in the common space (what ``zscrgan search --class-id`` queries with).
+
+    ``queries`` holds each class's texts as one block, in class order (``stacked_texts``), ``counts``
+    the block sizes. Block means, not a scatter-add: the same sums in the same order on every device.
+    """
+    if min(counts, default=1) < 1:
+        raise ValueError(f"class position {counts.index(0)} has no texts: a prototype needs at least one")
+    unit_queries = torch.nn.functional.normalize(queries.float(), dim=1)
+    return torch.stack([block.mean(0) for block in unit_queries.split(list(counts))])
 
 
 @torch.no_grad()
@@ -162,10 +167,10 @@ def score_prototypes(model, data, classes: list, ks, device) -> RetrievalScores:
     slightly for the baselines.
     """
     device = torch.device(device)
-    texts, q_labels = data.stacked_texts(classes)
+    texts, _ = data.stacked_texts(classes)
     images, g_labels = data.stacked_images(classes)
     queries = model.embed_texts(torch.from_numpy(texts).to(device))
-    prototypes = class_prototypes(queries, torch.from_numpy(q_labels).to(device), len(classes))
+    prototypes = class_prototypes(queries, [len(data.texts[c]) for c in classes])
     gallery = model.embed_images(torch.from_numpy(images).to(device))
     return score_retrieval(prototypes, torch.arange(len(classes), device=device), gallery,
                            torch.from_numpy(g_labels).to(device), ks=ks)

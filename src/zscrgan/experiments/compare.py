@@ -4,9 +4,11 @@
 
 Every method sees the same split per seed: a fraction of the seen classes is held out for
 validation; baselines choose their hyperparameters there, ZSCRGAN runs choose their round
-there (``--select val``); all are then scored once on the unseen classes. Prints one table
-(Prec@50, mAP@50 as mean +- sd over seeds, training seconds) and writes it as Markdown and
-CSV beside the runs. Every ``zscrgan train`` flag applies to the ZSCRGAN runs.
+there (``--select val``); all are then scored once on the unseen classes. Prints a table per
+query protocol (Prec@50, mAP@50 as mean +- sd over seeds, training seconds): every text a query;
+on data with many texts a class, one query per class in its two forms, on the unseen classes and
+on the validation classes (where a reader chooses between the forms); and writes them as Markdown
+and CSV beside the runs. Every ``zscrgan train`` flag applies to the ZSCRGAN runs.
 """
 from __future__ import annotations
 
@@ -57,9 +59,10 @@ PROTOCOLS = {"test": ("per_text", "Unseen classes, every text a query"),
              "test_class": ("per_class", "Unseen classes, one query per class, the query of the mean of its texts"),
              "test_prototype": ("per_class_prototype",
                                 "Unseen classes, one query per class, the mean of its texts' queries"),
-             "val_class": ("val_per_class", "Validation classes, one query per class, the query of the mean of its texts"),
-             "val_prototype": ("val_per_class_prototype",
-                               "Validation classes, one query per class, the mean of its texts' queries")}
+             "val_class": ("val_per_class", "Validation classes (those each method was selected on: for choosing "
+                           "a per-class form, not for ranking methods), one query per class, the query of the mean of its texts"),
+             "val_prototype": ("val_per_class_prototype", "Validation classes (those each method was selected on: for "
+                               "choosing a per-class form, not for ranking methods), one query per class, the mean of its texts' queries")}
 
 
 def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:

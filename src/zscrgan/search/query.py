@@ -2,7 +2,7 @@
 
     zscrgan search INDEX "a tall purple flower with bell-shaped petals" [-k 10] [--json | --paths]
     zscrgan search INDEX --like photos/daisy/1.jpg          # photos like an indexed one
-    zscrgan search INDEX --class-id 7                       # a class's stored text vector
+    zscrgan search INDEX --class-id 7                       # a class's stored query: the mean of its texts' queries
     printf 'red petals\\nyellow trumpet\\n' | zscrgan search INDEX -k 5
 
 Free text is encoded with the text featurizer the run's data set was built with, then made a
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("text", nargs="?", help="a description; none: one description per line on stdin")
     parser.add_argument("-k", type=int, default=10, help=f"results per query (1..{MAX_K})")
     parser.add_argument("--like", help="query by an indexed photo (its path)")
-    parser.add_argument("--class-id", dest="class_id", help="query with a class's stored text vector (id or name)")
+    parser.add_argument("--class-id", dest="class_id", help="query with a class's stored query, the mean of its texts' queries (id or name)")
     parser.add_argument("--min_score", type=float, default=-1.0)
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per result")
