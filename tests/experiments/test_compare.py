@@ -58,4 +58,22 @@ def test_compare_headline_uses_select_k_and_keeps_each_method_done_before_a_fail
         ("ridge", "per_text"), ("ridge", "per_class"), ("ridge", "per_class_prototype"), ("ridge", "val_per_class"),
         ("ridge", "val_per_class_prototype")]
     assert {"prec@5_mean", "map@5_mean", "prec@50_mean"} <= set(rows[0])
+    assert (tmp_path / "compare_builtin.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the bars, after each method
     assert "| method | Prec@5 | mAP@5 | Prec@50 | mAP@50 |" in (tmp_path / "compare_builtin.md").read_text()
+
+
+def test_the_plot_has_a_bar_per_method_and_protocol_at_the_table_means(monkeypatch):
+    from zscrgan.experiments import compare
+
+    drawn = {}
+    monkeypatch.setattr(compare, "plot_compare", lambda figures, metric, title: drawn.update(
+        figures=figures, metric=metric, title=title) or b"png")
+    runs = {"ridge": [({"test": {"prec@5": 0.5}, "test_class": {"prec@5": 0.7}, "val_class": {"prec@5": 0.9}}, 1.0),
+                      ({"test": {"prec@5": 0.7}, "test_class": {"prec@5": 0.9}, "val_class": {"prec@5": 0.9}}, 1.0)],
+            "tuned": [({"test": {"prec@5": 0.4}}, 2.0), ({"test": {"prec@5": 0.6}}, 2.0)]}
+    assert compare.plot(runs, [0, 1], 5) == b"png"
+    sd = 0.2 ** 0.5 / 10 ** 0.5  # sample sd of two values 0.2 apart: 0.1414
+    per_text, per_class = "every text a query", "per class: the mean text's query"
+    assert drawn["metric"] == "Prec@5" and list(drawn["figures"]) == [per_text, per_class]  # no val bars
+    assert drawn["figures"][per_text] == {"ridge": pytest.approx((0.6, sd)), "tuned": pytest.approx((0.5, sd))}
+    assert drawn["figures"][per_class] == {"ridge": pytest.approx((0.8, sd))}

@@ -8,7 +8,8 @@ there (``--select val``); all are then scored once on the unseen classes. Prints
 query protocol (Prec@50, mAP@50 as mean +- sd over seeds, training seconds): every text a query;
 on data with many texts a class, one query per class in its two forms, on the unseen classes and
 on the validation classes (where a reader chooses between the forms); and writes them as Markdown
-and CSV beside the runs. Every ``zscrgan train`` flag applies to the ZSCRGAN runs.
+and CSV beside the runs, with the unseen-class Prec@K as a bar chart (PNG). Every ``zscrgan train``
+flag applies to the ZSCRGAN runs.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from zscrgan.device import pick_device
 from zscrgan.errors import Interrupted
 from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.evaluation.scoring import score_classes, score_prototypes
+from zscrgan.experiments.report import plot_compare
 from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
 from zscrgan.experiments.runfolder import mean_sd
 from zscrgan.files import check_writable, write_atomic
@@ -88,6 +90,22 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
                                                      details=False)[0].as_dict()
             figures[f"{view}_prototype"] = score_prototypes(model, data, classes, ks, device).as_dict()
     return figures, seconds
+
+
+# the unseen-class protocols in the plot's legend
+PLOT_LABELS = {"test": "every text a query", "test_class": "per class: the mean text's query",
+               "test_prototype": "per class: the mean of the texts' queries"}
+
+
+def plot(results: dict, seeds: list[int], k: int = DEFAULT_K) -> bytes:
+    """Prec@K of every method on the unseen classes, one bar per query protocol (mean ± sd over seeds)."""
+    figures = {}
+    for view, label in PLOT_LABELS.items():
+        done = {m: mean_sd([f[view][f"prec@{k}"] for f, _ in runs]) for m, runs in results.items()
+                if runs and all(view in f for f, _ in runs)}
+        if done:
+            figures[label] = done
+    return plot_compare(figures, f"Prec@{k}", f"unseen classes; mean ± sd over seeds {','.join(map(str, seeds))}")
 
 
 def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str]:
@@ -154,8 +172,9 @@ def main(argv: list[str]) -> int:
             md, csv_text = table(results, seeds, cfg.select_k)  # after each method: a late failure loses nothing
             write_atomic(out.with_suffix(".md"), md.encode())
             write_atomic(out.with_suffix(".csv"), csv_text.encode())
+            write_atomic(out.with_suffix(".png"), plot(results, seeds, cfg.select_k))
     except KeyboardInterrupt:
         done = f"; the methods done are in {out}.csv" if len(results) > 1 else ""
         raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue{done}") from None
-    print(md + f"written to {out}.md and {out}.csv")
+    print(md + f"written to {out}.md, {out}.csv and {out}.png")
     return 0

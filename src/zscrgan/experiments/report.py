@@ -191,6 +191,25 @@ def class_bars(summary: dict, run_dir: Path) -> tuple[str, list[tuple[str, float
     return (key, [(label, v) for v, label in bars]) if bars else None
 
 
+def plot_compare(figures: dict[str, dict[str, tuple[float, float]]], metric: str, title: str) -> bytes:
+    """`zscrgan compare`'s table as grouped bars: one group per method, one bar per query protocol
+    (``figures[protocol][method] = (mean, sd)`` over seeds), sd as error bars."""
+    methods = list(dict.fromkeys(m for per in figures.values() for m in per))
+    width = 0.8 / max(1, len(figures))
+    fig = Figure(figsize=(1.6 + 1.2 * len(methods), 3.6))
+    ax = fig.add_subplot()
+    for i, (protocol, per) in enumerate(figures.items()):
+        xs = [j + (i - (len(figures) - 1) / 2) * width for j, m in enumerate(methods) if m in per]
+        ax.bar(xs, [per[m][0] for m in methods if m in per], width, yerr=[per[m][1] for m in methods if m in per],
+               capsize=3, label=protocol, color=f"C{i}")
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
 def plot_per_class(key: str, bars: list[tuple[str, float]]) -> bytes:
     fig = Figure(figsize=(7, 1.2 + 0.25 * len(bars)))
     ax = fig.add_subplot()
