@@ -13,4 +13,4 @@ nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 benchmarks/speed.py --device cuda --dataset .devdata/FLO --rounds 3 --baseline_fraction 0.05 2>&1 | tee "$out/speed.txt"
 python3 benchmarks/eval_speed.py --device cuda --queries 1000 --gallery 1000000 --dim 1024 --ks 50 2>&1 | tee "$out/eval_1m.txt"
-python3 -m pytest -q -p no:cacheprovider tests/experiments/test_trainer.py tests/evaluation/test_metrics.py 2>&1 | tee "$out/tests.txt"
+python3 -m pytest -q -p no:cacheprovider tests/experiments/test_trainer.py tests/evaluation/test_metrics.py tests/experiments/test_captions.py 2>&1 | tee "$out/tests.txt"

@@ -105,6 +105,14 @@ def test_prototype_protocol_brute_force_and_agrees_with_per_text_on_one_text_a_c
         score_classes(model, one, one.seen, (5,), "cpu")[0].as_dict())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prototype_figures_on_cuda_are_the_cpu_figures():
+    many = caption_data()
+    on_gpu = score_prototypes(fit_baseline("ridge", many, many.seen, None, device="cuda"), many, many.seen, (3, 5), "cuda")
+    on_cpu = score_prototypes(fit_baseline("ridge", many, many.seen, None), many, many.seen, (3, 5), "cpu")
+    assert on_gpu.as_dict() == pytest.approx(on_cpu.as_dict())
+
+
 def test_class_mean_pairing_is_ridge_on_every_caption_photo_pair_of_a_class():
     """Pairing each caption with its class's mean photo is the closed form of pairing it with
     every photo of its class (equal photo counts): checked against numpy on the explicit pairs."""
