@@ -51,9 +51,14 @@ def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> 
     return float(np.mean(hits)), {c: float(np.mean(v)) for c, v in per_class.items()}
 
 
+def class_ids(data) -> dict:
+    """{class_key(name): class id} of the data set: a photo folder's name finds its class."""
+    return {class_key(name): c for c, name in data.classnames.items()}
+
+
 def caption_queries(data, classes: list[str]) -> tuple[np.ndarray, list[str]]:
     """Every caption of the data set's classes named ``classes``, and each one's class name."""
-    ids = {class_key(name): c for c, name in data.classnames.items()}
+    ids = class_ids(data)
     rows = [(data.texts[ids[class_key(c)]], c) for c in classes]
     return np.concatenate([t for t, _ in rows]), [c for t, c in rows for _ in range(len(t))]
 
@@ -79,7 +84,7 @@ def jpeg_noise(photos) -> np.ndarray:
 def featurizer_check(photos, data) -> dict:
     """Best and runner-up cosine of each photo to its class's rows in the data set, beside the
     change one more JPEG encoding makes to the photo's own features."""
-    ids = {class_key(name): c for c, name in data.classnames.items()}
+    ids = class_ids(data)
     feats = unit(photos.features)
     best, second = [], []
     for vec, cls in zip(feats, photos.classes):

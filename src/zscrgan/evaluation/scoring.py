@@ -1,12 +1,12 @@
 """Scoring retrieval, for any model (docs/algorithm.md, "Evaluation").
 
-One function, :func:`score_classes`, scores every model the project has: anything with
+One function, :func:`score_views`, scores every model the project has: anything with
 ``embed_texts`` and ``embed_images`` (the baselines' protocol, :class:`zscrgan.evaluation.baselines.Baseline`)
 -- the baselines themselves, and a trained ZSCRGAN seen through :class:`Retriever`.
 Every text of a class is a query; the gallery is every image of the classes scored; cosine
-similarity ranks the gallery. Where a class has many texts, the per-class protocol has one query
-per class in two forms: the query of its mean text (:func:`score_classes` on
-``data.class_mean_texts()``) and the mean of its texts' queries (:func:`score_prototypes`).
+similarity ranks the gallery. Where a class has many texts, the per-class protocol adds one query
+per class in two forms, from the same embeddings: the query of its mean text and the mean of its
+texts' queries (:func:`class_prototypes`). :func:`score_classes` is the per-text part alone.
 
 ZSCRGAN's query path: text -> encoder sample c -> G(c, z) -> CSEM; gallery path: image -> CSEM.
 Its noise comes from an rng seeded per (seed, round), so the same checkpoint scores the same
@@ -92,12 +92,15 @@ class Retriever:
 
     Holds the evaluation settings: noise draws averaged per query (``samples``), the
     noise-free mean (``use_mean``), the rng the noise comes from, and the ``--eval_centre``
-    vector subtracted from both sides. The model is in eval mode only while it embeds.
+    vector subtracted from both sides. Every ``embed_texts`` call starts the rng where it stood
+    when the retriever was made, so a pass's noise does not depend on the passes before it (the
+    per-class forms score the same retriever again). The model is in eval mode only while it embeds.
     """
 
     def __init__(self, model: ZSCRGAN, samples: int = 1, use_mean: bool = False,
                  rng: torch.Generator | None = None, centre: torch.Tensor | None = None):
         self.model, self.samples, self.use_mean, self.rng, self.centre = model, samples, use_mean, rng, centre
+        self._rng_start = rng.get_state() if rng is not None else None
 
     @classmethod
     def for_round(cls, model: ZSCRGAN, cfg, round_: int, device, centre: torch.Tensor | None = None) -> "Retriever":
@@ -108,6 +111,8 @@ class Retriever:
         return emb if self.centre is None else emb - self.centre
 
     def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        if self.rng is not None:
+            self.rng.set_state(self._rng_start)
         with evaluating(self.model):
             return self._centred(embed_queries(self.model, texts, self.samples, self.use_mean, self.rng))
 
@@ -117,13 +122,18 @@ class Retriever:
 
 
 @torch.no_grad()
-def score_classes(model, data, classes: list, ks, device, details: bool = True) -> tuple[RetrievalScores, list]:
-    """Score retrieval among ``classes`` with any model having ``embed_texts``/``embed_images``.
+def score_views(model, data, classes: list, ks, device, details: bool = True,
+                per_class: bool = False) -> tuple[RetrievalScores, list, dict[str, RetrievalScores]]:
+    """Score retrieval among ``classes`` with any model having ``embed_texts``/``embed_images``,
+    every text and every image embedded once for all the views below.
 
-    Returns the scores (with ``collapse`` stats, :func:`zscrgan.evaluation.metrics.collapse_stats`) and
-    the retrieval lists, upstream's output format: one {query class id: [class ids of the
-    top :data:`RETRIEVAL_DEPTH` images, best first]} per query, in query order.
-    ``details=False`` skips the collapse stats and the lists
+    Returns the per-text scores (every text a query; with ``collapse`` stats,
+    :func:`zscrgan.evaluation.metrics.collapse_stats`), their retrieval lists, upstream's output
+    format: one {query class id: [class ids of the top :data:`RETRIEVAL_DEPTH` images, best first]}
+    per query, in query order, and with ``per_class`` the per-class figures in both forms: "class",
+    the query of each class's mean text, and "prototype", the mean of its texts' queries
+    (:func:`class_prototypes`); runs ask for them where a class has many texts (with one text a
+    class both are the per-text figures). ``details=False`` skips the collapse stats and the lists
     (an empty list comes back): the figures alone, for choosing hyperparameters.
     """
     device = torch.device(device)
@@ -134,12 +144,27 @@ def score_classes(model, data, classes: list, ks, device, details: bool = True) 
     q_labels_t = torch.from_numpy(q_labels).to(device)
     g_labels_t = torch.from_numpy(g_labels).to(device)
     scores = score_retrieval(queries, q_labels_t, gallery, g_labels_t, ks=ks)
+    forms = {}
+    if per_class:
+        one_each = torch.arange(len(classes), device=device)
+        mean_texts, _ = data.class_mean_texts().stacked_texts(classes)
+        forms["class"] = score_retrieval(model.embed_texts(torch.from_numpy(mean_texts).to(device)), one_each,
+                                             gallery, g_labels_t, ks=ks)
+        forms["prototype"] = score_retrieval(class_prototypes(queries, [len(data.texts[c]) for c in classes]),
+                                                 one_each, gallery, g_labels_t, ks=ks)
     if not details:
-        return scores, []
+        return scores, [], forms
     # top-k overlap needs k well below the gallery: at most 10, at most a class's share of it
     scores.collapse = collapse_stats(queries, q_labels_t, scores.topk, max(1, min(10, len(g_labels) // len(classes))))
     top = g_labels[scores.topk[:, :RETRIEVAL_DEPTH].cpu().numpy()]
     lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top)]
+    return scores, lists, forms
+
+
+def score_classes(model, data, classes: list, ks, device, details: bool = True) -> tuple[RetrievalScores, list]:
+    """:func:`score_views`' per-text scores and retrieval lists alone (every text a query): what
+    choosing a baseline's hyperparameters scores, many times over."""
+    scores, lists, _ = score_views(model, data, classes, ks, device, details)
     return scores, lists
 
 
@@ -156,43 +181,27 @@ def class_prototypes(queries: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return torch.stack([block.mean(0) for block in unit_queries.split(list(counts))])
 
 
-@torch.no_grad()
 def score_prototypes(model, data, classes: list, ks, device) -> RetrievalScores:
-    """Score one query per class, its :func:`class_prototypes` row, with any model as :func:`score_classes`.
-
-    The per-class protocol's second form (docs/results.md, "Caption-level flowers"): where the first
-    embeds the mean of a class's texts (``data.class_mean_texts()``), this averages the queries
-    of its texts. The two differ for a model that is not linear (ZSCRGAN's generator sees
+    """The per-class protocol's second form alone (:func:`score_views`' "prototype"): where the
+    first embeds the mean of a class's texts (``data.class_mean_texts()``), this averages the
+    queries of its texts. The two differ for a model that is not linear (ZSCRGAN's generator sees
     unit-length captions in training, never their shorter mean) and, through the unit length,
-    slightly for the baselines.
-    """
-    device = torch.device(device)
-    texts, _ = data.stacked_texts(classes)
-    images, g_labels = data.stacked_images(classes)
-    queries = model.embed_texts(torch.from_numpy(texts).to(device))
-    prototypes = class_prototypes(queries, [len(data.texts[c]) for c in classes])
-    gallery = model.embed_images(torch.from_numpy(images).to(device))
-    return score_retrieval(prototypes, torch.arange(len(classes), device=device), gallery,
-                           torch.from_numpy(g_labels).to(device), ks=ks)
+    slightly for the baselines."""
+    return score_views(model, data, classes, ks, device, details=False, per_class=True)[2]["prototype"]
+
+
+def evaluate_views(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int, device,
+                   centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list, dict[str, RetrievalScores]]:
+    """A ZSCRGAN model's :func:`score_views` among ``classes`` at round ``round_``, through a
+    :class:`Retriever` with the run's evaluation settings; the per-class forms where a class has many texts."""
+    return score_views(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device,
+                       per_class=data.many_texts)
 
 
 def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
                      device, centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list]:
-    """A ZSCRGAN model's scores among ``classes`` at round ``round_``: :func:`score_classes`
-    through a :class:`Retriever` with the run's evaluation settings."""
+    """:func:`evaluate_views`' per-text scores and retrieval lists alone."""
     return score_classes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device)
-
-
-def evaluate_per_class(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
-                       device, centre: torch.Tensor | None = None) -> dict[str, RetrievalScores]:
-    """A ZSCRGAN model's per-class figures at round ``round_`` in both forms: "class", the query of
-    each class's mean text, and "prototype", the mean of its texts' queries (:func:`score_prototypes`);
-    none on data with one text per class, where both are the per-text figures."""
-    if not data.many_texts:
-        return {}
-    mean_text, _ = evaluate_classes(model, data.class_mean_texts(), classes, ks, cfg, round_, device, centre)
-    prototype = score_prototypes(Retriever.for_round(model, cfg, round_, device, centre), data, classes, ks, device)
-    return {"class": mean_text, "prototype": prototype}
 
 
 def _plain(class_id):

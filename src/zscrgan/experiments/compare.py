@@ -34,10 +34,10 @@ from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
 from zscrgan.errors import Interrupted
 from zscrgan.evaluation.baselines import BASELINES, fit_baseline
-from zscrgan.evaluation.scoring import score_classes, score_prototypes
+from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.report import plot_compare
 from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
-from zscrgan.experiments.runfolder import mean_sd
+from zscrgan.experiments.runfolder import mean_sd, view_figures
 from zscrgan.files import check_writable, write_atomic
 
 METHODS = (*BASELINES, *RECIPES)
@@ -83,12 +83,12 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     model = fit_baseline(method, data, train, val, seed=seed, device=device, select_k=cfg.select_k)
     seconds = time.perf_counter() - start
     ks = cfg.scored_ks()
-    figures = {"test": score_classes(model, data, data.unseen, ks, device, details=False)[0].as_dict()}
-    if data.many_texts:
-        for view, classes in (("test", data.unseen), ("val", val)):
-            figures[f"{view}_class"] = score_classes(model, data.class_mean_texts(), classes, ks, device,
-                                                     details=False)[0].as_dict()
-            figures[f"{view}_prototype"] = score_prototypes(model, data, classes, ks, device).as_dict()
+    test, _, per_class = score_views(model, data, data.unseen, ks, device, details=False,
+                                     per_class=data.many_texts)
+    figures = view_figures("test", test, per_class)
+    if data.many_texts:  # the validation classes' per-class forms, for choosing between them
+        _, _, per_class = score_views(model, data, val, ks, device, details=False, per_class=True)
+        figures |= {f"val_{form}": scores.as_dict() for form, scores in per_class.items()}
     return figures, seconds
 
 

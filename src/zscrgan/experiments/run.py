@@ -35,12 +35,7 @@ from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import DEVICE_HELP, DEVICES, pick_device, spawn_pool, thread_share
 from zscrgan.errors import DataError, Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
-from zscrgan.evaluation.scoring import (
-    common_space_centre,
-    evaluate_classes,
-    evaluate_per_class,
-    training_centre,
-)
+from zscrgan.evaluation.scoring import common_space_centre, evaluate_views, training_centre
 from zscrgan.evaluation.selection import Selector, check_select_k
 from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (
@@ -56,6 +51,7 @@ from zscrgan.experiments.runfolder import (
     per_class_table,
     precisions,
     projection,
+    view_figures,
 )
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 from zscrgan.files import read_json_object, write_json
@@ -184,13 +180,15 @@ class Run:
         start = time.perf_counter()
         collapse, centre = {}, self.centre()
         if self.val_classes:
-            val, _ = evaluate_classes(self.trainer.model, data, self.val_classes, self.ks, cfg, r, self.device, centre)
-            record["val"], collapse["val"] = val.as_dict(), val.collapse
-            record.update(self.per_class_protocol("val", self.val_classes, r, centre))
+            val, _, per_class = evaluate_views(self.trainer.model, data, self.val_classes, self.ks, cfg, r,
+                                               self.device, centre)
+            record.update(view_figures("val", val, per_class))
+            collapse["val"] = val.collapse
         if self.scores_test:
-            test, lists = evaluate_classes(self.trainer.model, data, data.unseen, self.ks, cfg, r, self.device, centre)
-            record["test"], collapse["test"] = test.as_dict(), test.collapse
-            record.update(self.per_class_protocol("test", data.unseen, r, centre))
+            test, lists, per_class = evaluate_views(self.trainer.model, data, data.unseen, self.ks, cfg, r,
+                                                    self.device, centre)
+            record.update(view_figures("test", test, per_class))
+            collapse["test"] = test.collapse
         record["eval_seconds"] = round(time.perf_counter() - start, 3)
         record["collapse"] = collapse
         record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
@@ -206,13 +204,6 @@ class Run:
             self.folder.write(BEST_CHECKPOINT, state)
         self.folder.write(LAST_CHECKPOINT, state)
         return record
-
-    def per_class_protocol(self, view: str, classes: list, round_: int, centre) -> dict:
-        """``{view}_class`` and ``{view}_prototype``: the figures with one query per class, in both forms
-        (scoring.evaluate_per_class), where a class has many texts (captions); nothing on data with one
-        text per class. The per-text figures (every text a query) are ``view`` itself and drive selection."""
-        return {f"{view}_{form}": scores.as_dict() for form, scores in evaluate_per_class(
-            self.trainer.model, self.data, classes, self.ks, self.cfg, round_, self.device, centre).items()}
 
     def say(self, line: str) -> None:
         say(line, self.prefix)
@@ -279,10 +270,9 @@ class Run:
                 self.data.images.update({c: full.images[c] for c in full.unseen})
                 self.data.texts.update({c: full.texts[c] for c in full.unseen})
             centre = self.centre()
-            test, lists = evaluate_classes(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
-                                           sel.round, self.device, centre)
-            selected["test"] = test.as_dict()
-            selected.update(self.per_class_protocol("test", self.data.unseen, sel.round, centre))
+            test, lists, per_class = evaluate_views(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
+                                                    sel.round, self.device, centre)
+            selected.update(view_figures("test", test, per_class))
             self.per_class = per_class_table(test, self.data.unseen)
             self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
         summary = {"dataset": self.data.name, "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
@@ -373,11 +363,10 @@ def evaluate_main(argv: list[str]) -> int:
     data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
     model = model_from_weights(state["trainer"]["model"], cfg).to(device)
     centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
-    scores, _ = evaluate_classes(model, data, data.unseen, cfg.scored_ks(), cfg,
-                                 state["round"], device, centre)
-    result = {"checkpoint": str(args.checkpoint), "round": state["round"], "test": scores.as_dict()}
-    result.update({f"test_{form}": per.as_dict() for form, per in evaluate_per_class(
-        model, data, data.unseen, cfg.scored_ks(), cfg, state["round"], device, centre).items()})
+    scores, _, per_class = evaluate_views(model, data, data.unseen, cfg.scored_ks(), cfg, state["round"], device,
+                                          centre)
+    result = {"checkpoint": str(args.checkpoint), "round": state["round"],
+              **view_figures("test", scores, per_class)}
     print(json.dumps(result, indent=1))
     return 0
 

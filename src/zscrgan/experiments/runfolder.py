@@ -196,6 +196,12 @@ def describe(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def view_figures(view: str, scores, per_class: dict) -> dict:
+    """One scored view as metrics.jsonl and summary.json record it (scoring.score_views' result):
+    ``view`` (every text a query) and ``{view}_{form}`` for each per-class form."""
+    return {view: scores.as_dict()} | {f"{view}_{form}": figures.as_dict() for form, figures in per_class.items()}
+
+
 def per_class_table(scores, classes) -> dict:
     """summary.json's per-class figures: {"prec@50": {"<class id>": value, ...}, ...}."""
     return {key: {str(c): float(v) for c, v in zip(classes, values)} for key, values in scores.per_class.items()}
