@@ -40,14 +40,28 @@ def checkpoint_config(raw: dict) -> Config:
 
 
 def model_from_weights(weights: dict, cfg: Config) -> ZSCRGAN:
-    """The networks a checkpoint's weights fit, their sizes and optional paths read from the weights."""
+    """The networks a checkpoint's weights fit, their sizes and optional paths read from the weights.
+
+    Inference weights (a shipped model: no critic, which only training uses) give a model whose
+    critic is a one-unit placeholder; every other tensor must be there. Half-precision weights are
+    widened to float32."""
     text_dim = weights["encoder.fc.weight"].shape[1]
     embed_dim, image_dim = weights["csem.fc.weight"].shape
+    has_critic = "critic.fc_image.weight" in weights
     model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
-                    weights["critic.fc_image.weight"].shape[0],
+                    weights["critic.fc_image.weight"].shape[0] if has_critic else 1,
                     "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
-    model.load_state_dict(weights)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    missing = [k for k in missing if has_critic or not k.startswith("critic.")]
+    if missing or unexpected:
+        raise KeyError(f"weights do not fit the networks: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model
 
 
-__all__ = ["load_checkpoint", "checkpoint_config", "model_from_weights"]
+def inference_weights(model: ZSCRGAN, half: bool = True) -> dict:
+    """What query and photo embedding need (text encoder, generator, CSEM), optionally as float16."""
+    dtype = torch.float16 if half else torch.float32
+    return {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items() if not k.startswith("critic.")}
+
+
+__all__ = ["load_checkpoint", "checkpoint_config", "model_from_weights", "inference_weights"]
