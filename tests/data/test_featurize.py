@@ -32,7 +32,8 @@ def test_corrupt_and_non_image_files_are_skipped_with_one_warning_each(flower_ph
     root = small_tree(flower_photos_dir, tmp_path / "photos")
     good = next((root / "daffodil").glob("*.jpg")).read_bytes()
     (root / "daffodil" / "broken.jpg").write_bytes(good[: len(good) // 3])  # a truncated JPEG
-    (root / "poinsettia" / "notes.txt").write_text("picked in the botanic garden\n")
+    (root / "poinsettia" / "notes").write_text("picked in the botanic garden\n")  # no suffix: tried, refused
+    (root / "poinsettia" / "notes.txt").write_text("named as a document: not a photo, not warned about\n")
     (root / "README.md").write_text("not in a class folder: ignored, not warned about\n")
     out = tmp_path / "images.npz"
 
@@ -41,7 +42,7 @@ def test_corrupt_and_non_image_files_are_skipped_with_one_warning_each(flower_ph
     warnings = [line for line in captured.err.splitlines() if "warning" in line]
     assert len(warnings) == 2
     assert "daffodil/broken.jpg" in warnings[0] and "truncated" in warnings[0]
-    assert "poinsettia/notes.txt" in warnings[1] and "cannot identify image" in warnings[1]
+    assert "poinsettia/notes:" in warnings[1] and "cannot identify image" in warnings[1]
     assert "4 images of 2 classes, 1280-d efficientnet-lite0 vectors; 2 unreadable files skipped" in captured.out
 
     feats = Features.load(out, "images")

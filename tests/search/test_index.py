@@ -125,9 +125,10 @@ def write_bad_files(folder: Path) -> dict:
     (bad / "empty.jpg").write_bytes(b"")
     (bad / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (bad / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(2000))
-    (bad / "notes.txt").write_text("not a photo\n")
+    (bad / "notes").write_text("not a photo\n")  # no suffix: tried as a photo, refused
+    (bad / "notes.txt").write_text("not a photo\n")  # named as a document: not a photo, left out quietly
     Image.new("L", (8000, 6250)).save(bad / "huge.png", optimize=False)  # 50 MP, a small file
-    return {f"junk/{n}" for n in ("empty.jpg", "truncated.jpg", "corrupt.jpg", "notes.txt", "huge.png")}
+    return {f"junk/{n}" for n in ("empty.jpg", "truncated.jpg", "corrupt.jpg", "notes", "huge.png")}
 
 
 @pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)

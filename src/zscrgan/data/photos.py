@@ -2,8 +2,10 @@
 
 The one place that walks a photo folder (:func:`scan`, :func:`class_files`) and opens a photo
 (:func:`read_photo`), for `zscrgan featurize` / `data build` (class folders) and `zscrgan index` /
-`shard` (any depth) alike. Every non-hidden file is tried; one that will not decode comes back as a
-one-line reason to skip it, never an exception.
+`shard` (any depth) alike. Every non-hidden file named as an image (or with no suffix at all) is
+tried; one that will not decode comes back as a one-line reason to skip it, never an exception.
+Files whose suffix names something else (README.md, notes.txt, clip.mp4) are not photos: left out
+quietly, neither read nor counted.
 """
 from __future__ import annotations
 
@@ -25,6 +27,15 @@ RESIZE, CROP = 256, 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 THUMB_SIDE = 256  # longest side of the JPEG thumbnail an index keeps per photo
+# suffixes of the still-image formats Pillow decodes (case ignored); a file with another suffix is not a photo
+IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .ppm .pgm .pbm .pnm "
+                           ".tga .ico .jp2 .j2k .jpx .avif .heic .heif .qoi .sgi .ras .pcx .dds .icns".split())
+
+
+def is_photo_name(name: str) -> bool:
+    """A name a photo may have: an image suffix, or none (cameras and exports sometimes drop it)."""
+    suffix = Path(name).suffix.lower()
+    return not suffix or suffix in IMAGE_SUFFIXES
 
 
 def _pil():
@@ -85,7 +96,8 @@ def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False) ->
 
 
 def scan(root: Path) -> dict[str, os.stat_result]:
-    """{relative posix path: stat} of every non-hidden regular file under ``root``, at any depth."""
+    """{relative posix path: stat} of every non-hidden regular file under ``root``, at any depth,
+    named as a photo may be (:func:`is_photo_name`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: photo folder not found")
@@ -93,7 +105,7 @@ def scan(root: Path) -> dict[str, os.stat_result]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith("."):
+            if name.startswith(".") or not is_photo_name(name):
                 continue
             path = Path(folder) / name
             try:
