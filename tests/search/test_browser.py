@@ -95,7 +95,7 @@ def test_search_page_in_chromium(server, browser, tmp_path):
     wait.until(lambda d: d.execute_script(loaded))
     first = browser.find_elements(By.CSS_SELECTOR, "#grid .card")[0]
     assert first.find_element(By.CSS_SELECTOR, ".cls").text == "hard-leaved_pocket_orchid"
-    assert "resembles:" in browser.find_element(By.ID, "why").text
+    assert "nearest training classes:" in browser.find_element(By.ID, "why").text
     shot = os.environ.get("ZSCRGAN_SCREENSHOT") or str(tmp_path / "serve.png")
     assert browser.save_screenshot(shot) and os.path.getsize(shot) > 10_000
 

@@ -76,7 +76,7 @@ def test_index_then_search_every_way(setup, photos, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "zscrgan.cli", "search", str(out), "-k", "2"], input=lines,
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("resembles:") == 2  # one block per line of stdin, each with explanations
+    assert proc.stdout.count("nearest training classes:") == 2  # one block per line of stdin, each with explanations
     assert "Loading weights" not in proc.stderr  # the sentence encoder loads without a library progress bar
 
     reader = IndexReader(out, load_model=False)

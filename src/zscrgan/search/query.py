@@ -241,7 +241,7 @@ def print_results(query: str, hits: list[dict], explanation: list[dict], args) -
             print(json.dumps({"query": query, "rank": rank, **hit}))
         return
     near = ", ".join(f"{e['name']} ({e['score']:.2f})" for e in explanation)
-    print(f"{query}  [resembles: {near}]")
+    print(f"{query}  [nearest training classes: {near}]")
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:4d}  {hit['score']:.4f}  {hit['path']}")
 
