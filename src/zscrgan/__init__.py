@@ -11,4 +11,4 @@ The package, by subsystem; each may import only those listed before it (tests/te
     search/       a trained model as a photo search: index, query, serve, shards
     cli           the `zscrgan` command: one subcommand per job, each owned by one module
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

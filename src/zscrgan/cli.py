@@ -11,6 +11,7 @@
     zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.search.distribute)
     zscrgan search    INDEX "description"    photos by description (zscrgan.search.query)
     zscrgan serve     INDEX                  HTTP API and web page (zscrgan.search.serve)
+    zscrgan --version
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import importlib
 import os
 import sys
 
+from zscrgan import __version__
 from zscrgan.errors import Interrupted, UserError
 
 COMMANDS = {
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"zscrgan {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"zscrgan: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
