@@ -6,8 +6,9 @@
     zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.experiments.compare)
     zscrgan tune      --dataset FLO --trials 40   hyperparameter search on validation classes (zscrgan.experiments.tune)
     zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.data.featurize)
-    zscrgan data      build|check|convert    make and validate data sets (zscrgan.data.tools)
-    zscrgan index     --run RUN --images DIR --out INDEX   make photos searchable (zscrgan.search.index)
+    zscrgan data      build|split|check|convert   make and validate data sets (zscrgan.data.tools)
+    zscrgan models                           the models shipped with zscrgan (zscrgan.search.shipped)
+    zscrgan index     --model flowers --images DIR --out INDEX   make photos searchable (zscrgan.search.index)
     zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.search.distribute)
     zscrgan search    INDEX "description"    photos by description (zscrgan.search.query)
     zscrgan serve     INDEX                  HTTP API and web page (zscrgan.search.serve)
@@ -30,6 +31,7 @@ COMMANDS = {
     "tune": ("zscrgan.experiments.tune", "main"),
     "featurize": ("zscrgan.data.featurize", "main"),
     "data": ("zscrgan.data.tools", "main"),
+    "models": ("zscrgan.search.shipped", "main"),
     "index": ("zscrgan.search.index", "main"),
     "shard": ("zscrgan.search.distribute", "main"),
     "search": ("zscrgan.search.query", "main"),

@@ -31,7 +31,8 @@ from zscrgan.errors import DataError, require
 from zscrgan.search import photostore as ps
 from zscrgan.search import shards as sh
 from zscrgan.search.index import resolve_encoder
-from zscrgan.search.trained import class_table, open_run
+from zscrgan.search.shipped import open_model
+from zscrgan.search.trained import class_table
 
 ADDRESS_TIMEOUT = 5.0  # seconds to wait for a Ray head before calling it silent
 
@@ -147,16 +148,17 @@ def run_ray(tasks, folder, images, key, worker_args, workers, retries):
 # ---- the command -------------------------------------------------------------------------------
 def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str = "local", workers: int = 1,
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
-                 max_megapixels: float = 40.0) -> dict:
-    """Write every unfinished shard of ``out``; returns counts. Refuses before any work."""
+                 max_megapixels: float = 40.0, model: str | None = None) -> dict:
+    """Write every unfinished shard of ``out`` with a run folder's model or a shipped ``model``
+    (``run_dir`` None); returns counts. Refuses before any work."""
     images, out = Path(images), Path(out)
     if distributor not in ("local", "ray"):
         raise DataError(f"--distributor {distributor}: choose local or ray")
     files = sorted(scan(images))
-    run = open_run(run_dir)
+    run = open_model(run_dir, model)
     encoder = resolve_encoder(run, encoder)
     key = sh.run_key(run.checkpoint_sha256, encoder, images)
-    about = {"checkpoint_sha256": run.checkpoint_sha256, "run": str(run.run_dir), "image_encoder": encoder,
+    about = {"checkpoint_sha256": run.checkpoint_sha256, "run": run.name, "image_encoder": encoder,
              "images": str(images.resolve()), "embed_dim": run.embed_dim}
     started = connect_ray(ray_address, workers) if distributor == "ray" else False
     try:
@@ -173,7 +175,7 @@ def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_
         plan, groups = sh.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []
-        worker_args = (str(run.run_dir), encoder, int(max_megapixels * 1e6), names)
+        worker_args = (run.source, encoder, int(max_megapixels * 1e6), names)
         runner = (run_ray(todo, out, images, key, worker_args, workers, retries) if distributor == "ray"
                   else run_local(todo, out, images, key, worker_args, workers, retries))
         start, photos, failed = time.perf_counter(), 0, []
@@ -198,7 +200,9 @@ def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="zscrgan shard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="run folder: ckt_logs/NAME_logs written by zscrgan train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a model shipped with zscrgan (zscrgan models lists them)")
+    source.add_argument("--run", help="a run folder of yours: ckt_logs/NAME_logs written by zscrgan train")
     parser.add_argument("--images", required=True, type=Path, help="folder of photos (any depth)")
     parser.add_argument("--out", required=True, type=Path, help="the shard folder to create or complete")
     parser.add_argument("--shard-size", dest="shard_size", type=positive_int, default=1000, help="photos per shard")
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     build_shards(args.run, args.images, args.out, args.shard_size, args.distributor, args.workers,
-                 args.ray_address, max(0, args.retries), args.encoder, args.max_megapixels)
+                 args.ray_address, max(0, args.retries), args.encoder, args.max_megapixels, args.model)
     return 0
 
 

@@ -1,12 +1,14 @@
 """`zscrgan index`: make a folder of photos searchable by description with a trained run.
 
-    zscrgan index --run ckt_logs/flowers_logs --images photos/ --out photos_index [--kind exact|ivf|hnsw|ivfpq]
+    zscrgan index --model flowers --images photos/ --out photos_index     # the shipped flower model
+    zscrgan index --run ckt_logs/NAME_logs --images photos/ --out photos_index [--kind exact|ivf|hnsw|ivfpq]
     zscrgan index ... --shards SHARDS      # take the vectors `zscrgan shard` wrote (zscrgan.search.distribute)
     zscrgan index --plan 10000000 --dim 256 [--out DIR]   # memory and disk of each kind (zscrgan.search.sizing)
 
 Every file under PHOTOS (any depth, hidden ones excepted) is tried as an image, encoded with
-the image featurizer the run's data set was built with (its manifest.json says which; a set
-without one needs --encoder) and mapped into the common space by the trained CSEM. The
+the image featurizer the model was trained on (a shipped model's card, or the run's data set's
+manifest.json; a set without one needs --encoder) and mapped into the common space by the
+trained CSEM. The
 folder layout is in :mod:`zscrgan.search.photostore`.
 
 Incremental: a photo whose size and mtime are unchanged is not read again; a changed one is
@@ -17,6 +19,7 @@ each and remembered, so they are retried only when they change.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -34,17 +37,18 @@ from zscrgan.search import photostore as ps
 from zscrgan.search import shards as sh
 from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
 from zscrgan.search.sizing import sizing_main
-from zscrgan.search.trained import TrainedRun, class_table, describe_run, open_run
+from zscrgan.search.shipped import describe_models, open_model
+from zscrgan.search.trained import TrainedRun, class_table, describe_run
 
 
 def resolve_encoder(run: TrainedRun, encoder: str | None) -> str:
     """The image featurizer that made the run's image vectors (``--encoder`` may name it, never another)."""
     recorded = run.image_encoder
     if recorded is None and encoder is None:
-        raise DataError(f"{run.dataset_dir}: no manifest.json naming its image featurizer (not made by "
+        raise DataError(f"{run.dataset_dir or run.name}: no manifest.json naming its image featurizer (not made by "
                         f"zscrgan data build); pass --encoder NAME if you know which made its image vectors")
     if recorded is not None and encoder is not None and encoder != recorded:
-        raise DataError(f"--encoder {encoder} does not match {run.dataset_dir}'s image featurizer {recorded}; "
+        raise DataError(f"--encoder {encoder} does not match {run.dataset_dir or run.name}'s image featurizer {recorded}; "
                         f"the trained CSEM only understands vectors of the latter")
     return encoder or recorded
 
@@ -55,8 +59,9 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
     if (out / ps.MANIFEST).is_file():
         old = ps.read_manifest(out)
         if old["run"]["checkpoint_sha256"] != run.checkpoint_sha256:
-            raise DataError(f"{out}: built from {old['run']['checkpoint']} (sha256 {old['run']['checkpoint_sha256'][:12]}), "
-                            f"not this run's {run.checkpoint} ({run.checkpoint_sha256[:12]}); use a new --out folder")
+            raise DataError(f"{out}: built from {old['run'].get('model') or old['run']['checkpoint']} (sha256 "
+                            f"{old['run']['checkpoint_sha256'][:12]}), not {run.name}'s {run.checkpoint} "
+                            f"({run.checkpoint_sha256[:12]}); use a new --out folder")
         if old["images"] != str(images.resolve()):
             raise DataError(f"{out}: indexes {old['images']}, not {images.resolve()}; use a new --out folder")
     elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
@@ -204,14 +209,15 @@ class Indexer:
 
 def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
                 max_megapixels: float = 40.0, batch_size: int = PHOTO_BATCH, shards=None, opq: bool = False,
-                keep_vectors: bool = True) -> dict:
-    """Create or update the index folder ``out``; returns its manifest."""
+                keep_vectors: bool = True, model: str | None = None) -> dict:
+    """Create or update the index folder ``out`` with a run folder's model or a shipped ``model``
+    (``run_dir`` None); returns its manifest."""
     images, out = Path(images), Path(out)
     if kind not in KINDS:
         raise DataError(f"--kind {kind}: choose one of {', '.join(KINDS)}")
     if not images.is_dir():
         raise DataError(f"{images}: photo folder not found")
-    run = open_run(run_dir)
+    run = open_model(run_dir, model)
     encoder = check_compatible(run, out, images, encoder)
     out.mkdir(parents=True, exist_ok=True)
     with ps.folder_lock(out, "zscrgan index"):
@@ -240,8 +246,12 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="zscrgan index", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", help="run folder: ckt_logs/NAME_logs written by zscrgan train")
+    parser = Parser(prog="zscrgan index", description=__doc__.split("\n\n")[0],
+                    epilog="shipped models (--model NAME; zscrgan models says more):\n" + describe_models(),
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="a model shipped with zscrgan (listed below): no training needed")
+    source.add_argument("--run", help="a run folder of yours: ckt_logs/NAME_logs written by zscrgan train")
     parser.add_argument("--images", type=Path, help="folder of photos (any depth)")
     parser.add_argument("--out", type=Path, help="the index folder to create or update")
     parser.add_argument("--kind", default="exact", choices=KINDS, help="FAISS index kind")
@@ -257,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.plan is not None:
         return sizing_main(args)
-    missing = [f"--{name}" for name in ("run", "images", "out") if getattr(args, name) is None]
+    missing = [f"--{name}" for name in ("images", "out") if getattr(args, name) is None]
+    if args.run is None and args.model is None:
+        missing.insert(0, "--model or --run")
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     build_index(args.run, args.images, args.out, args.kind, args.encoder, args.max_megapixels, args.batch_size,
-                args.shards, args.opq, args.keep_vectors)
+                args.shards, args.opq, args.keep_vectors, args.model)
     return 0

@@ -25,7 +25,7 @@ from zscrgan.errors import DataError
 from zscrgan.evaluation.metrics import unit
 from zscrgan.search import photostore as ps
 from zscrgan.search.gallery import GalleryIndex
-from zscrgan.search.trained import open_run
+from zscrgan.search.shipped import reopen
 
 MAX_K = 1000
 MAX_TEXT = 1000  # characters of one description
@@ -76,15 +76,15 @@ class IndexReader:
         self.run = self._open_run() if load_model else None
 
     def _open_run(self):
-        """The run whose CSEM made the vectors; refused when its checkpoint is gone or changed."""
+        """The model whose CSEM made the vectors; refused when its checkpoint is gone or changed."""
         recorded = self.manifest["run"]
         checkpoint = Path(recorded["checkpoint"])
-        if not checkpoint.is_file():
+        if "model" not in recorded and not checkpoint.is_file():
             raise DataError(f"{checkpoint}: checkpoint not found; {self.folder} was built from it, "
                             f"so text queries cannot be embedded (restore it or re-index with another run)")
-        run = open_run(recorded["run"])
+        run = reopen(recorded)
         if run.checkpoint_sha256 != recorded["checkpoint_sha256"]:
-            raise DataError(f"{checkpoint}: changed since {self.folder} was built (sha256 {run.checkpoint_sha256[:12]}, "
+            raise DataError(f"{run.checkpoint}: changed since {self.folder} was built (sha256 {run.checkpoint_sha256[:12]}, "
                             f"index made with {recorded['checkpoint_sha256'][:12]}); re-index into a new folder")
         return run
 

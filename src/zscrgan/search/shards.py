@@ -28,7 +28,7 @@ import torch
 from zscrgan.data.photos import class_lookup, known_class, read_photo
 from zscrgan.errors import DataError, require
 from zscrgan.files import LOCK_FILE, read_json_object, sha256_file, write_atomic, write_json
-from zscrgan.search.trained import open_run
+from zscrgan.search.shipped import reopen
 
 FORMAT = "zscrgan-shards/1"
 PLAN, PLAN_ROWS = "plan.json", "plan.parquet"
@@ -142,9 +142,9 @@ class ShardWorker:
     several workers from fighting over cores.
     """
 
-    def __init__(self, run_dir: str, encoder: str, max_pixels: int, class_names: list[str], threads: int = 1):
+    def __init__(self, source: dict, encoder: str, max_pixels: int, class_names: list[str], threads: int = 1):
         torch.set_num_threads(threads)
-        self.run = open_run(run_dir)
+        self.run = reopen(source)  # TrainedRun.source: a run folder or a shipped model
         # photos per CNN call: the fixed default, so every distributor computes the same vectors
         self.encoders = self.run.encoders(image_encoder=encoder)
         self.max_pixels, self.class_lookup = max_pixels, class_lookup(class_names)

@@ -16,7 +16,7 @@ from pathlib import Path
 from zscrgan.errors import DataError
 from zscrgan.search.diskindex import PQSpec
 from zscrgan.search.gallery import KINDS, ivf_nlist
-from zscrgan.search.trained import open_run
+from zscrgan.search.shipped import open_model
 
 THUMB_BYTES = 12_000  # a 256 px JPEG at quality 80: about 8 to 15 KB (assumed, not measured per set)
 ROW_BYTES = 200  # path, hash, sizes, class: SQLite row and index overhead (assumed)
@@ -62,10 +62,10 @@ def estimate(n: int, dim: int) -> dict[str, dict]:
 
 def sizing_main(args) -> int:
     dim = args.dim
-    if dim is None and args.run:
-        dim = open_run(args.run).embed_dim
+    if dim is None and (args.run or args.model):
+        dim = open_model(args.run, args.model).embed_dim
     if dim is None:
-        raise DataError("--plan needs --dim D (or --run RUN to read it from the checkpoint)")
+        raise DataError("--plan needs --dim D (or --model NAME or --run RUN to read it from the model)")
     where = Path(args.out) if args.out else Path.cwd()
     probe = where
     while not probe.exists() and probe != probe.parent:

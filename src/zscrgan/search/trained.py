@@ -1,11 +1,12 @@
-"""A finished training run, opened for use: its model, its data set and its featurizers.
+"""A trained model opened for use: its networks, its featurizers and its class table.
 
-`zscrgan index`, `search` and `serve` all start from a run folder (``ckt_logs/NAME_logs``
-written by `zscrgan train`). This module turns one into what they need: the trained
-networks (dims read from the checkpoint itself, so no data set load is needed to build
-them), the checkpoint's hash (an index remembers which weights made its vectors), the data
-set's manifest (which featurizers made its vectors, so new photos and free text are encoded
-the same way) and the query embedding the run's recipe evaluates with.
+`zscrgan index`, `shard`, `search` and `serve` start from a run folder (``ckt_logs/NAME_logs``
+written by `zscrgan train`) or from a model shipped in the package (:mod:`zscrgan.search.shipped`).
+This module turns a run folder into what they need: the trained networks (dims read from the
+checkpoint itself, so no data set load is needed to build them), the checkpoint's hash (an index
+remembers which weights made its vectors), the data set's manifest (which featurizers made its
+vectors, so new photos and free text are encoded the same way) and the query embedding the run's
+recipe evaluates with.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
     if summary.get("data_dir") and Path(summary["data_dir"]).is_dir():
         return Path(summary["data_dir"])
     if not cfg.dataset:
-        raise DataError(f"{run_dir}: trained on the built-in demo data, which has no photos to index")
+        raise DataError(f"{run_dir}: trained on the built-in demo data, which has no photos to index; to search "
+                        f"photos without training, use --model flowers (zscrgan models lists the shipped models)")
     try:
         return resolve_dataset_dir(cfg.dataset, cfg.data_root).resolve()
     except DataError:
@@ -46,14 +48,20 @@ def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
 
 @dataclass
 class TrainedRun:
-    run_dir: Path
+    source: dict  # {"run": absolute run folder} or {"model": shipped model name}: what shipped.reopen takes
     checkpoint: Path
     checkpoint_sha256: str
     cfg: Config
     model: ZSCRGAN
-    dataset_dir: Path
-    dataset_manifest: dict  # {} when the set was not made by `zscrgan data build`
+    dataset_dir: Path | None  # None for a shipped model, which carries what it needs of its data set
+    dataset_manifest: dict  # the featurizers that made the vectors; {} when not made by `zscrgan data build`
     centre: torch.Tensor | None = None  # --eval_centre: the training images' mean embedding, subtracted
+    classes: dict | None = None  # a shipped model's class table (class_table computes a run's)
+
+    @property
+    def name(self) -> str:
+        """How messages name it: the run folder, or "model flowers"."""
+        return self.source["run"] if "run" in self.source else f"model {self.source['model']}"
 
     @property
     def image_encoder(self) -> str | None:
@@ -104,7 +112,7 @@ class TrainedRun:
         ``precision="bf16"``: the encoder under bfloat16 autocast (encoders.encoder_precision)."""
         if self.text_encoder != TEXT_ENCODER:
             made = f"by {self.text_encoder!r}" if self.text_encoder else "outside zscrgan (no manifest.json)"
-            raise DataError(f"{self.dataset_dir}: its text vectors were made {made}, not by a featurizer "
+            raise DataError(f"{self.dataset_dir or self.name}: its text vectors were made {made}, not by a featurizer "
                             f"shipped here, so free text cannot be encoded; query with --class-id instead")
         return self.encoders(precision).encode_texts(texts)
 
@@ -130,16 +138,18 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     centre = None
     if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
         centre = training_centre(model, load_dataset(folder, splits=("seen",)), state["classes"]["train"])
-    return TrainedRun(run_dir.resolve(), path.resolve(), hashlib.sha256(payload).hexdigest(), cfg, model,
-                      folder, manifest, centre)
+    return TrainedRun({"run": str(run_dir.resolve())}, path.resolve(), hashlib.sha256(payload).hexdigest(), cfg,
+                      model, folder, manifest, centre)
 
 
 def class_table(run: TrainedRun) -> dict:
     """Per class of the data set: id, name, seen flag and its query embedding (mean over its texts).
 
     Stored in an index so explanations and ``--class-id`` need neither the data set nor a
-    text featurizer at query time.
+    text featurizer at query time. A shipped model carries its own (its seen classes only).
     """
+    if run.classes is not None:
+        return run.classes
     data = run.load_data()
     ids = list(data.seen) + list(data.unseen)
     embeddings = []
@@ -153,9 +163,9 @@ def class_table(run: TrainedRun) -> dict:
 
 
 def describe_run(run: TrainedRun) -> dict:
-    """What an index manifest records about the run it came from."""
-    return {"run": str(run.run_dir), "checkpoint": str(run.checkpoint),
-            "checkpoint_sha256": run.checkpoint_sha256, "dataset": str(run.dataset_dir),
+    """What an index manifest records about the model it came from (``run`` or ``model``: shipped.reopen)."""
+    return {**run.source, "checkpoint": str(run.checkpoint),
+            "checkpoint_sha256": run.checkpoint_sha256, "dataset": str(run.dataset_dir or ""),
             "recipe": run.cfg.recipe, "eval_mean": bool(run.cfg.eval_mean),
             "eval_samples": int(run.cfg.eval_samples), "embed_dim": run.embed_dim,
             "image_encoder": run.image_encoder, "text_encoder": run.text_encoder}
