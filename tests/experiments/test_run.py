@@ -10,11 +10,12 @@ from helpers import TINY, read_jsonl, small_set
 from zscrgan.cli import main
 
 
-def test_train_writes_upstreams_outputs(tmp_path):
+def test_train_writes_upstreams_outputs(tmp_path, capsys):
     folder = small_set(tmp_path / "data" / "TOY")
     assert main(["train", "--dataset", "TOY", "--data_root", str(tmp_path / "data"), "--epochs", "3",
                  "--out_dir", str(tmp_path), *TINY]) == 0
     logs = tmp_path / "ckt_logs" / "TOY_logs"
+    last = capsys.readouterr().out.splitlines()[-1]  # the run ends by saying where its outputs are
     history = read_jsonl(logs / "metrics.jsonl")
     assert [h["round"] for h in history] == [1, 2, 3]
     for h in history:
@@ -26,6 +27,8 @@ def test_train_writes_upstreams_outputs(tmp_path):
     assert summary["selected_round"] == best["round"]
     files = list((tmp_path / "retrieved_res" / "TOY_res").glob("acc*.pkl"))
     assert f"acc{best['test']['prec@50']:.3f}.pkl" in [f.name for f in files]
+    newest = tmp_path / "retrieved_res" / "TOY_res" / f"acc{best['test']['prec@50']:.3f}.pkl"
+    assert last == f"outputs: {logs}/ (best.pt, summary.json); retrieval lists: {newest}"
     lists = pickle.loads(files[0].read_bytes())
     data_unseen = pickle.loads((folder / "testids.pkl").read_bytes())
     assert len(lists) == 4 * 2  # one entry per query: 4 unseen classes x 2 texts

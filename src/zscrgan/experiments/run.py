@@ -291,7 +291,15 @@ class Run:
             write_report(self.run_dir)
         if "test" in selected:
             print(describe(summary))
+        self.say(self.outputs_line())
         return summary
+
+    def outputs_line(self) -> str:
+        """Where the run wrote what the next command needs: the folder, its files, the retrieval lists."""
+        files = [BEST_CHECKPOINT, SUMMARY_FILE] + (["report.html"] if self.cfg.report else [])
+        lists = sorted(self.res_dir.glob("acc*.pkl"), key=lambda p: p.stat().st_mtime_ns)  # the newest: the selected round's
+        return (f"outputs: {self.run_dir}/ ({', '.join(files)})" +
+                (f"; retrieval lists: {lists[-1]}" if lists else ""))
 
 
 def _train_one(cfg: Config, threads: int) -> dict:
