@@ -17,7 +17,7 @@ from zscrgan.console import Parser, comma_list
 from zscrgan.device import DEVICE_HELP, DEVICES
 from zscrgan.errors import UserError
 from zscrgan.files import read_json_object
-from zscrgan.flags import add_dataclass_flags, flag
+from zscrgan.flags import DefaultsHelpFormatter, add_dataclass_flags, flag
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
 DEFAULT_K = 50  # upstream's K: Prec@50 is the figure the paper reports, so every run scores it (parse_ks)
@@ -200,7 +200,7 @@ def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
         parser.add_argument("--no-resume", dest="resume", action="store_false")
 
     parser = Parser(prog=prog, description="Train and evaluate ZSCRGAN.",
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    formatter_class=DefaultsHelpFormatter)
     return add_dataclass_flags(parser, Config, custom={"resume": resume})
 
 

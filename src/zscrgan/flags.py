@@ -16,6 +16,13 @@ from dataclasses import MISSING, field, fields
 SCALARS = (int, float, str, bool)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each flag's default, except ``None`` ("not given": the help text says what fills it)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def flag(default, help: str, **meta):
     """A dataclass field that is a flag: its default, help text and metadata (``choices``, ...)."""
     return field(default=default, metadata={"help": help, **meta})

@@ -191,7 +191,7 @@ def test_flo_has_no_free_text_but_takes_class_ids(flo_dir, tmp_path):
 
     run = TrainedRun.__new__(TrainedRun)
     run.dataset_dir, run.dataset_manifest = flo_dir, {}
-    with pytest.raises(DataError, match="not by a featurizer shipped here.*--class-id"):
+    with pytest.raises(DataError, match="not by a featurizer shipped here.*--class_id"):
         run.encode_texts(["a red rose"])
 
 

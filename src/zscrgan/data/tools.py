@@ -1,4 +1,4 @@
-"""`zscrgan data build|check|convert`: make upstream-format data sets and check them.
+"""`zscrgan data build|split|check|convert`: make upstream-format data sets and check them.
 
     zscrgan data build --images DIR|images.npz --texts FILE|texts.npz --out datasets/NAME
                        (--unseen a,b,c | --unseen_fraction F [--seed S])

@@ -170,7 +170,7 @@ def score_classes(model, data, classes: list, ks, device, details: bool = True) 
 
 def class_prototypes(queries: torch.Tensor, counts: list[int]) -> torch.Tensor:
     """Per class, the mean of its texts' unit-length query embeddings: its *prototype*, one query
-    per class in the common space (what ``zscrgan search --class-id`` queries with).
+    per class in the common space (what ``zscrgan search --class_id`` queries with).
 
     ``queries`` holds each class's texts as one block, in class order (``stacked_texts``), ``counts``
     the block sizes. Block means, not a scatter-add: the same sums in the same order on every device.

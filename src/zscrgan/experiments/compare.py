@@ -1,4 +1,4 @@
-"""`zscrgan compare`: the baselines and both ZSCRGAN recipes on one data set, honestly.
+"""`zscrgan compare`: the baselines and the ZSCRGAN recipes (original, improved, tuned) on one data set, honestly.
 
     zscrgan compare --dataset FLO --data_root ../shared/data --seeds 0,1,2 --epochs 15
 

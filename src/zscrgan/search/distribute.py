@@ -1,13 +1,13 @@
 """`zscrgan shard`: featurize + embed a photo folder into shard files, here or on a Ray cluster.
 
-    zscrgan shard --run RUN --images PHOTOS --out SHARDS [--shard-size 1000] [--retries 2]
-                  [--distributor local [--workers N] | ray [--workers N] [--ray-address auto|HOST:PORT]]
+    zscrgan shard --run RUN --images PHOTOS --out SHARDS [--shard_size 1000] [--retries 2]
+                  [--distributor local [--workers N] | ray [--workers N] [--ray_address auto|HOST:PORT]]
     zscrgan index --run RUN --images PHOTOS --out INDEX --shards SHARDS [--kind ivfpq]
 
 The distributors only schedule :class:`zscrgan.search.shards.ShardWorker` (the pure worker), so they
 write identical shards: ``local`` runs it in this process, or in ``--workers`` spawned processes
 of one thread each; ``ray`` runs it as a Ray Data ``map_batches`` actor (model loaded once per
-actor). ``--ray-address auto`` joins the cluster this machine belongs to; none starts a local
+actor). ``--ray_address auto`` joins the cluster this machine belongs to; none starts a local
 Ray with ``--workers`` CPUs. Ray (``pip install 'zscrgan[ray]'``) is imported only when chosen.
 A shard that raises is retried ``--retries`` times; one that still fails is named at the end,
 and rerunning the same command redoes only unfinished shards.
@@ -107,11 +107,11 @@ def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise DataError(f"--ray-address {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+        raise DataError(f"--ray_address {address}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise DataError(f"--ray-address {address}: no Ray head answers there within {timeout:g} s "
+        raise DataError(f"--ray_address {address}: no Ray head answers there within {timeout:g} s "
                         f"({exc.strerror or exc}); start one with `ray start --head` or fix the address") from None
 
 
@@ -127,7 +127,7 @@ def connect_ray(address: str | None, workers: int) -> bool:
         ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR")
     except ConnectionError as exc:
-        raise DataError(f"--ray-address {address}: {' '.join(str(exc).split())[:200]}") from None
+        raise DataError(f"--ray_address {address}: {' '.join(str(exc).split())[:200]}") from None
     return True
 
 
@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--run", help="a run folder of yours: ckt_logs/NAME_logs written by zscrgan train")
     parser.add_argument("--images", required=True, type=Path, help="folder of photos (any depth)")
     parser.add_argument("--out", required=True, type=Path, help="the shard folder to create or complete")
-    parser.add_argument("--shard-size", dest="shard_size", type=positive_int, default=1000, help="photos per shard")
+    parser.add_argument("--shard_size", "--shard-size", dest="shard_size", type=positive_int, default=1000, help="photos per shard")
     parser.add_argument("--distributor", choices=("local", "ray"), default="local")
     parser.add_argument("--workers", type=positive_int, default=1, help="processes (local) or actors (ray)")
-    parser.add_argument("--ray-address", dest="ray_address", help="auto: join this machine's cluster; HOST:PORT: that head")
+    parser.add_argument("--ray_address", "--ray-address", dest="ray_address", help="auto: join this machine's cluster; HOST:PORT: that head")
     parser.add_argument("--retries", type=int, default=2, help="tries after the first for a failing shard")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
     parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")

@@ -2,7 +2,7 @@
 
     zscrgan search INDEX "a tall purple flower with bell-shaped petals" [-k 10] [--json | --paths]
     zscrgan search INDEX --like photos/daisy/1.jpg          # photos like an indexed one
-    zscrgan search INDEX --class-id 7                       # a class's stored query: the mean of its texts' queries
+    zscrgan search INDEX --class_id 7                       # a class's stored query: the mean of its texts' queries
     printf 'red petals\\nyellow trumpet\\n' | zscrgan search INDEX -k 5
 
 Free text is encoded with the text featurizer the run's data set was built with, then made a
@@ -176,7 +176,7 @@ class IndexReader:
         if key not in self.class_ids:
             key = next((i for i, n in zip(self.class_ids, self.class_names) if n == key), None)
         if key is None:
-            raise DataError(f"--class-id {class_id}: no such class (ids {', '.join(self.class_ids[:20])}"
+            raise DataError(f"--class_id {class_id}: no such class (ids {', '.join(self.class_ids[:20])}"
                             f"{' ...' if len(self.class_ids) > 20 else ''})")
         return self.class_emb[self.class_ids.index(key)][None].copy()
 
@@ -252,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("text", nargs="?", help="a description; none: one description per line on stdin")
     parser.add_argument("-k", type=int, default=10, help=f"results per query (1..{MAX_K})")
     parser.add_argument("--like", help="query by an indexed photo (its path)")
-    parser.add_argument("--class-id", dest="class_id", help="query with a class's stored query, the mean of its texts' queries (id or name)")
-    parser.add_argument("--min_score", type=float, default=-1.0)
+    parser.add_argument("--class_id", "--class-id", dest="class_id",
+                        help="query with a class's stored query, the mean of its texts' queries (id or name)")
+    parser.add_argument("--min_score", type=float, default=-1.0,
+                        help="leave out photos whose cosine similarity to the query is below this (-1..1)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per result")
     out.add_argument("--paths", action="store_true", help="paths only, for piping")
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.k <= MAX_K:
         raise DataError(f"-k {args.k}: must be in 1..{MAX_K}")
     if sum(x is not None for x in (args.text, args.like, args.class_id)) > 1:
-        raise DataError("give one of a description, --like or --class-id")
+        raise DataError("give one of a description, --like or --class_id")
     by_text = args.like is None and args.class_id is None
     if by_text:
         labels = [args.text] if args.text is not None else [line.rstrip("\n") for line in sys.stdin if line.strip()]

@@ -113,7 +113,7 @@ class TrainedRun:
         if self.text_encoder != TEXT_ENCODER:
             made = f"by {self.text_encoder!r}" if self.text_encoder else "outside zscrgan (no manifest.json)"
             raise DataError(f"{self.dataset_dir or self.name}: its text vectors were made {made}, not by a featurizer "
-                            f"shipped here, so free text cannot be encoded; query with --class-id instead")
+                            f"shipped here, so free text cannot be encoded; query with --class_id instead")
         return self.encoders(precision).encode_texts(texts)
 
     def encode_texts(self, texts: list[str], precision: str = "fp32") -> np.ndarray:
@@ -145,7 +145,7 @@ def open_run(run_dir: str | Path) -> TrainedRun:
 def class_table(run: TrainedRun) -> dict:
     """Per class of the data set: id, name, seen flag and its query embedding (mean over its texts).
 
-    Stored in an index so explanations and ``--class-id`` need neither the data set nor a
+    Stored in an index so explanations and ``--class_id`` need neither the data set nor a
     text featurizer at query time. A shipped model carries its own (its seen classes only).
     """
     if run.classes is not None:
