@@ -7,7 +7,9 @@ A data set is a folder with four pickles (docs/algorithm.md):
     trainids.pkl          [seen class ids]
     testids.pkl           [unseen class ids]
 
-and optionally ``classnames.json`` ({"<class id>": "name"}).
+and optionally ``classnames.json`` ({"<class id>": "name"}) and ``caption_photos.npz`` (which
+photo each text describes, where `zscrgan data build` knew it: per class id, an int array with the
+image row of each text row, -1 for none; upstream's readers ignore it).
 
 Pickles are read through a restricted unpickler that admits only what the format
 needs (containers, numbers, numpy arrays), so a hostile pickle is refused, never run.
@@ -15,6 +17,7 @@ Every problem is raised as :class:`DataError` with a one-line message naming the
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ IMAGE_FILE = "image_embed_dict.pkl"
 SEEN_FILE = "trainids.pkl"
 UNSEEN_FILE = "testids.pkl"
 CLASSNAMES_FILE = "classnames.json"
+TEXT_PHOTOS_FILE = "caption_photos.npz"
 
 
 def _latin1_encode(text, encoding="latin1"):
@@ -103,6 +107,7 @@ class ZeroShotData:
     unseen: list
     name: str = "data"
     classnames: dict = field(default_factory=dict)  # class id -> readable name
+    text_photos: dict | None = None  # class id -> int64 [n_texts]: each text's image row, -1 for none
 
     @property
     def text_dim(self) -> int:
@@ -264,7 +269,31 @@ def load_dataset(folder: str | Path, name: str | None = None,
     texts = _read_dict(folder / TEXT_FILE, classes, "text")
     images = _read_dict(folder / IMAGE_FILE, classes, "image")
     return ZeroShotData(texts, images, seen, unseen, name or folder.resolve().name,
-                        read_classnames(folder))
+                        read_classnames(folder), read_text_photos(folder / TEXT_PHOTOS_FILE, texts, images))
+
+
+def read_text_photos(path: Path, texts: dict, images: dict) -> dict | None:
+    """caption_photos.npz for the loaded classes, checked against their texts and images; None if absent."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            raw = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    out = {}
+    for cls, rows in texts.items():
+        rows_of = raw.get(str(cls))
+        if rows_of is None:
+            raise DataError(f"{path}: no entry for class {cls!r}")
+        if rows_of.ndim != 1 or rows_of.dtype.kind not in "iu" or len(rows_of) != len(rows):
+            raise DataError(f"{path}: class {cls!r} needs one whole number per text ({len(rows)}), "
+                            f"got shape {rows_of.shape} of {rows_of.dtype}")
+        if len(rows_of) and (rows_of.min() < -1 or rows_of.max() >= len(images[cls])):
+            raise DataError(f"{path}: class {cls!r} names image rows {rows_of.min()}..{rows_of.max()}, "
+                            f"outside -1..{len(images[cls]) - 1}")
+        out[cls] = rows_of.astype(np.int64)
+    return out
 
 
 def class_key(name) -> str:
@@ -287,6 +316,12 @@ def save_dataset(data: ZeroShotData, folder: str | Path) -> Path:
     write_pickle(folder / IMAGE_FILE, {c: np.asarray(v, np.float32) for c, v in data.images.items()})
     write_pickle(folder / SEEN_FILE, list(data.seen))
     write_pickle(folder / UNSEEN_FILE, list(data.unseen))
+    if data.text_photos is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **{str(c): np.asarray(rows, np.int64) for c, rows in data.text_photos.items()})
+        write_atomic(folder / TEXT_PHOTOS_FILE, buf.getvalue())
+    elif (folder / TEXT_PHOTOS_FILE).exists():  # an earlier set's, which would not describe this one
+        (folder / TEXT_PHOTOS_FILE).unlink()
     if data.classnames:
         text = json.dumps({str(k): v for k, v in data.classnames.items()}, indent=1, sort_keys=True)
         write_atomic(folder / CLASSNAMES_FILE, text.encode())

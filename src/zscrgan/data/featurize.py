@@ -134,6 +134,24 @@ def all_cores() -> None:
 
 # ---------------------------------------------------------------- texts
 
+def read_text(path: str | Path, encoding: str = "utf-8-sig") -> str:
+    """A text file's contents, newlines untranslated (as csv wants); DataError naming the file and
+    the flag when its bytes are not ``encoding`` or it is missing."""
+    try:
+        with open(path, newline="", encoding=encoding) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not {encoding.removesuffix('-sig').upper()} text (byte {exc.object[exc.start]:#04x} "
+                        f"at offset {exc.start}); save it as UTF-8, or give its encoding, e.g. --encoding cp1252"
+                        ) from None
+    except LookupError:
+        raise DataError(f"--encoding {encoding}: no such text encoding") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
     """(class, text) pairs from a ``class,text`` CSV or a ``{class: text or [texts]}`` JSON file."""
     return [(cls, text) for cls, text, _ in read_description_rows(path)[0]]
@@ -146,20 +164,12 @@ def read_description_rows(path: str | Path, encoding: str = "utf-8-sig") -> tupl
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.suffix.lower() == ".csv":
-        try:
-            with open(path, newline="", encoding=encoding) as fh:
-                reader = csv.DictReader(fh)
-                if not {"class", "text"} <= set(reader.fieldnames or []):
-                    raise DataError(f"{path}: expected a CSV header with columns class,text, got {reader.fieldnames}")
-                has_images = "image" in reader.fieldnames
-                rows = [((row["class"] or "").strip(), (row["text"] or "").strip(),
-                         (row.get("image") or "").strip(), reader.line_num) for row in reader]
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not {encoding.removesuffix('-sig').upper()} text (byte {exc.object[exc.start]:#04x} "
-                            f"at offset {exc.start}); save it as UTF-8, or give its encoding, e.g. --encoding cp1252"
-                            ) from None
-        except LookupError:
-            raise DataError(f"--encoding {encoding}: no such text encoding") from None
+        reader = csv.DictReader(io.StringIO(read_text(path, encoding), newline=""))
+        if not {"class", "text"} <= set(reader.fieldnames or []):
+            raise DataError(f"{path}: expected a CSV header with columns class,text, got {reader.fieldnames}")
+        has_images = "image" in reader.fieldnames
+        rows = [((row["class"] or "").strip(), (row["text"] or "").strip(),
+                 (row.get("image") or "").strip(), reader.line_num) for row in reader]
         for cls, text, _, line in rows:
             if not cls or not text:
                 raise DataError(f"{path}: line {line} has an empty class or text")

@@ -95,17 +95,17 @@ def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False) ->
     return photo
 
 
-def scan(root: Path) -> dict[str, os.stat_result]:
+def scan(root: Path, wanted=is_photo_name, what: str = "photo") -> dict[str, os.stat_result]:
     """{relative posix path: stat} of every non-hidden regular file under ``root``, at any depth,
-    named as a photo may be (:func:`is_photo_name`)."""
+    named as a photo may be (:func:`is_photo_name`; another test of the name for other files)."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: photo folder not found")
+        raise DataError(f"{root}: {what} folder not found")
     found = {}
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or not is_photo_name(name):
+            if name.startswith(".") or not wanted(name):
                 continue
             path = Path(folder) / name
             try:

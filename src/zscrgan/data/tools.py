@@ -1,7 +1,8 @@
 """`zscrgan data build|split|check|convert`: make upstream-format data sets and check them.
 
-    zscrgan data build --images DIR|images.npz --texts FILE|texts.npz --out datasets/NAME
-                       (--unseen a,b,c | --unseen_fraction F [--seed S])
+    zscrgan data build --images DIR|images.npz (--texts FILE|texts.npz | --captions DIR|FILE.csv)
+                       [--labels imagelabels.mat] --out datasets/NAME
+                       (--unseen a,b,c | --unseen_fraction F [--seed S] | --unseen_classes FILE [--seen_classes FILE])
     zscrgan data split SOURCE --unseen NAMES|IDS [--seen NAMES|IDS] --out datasets/NAME
                        [--text_encoder E --image_encoder E]
     zscrgan data check datasets/NAME [--strict]
@@ -12,7 +13,9 @@
 build featurizes photos and descriptions (or takes the .npz files of `zscrgan featurize`),
 numbers the classes 1..C in sorted name order and writes the four pickles, classnames.json
 and manifest.json (which photo each image row came from, and each text's photo when the
-descriptions name one). split re-draws the seen/unseen line of an existing set: the named
+descriptions name one), and then caption_photos.npz (each text's image row). --captions reads
+one caption file per photo or a path,caption CSV; --labels, Oxford's imagelabels.mat;
+--unseen_classes / --seen_classes, xlsa17's class lists (zscrgan.data.captions). split re-draws the seen/unseen line of an existing set: the named
 classes become unseen, every other class seen (how the flower search model holds out the
 classes of the photos it is shown). convert (zscrgan.data.convert) reads published benchmark files. check
 loads a set as training would, estimates the memory a run needs and reports what looks
@@ -28,6 +31,7 @@ import torch
 from zscrgan.config import Config
 from zscrgan.console import Parser, comma_list, positive_int
 from zscrgan.core.networks import ZSCRGAN
+from zscrgan.data.captions import caption_rows, labelled_photos, photos_named, unseen_from_lists
 from zscrgan.data.convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
 from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, load_dataset, save_dataset
 from zscrgan.data.encoders import DEFAULT_ENCODER, IMAGE_ENCODERS, PHOTO_BATCH, TEXT_ENCODER
@@ -91,90 +95,90 @@ def _rows_by_class(feats: Features, ids: dict) -> tuple[dict, list]:
     return arrays, rows
 
 
-def _photos_named(txt: Features, files: list, texts: Path, images: Path) -> list:
-    """Per text, the photo (path under --images) its CSV ``image`` cell names, or None; DataError if absent.
+def _photo_list(images: Path, labels) -> tuple[list, Features | None]:
+    """(class, path) of every photo, and the images .npz's features when ``images`` is one."""
+    if images.is_dir():  # from the folder and file names alone
+        return (labelled_photos(images, Path(labels)) if labels else class_files(images)), None
+    if not (images.is_file() and images.suffix == ".npz"):
+        raise DataError(f"{images}: --images must be a folder of class folders (or of photos, with --labels) "
+                        f"or a .npz from 'zscrgan featurize images'")
+    if labels:
+        raise DataError(f"{labels}: --labels goes with a folder of photos; {images} already gives each photo's class")
+    img = Features.load(images, "images")
+    return list(zip(img.classes, img.sources)), img
 
-    A cell may give the path under --images (art/x.jpg), the file name (x.jpg) or the name
-    without extension (x), looked up in the text's own class. Each text stays a query of its
-    class (metrics judge by class); the pairing only goes into the manifest.
-    """
-    class_of = {rel: cls for cls, rel in files}
-    by_name: dict = {}
-    for cls, rel in files:
-        for key in {Path(rel).name, Path(rel).stem}:
-            by_name.setdefault((cls, key), []).append(rel)
-    photos = []
-    for n, (cls, image) in enumerate(zip(txt.classes, txt.images), 1):
-        if not image:
-            photos.append(None)
-        elif image in class_of:
-            if class_of[image] != cls:
-                raise DataError(f"{texts}: text {n} is of class {cls!r} but names {image}, "
-                                f"a photo of {class_of[image]!r}")
-            photos.append(image)
-        else:
-            found = by_name.get((cls, image), [])
-            if len(found) != 1:
-                what = "no photo" if not found else f"{len(found)} photos ({', '.join(found[:3])})"
-                raise DataError(f"{texts}: text {n} ({cls!r}) names {image!r}, and {images} has {what} "
-                                f"of that name in class {cls!r}")
-            photos.append(found[0])
-    return photos
+
+def _unseen_names(names: list, unseen, unseen_fraction, seed: int, unseen_list, seen_list) -> list:
+    if unseen_list is None:
+        if seen_list is not None:
+            raise DataError("--seen_classes FILE goes with --unseen_classes FILE")
+        return choose_unseen(names, unseen, unseen_fraction, seed)
+    if unseen is not None or unseen_fraction is not None:
+        raise DataError("give --unseen_classes FILE or --unseen / --unseen_fraction, not both")
+    return unseen_from_lists(names, Path(unseen_list), None if seen_list is None else Path(seen_list))
 
 
 def build_dataset(images, texts, out, unseen=None, unseen_fraction: float | None = None, seed: int = 0,
                   encoder: str = DEFAULT_ENCODER, batch_size: int = PHOTO_BATCH, device: str = "auto",
-                  encoding: str = "utf-8-sig") -> ZeroShotData:
+                  encoding: str = "utf-8-sig", captions=None, labels=None, unseen_list=None,
+                  seen_list=None) -> ZeroShotData:
     """Featurize (or load) photos and descriptions and write an upstream-format set to ``out``.
 
-    ``images``: DIR/<class>/<photo> or an images .npz; ``texts``: CSV/JSON or a texts .npz;
-    ``unseen``: class names (list or comma string), or ``unseen_fraction`` with ``seed``.
+    ``images``: DIR/<class>/<photo>, a flat DIR with ``labels`` (imagelabels.mat), or an images
+    .npz; the texts: ``texts`` (CSV/JSON or a texts .npz) or ``captions`` (one caption file per
+    photo, or a path,caption CSV: :mod:`zscrgan.data.captions`); the unseen classes: ``unseen``
+    (list or comma string), ``unseen_fraction`` with ``seed``, or the class lists ``unseen_list``
+    (and ``seen_list``). Where texts name their photos, caption_photos.npz records each one's.
     Every check (files, encoding, classes, the unseen choice, --out writable) runs before the
     encoders load: a mistake costs a second, not the minutes of encoding every photo.
     """
-    images, texts, out = Path(images), Path(texts), Path(out)
-    if not images.is_dir() and not (images.is_file() and images.suffix == ".npz"):
-        raise DataError(f"{images}: --images must be a folder of class folders "
-                        f"or a .npz from 'zscrgan featurize images'")
-    txt = _text_rows(texts, encoding)
-    photos = None  # per text, the photo it names (CSV image column)
-    if images.is_dir():  # from the folder and file names alone
-        files = class_files(images)
-        img_classes = [c for c, _ in files]
+    if (texts is None) == (captions is None):
+        raise DataError("give exactly one of --texts FILE or --captions DIR|CSV")
+    images, out = Path(images), Path(out)
+    files, img = _photo_list(images, labels)
+    skipped = 0
+    if captions is not None:
+        text_source = Path(captions)
+        txt = caption_rows(text_source, files, images, encoding)
+        photos = txt.images
     else:
-        img = Features.load(images, "images")
-        files, img_classes, skipped = list(zip(img.classes, img.sources)), img.classes, 0
-    _same_classes(set(img_classes), set(txt.classes), images, texts)
-    if txt.images is not None:
-        photos = _photos_named(txt, files, texts, images)
-    names = sorted(set(img_classes))
+        text_source = Path(texts)
+        txt = _text_rows(text_source, encoding)
+        photos = photos_named(txt, files, text_source, images) if txt.images is not None else None
+    _same_classes({c for c, _ in files}, set(txt.classes), images, text_source)
+    names = sorted({c for c, _ in files})
     ids = {name: i + 1 for i, name in enumerate(names)}
-    unseen_names = choose_unseen(names, unseen, unseen_fraction, seed)
+    unseen_names = _unseen_names(names, unseen, unseen_fraction, seed, unseen_list, seen_list)
     check_writable(out, "--out", create=False)
     if txt.features is None:  # the slow part, now that all is known good
         txt = encode_texts(txt, batch_size, device)
-    if images.is_dir():
+    if img is None:
         img, failed = featurize_images(images, encoder, batch_size, device, files)
         skipped = len(failed)
-        _same_classes(set(img.classes), set(txt.classes), images, texts)  # a class whose photos all failed to decode
+        _same_classes(set(img.classes), set(txt.classes), images, text_source)  # a class whose photos all failed
     image_arrays, image_rows = _rows_by_class(img, ids)
     text_arrays, text_rows = _rows_by_class(txt, ids)
-    data = ZeroShotData(text_arrays, image_arrays,
-                        seen=[ids[n] for n in names if n not in unseen_names],
-                        unseen=[ids[n] for n in unseen_names],
-                        name=out.name, classnames={cid: name for name, cid in ids.items()})
     text_entries = [{"class": r["class"], "row": r["row"], "text": r["source"]} for r in text_rows]
-    named = ""
-    if txt.images is not None:
+    named, text_photos = "", None
+    if photos is not None:
         image_row = {r["source"]: r["row"] for r in image_rows}  # photos skipped as unreadable have none
+        text_photos = {cid: [] for cid in text_arrays}
         for entry, r in zip(text_entries, text_rows):
             photo = photos[r["index"]]
             entry.update(image=photo, image_row=image_row.get(photo))
+            text_photos[r["class"]].append(-1 if entry["image_row"] is None else entry["image_row"])
+        text_photos = {cid: np.array(rows, np.int64) for cid, rows in text_photos.items()}
         named = f"; {sum(p is not None for p in photos)} of {len(photos)} texts name their photo"
+    data = ZeroShotData(text_arrays, image_arrays,
+                        seen=[ids[n] for n in names if n not in unseen_names],
+                        unseen=[ids[n] for n in unseen_names],
+                        name=out.name, classnames={cid: name for name, cid in ids.items()}, text_photos=text_photos)
     save_dataset(data, out)
+    sources = {"labels_from": labels, "unseen_classes_from": unseen_list, "seen_classes_from": seen_list}
     manifest = {
         "image_root": img.root, "image_encoder": img.encoder, "text_encoder": txt.encoder,
-        "images_from": str(images), "texts_from": str(texts), "unreadable_skipped": skipped,
+        "images_from": str(images), "texts_from": str(text_source), "unreadable_skipped": skipped,
+        **{key: str(path) for key, path in sources.items() if path is not None},
         "seen": data.seen, "unseen": data.unseen,
         "classes": {str(cid): name for name, cid in ids.items()},
         "images": [{"class": r["class"], "row": r["row"], "path": r["source"]} for r in image_rows],
@@ -212,7 +216,8 @@ def split_dataset(source, unseen: str, out, text_encoder: str | None = None,
     check_writable(Path(out), "--out", create=False)
     split = ZeroShotData({c: data.texts[c] for c in kept | held}, {c: data.images[c] for c in kept | held},
                          sorted(kept), sorted(held), Path(out).name,
-                         {c: n for c, n in data.classnames.items() if c in kept | held})
+                         {c: n for c, n in data.classnames.items() if c in kept | held},
+                         None if data.text_photos is None else {c: data.text_photos[c] for c in kept | held})
     save_dataset(split, out)
     manifest = read_json_object(Path(source) / MANIFEST_FILE)
     manifest.update({k: v for k, v in (("text_encoder", text_encoder), ("image_encoder", image_encoder)) if v})
@@ -311,14 +316,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="zscrgan data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="photos + descriptions to an upstream-format data set")
-    build.add_argument("--images", type=Path, required=True, help="DIR/<class>/<photo> or an images .npz")
-    build.add_argument("--texts", type=Path, required=True,
+    build.add_argument("--images", type=Path, required=True,
+                       help="DIR/<class>/<photo>, a flat DIR of photos with --labels, or an images .npz")
+    build.add_argument("--texts", type=Path,
                        help="class,text[,image] CSV, JSON or a texts .npz; image = the photo a text describes")
+    build.add_argument("--captions", type=Path,
+                       help="instead of --texts: a folder of <class>/<photo name>.txt, one caption a line "
+                            "(Reed's text_c10), or a path,caption CSV; each caption tied to its photo")
+    build.add_argument("--labels", type=Path,
+                       help="imagelabels.mat: the 1-based class of each photo of a flat --images folder, "
+                            "in name order (classes named class_00001 ...)")
     build.add_argument("--out", type=Path, required=True, help="data set folder, e.g. datasets/NAME")
     build.add_argument("--unseen", help="comma-separated unseen class names")
     build.add_argument("--unseen_fraction", type=float, help="fraction of classes drawn as unseen")
+    build.add_argument("--unseen_classes", type=Path, help="the unseen classes, one name a line (xlsa17's testclasses.txt)")
+    build.add_argument("--seen_classes", type=Path,
+                       help="with --unseen_classes: the seen classes (trainvalclasses.txt); every class in one of the two")
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. cp1252, latin-1)")
+    build.add_argument("--encoding", default="utf-8-sig",
+                       help="text encoding of the CSV or caption files (e.g. cp1252, latin-1)")
     build.add_argument("--encoder", default=DEFAULT_ENCODER, choices=list(IMAGE_ENCODERS))
     build.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH)
     add_device_flag(build)
@@ -354,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         split_dataset(args.source, args.unseen, args.out, args.text_encoder, args.image_encoder, args.seen)
     elif args.action == "build":
         build_dataset(args.images, args.texts, args.out, args.unseen, args.unseen_fraction, args.seed,
-                      args.encoder, args.batch_size, args.device, args.encoding)
+                      args.encoder, args.batch_size, args.device, args.encoding, args.captions, args.labels,
+                      args.unseen_classes, args.seen_classes)
     elif args.action == "convert" and args.xlsa17:
         if args.bird or args.split or args.classnames or args.text_pca:
             parser.error("--bird, --split, --classnames and --text_pca go with --gazsl, not --xlsa17")
