@@ -31,3 +31,27 @@ def small_tree(photos, dest, classes=("daffodil", "poinsettia"), per_class=2):
         for photo in sorted((photos / name).glob("*.jpg"))[:per_class]:
             shutil.copy(photo, dest / name / photo.name)
     return dest
+
+
+def tied_captions_set(tied: bool = True, n_seen: int = 30, n_unseen: int = 10, photos: int = 12, captions: int = 3,
+                      kinds: int = 2, noise: float = 3.0, seed: int = 0):
+    """Captions that carry photo-level signal: each class comes in ``kinds`` varieties (a 'red' and a
+    'white' rose), each photo shows one, and its captions describe it; texts and images see the
+    class and the variety through fixed random linear maps. With ``tied`` caption_photos names each
+    caption's photo; without, the ties are shuffled within each class (no photo-level signal left)."""
+    from zscrgan.data.dataset import ZeroShotData
+
+    rng = np.random.default_rng(seed)
+    dim = 8
+    text_map, image_map = rng.normal(size=(2 * dim, 24)), rng.normal(size=(2 * dim, 32))
+    texts, images, ties = {}, {}, {}
+    for c in range(1, n_seen + n_unseen + 1):
+        variety = rng.normal(size=(kinds, dim)) * 2.0  # varieties differ more than classes do
+        photo = np.concatenate([np.repeat(rng.normal(size=(1, dim)), photos, 0),
+                                variety[np.arange(photos) % kinds]], 1)
+        images[c] = (photo @ image_map + noise * rng.normal(size=(photos, 32))).astype(np.float32)
+        own = np.repeat(np.arange(photos), captions)
+        texts[c] = (photo[own] @ text_map + noise * rng.normal(size=(len(own), 24))).astype(np.float32)
+        ties[c] = own if tied else rng.permutation(own)
+    return ZeroShotData(texts, images, list(range(1, n_seen + 1)), list(range(n_seen + 1, n_seen + n_unseen + 1)),
+                        "tied", text_photos=ties)

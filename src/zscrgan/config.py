@@ -101,6 +101,11 @@ class Config:
     eval_centre: bool = flag(None, "centre common-space embeddings on the training images' mean embedding before the "
                                  "cosine (as the baselines centre theirs)")
     optimizer: str = flag(None, "tf1 (TF1 RMSProp/Adam semantics) or torch (PyTorch defaults)", choices=("tf1", "torch"))
+    # --- captions tied to their photos (caption_photos.npz of `zscrgan data build --captions`) ---
+    photo_pairs: bool = flag(False, "the baselines (and --ridge_path) also try pairing each caption with the photo it "
+                                  "describes, chosen on the validation classes like their other pairings")
+    own_captions: bool = flag(False, "E-step: each row's text is one of its photo's own captions, not any text of "
+                                   "its class")
     # --- speed (changes no result beyond float rounding) ---
     compile: bool = flag(False, "compile the optimiser updates with torch.compile: about 30 s once per process (needs a "
                               "C++ compiler on the CPU), then each update one fused pass (docs/performance.md)")

@@ -6,7 +6,9 @@ Each row of a batch is one seen class:
   class stream simply runs on into the next shuffle, so every batch is full and real.
 - at least as many rows as classes: each class floor(B/n) times plus a random sample of
   the rest, in random order.
-Each row's image is the next one of its class in a per-class round-robin. Drawing a
+Each row's image is the next one of its class in a per-class round-robin; its text, one of its
+class's drawn uniformly, or (with ``text_photos``, --own_captions) one of its image's own captions
+(one of its class's where the image has none). Drawing a
 round's indices at once keeps per-step Python work constant and lets them move to the
 device in one copy.
 """
@@ -19,7 +21,8 @@ class BatchSampler:
     """Draws [n_batches, batch_size] class rows and image rows; state is tensors only."""
 
     def __init__(self, images_per_class: list[int], batch_size: int, seed: int,
-                 texts_per_class: list[int] | None = None):
+                 texts_per_class: list[int] | None = None, text_photos: list | None = None):
+        """``text_photos``: per class, each text's image row in the class (-1 for none)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.counts = torch.tensor(images_per_class, dtype=torch.long)
@@ -30,6 +33,20 @@ class BatchSampler:
         self.rng = torch.Generator().manual_seed(seed)
         self.pointers = torch.zeros(len(images_per_class), dtype=torch.long)
         self.pending = torch.zeros(0, dtype=torch.long)  # rest of the current class shuffle
+        self.photo_texts = None if text_photos is None else self._photo_texts(text_photos)
+
+    def _photo_texts(self, text_photos: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(global text rows grouped by their image, each image's first position there, its count)."""
+        image_rows, text_rows = [], []
+        for k, rows in enumerate(text_photos):
+            rows = torch.as_tensor(rows, dtype=torch.long)
+            tied = torch.nonzero(rows >= 0).flatten()
+            image_rows.append(self.offsets[k] + rows[tied])
+            text_rows.append(self.text_offsets[k] + tied)
+        image_rows, text_rows = torch.cat(image_rows), torch.cat(text_rows)
+        order = torch.sort(image_rows, stable=True).indices
+        counts = torch.bincount(image_rows, minlength=int(self.counts.sum()))
+        return text_rows[order], torch.cumsum(counts, 0) - counts, counts
 
     @property
     def n_classes(self) -> int:
@@ -64,11 +81,15 @@ class BatchSampler:
         return (self.offsets[flat] + within).view_as(classes)
 
     def sample(self, n_batches: int) -> dict[str, torch.Tensor]:
-        """Class rows, image rows and (one random text each) text rows for n_batches."""
+        """Class rows, image rows and (one random text each: of the class, or of the image) text rows."""
         classes = self._class_stream(n_batches)
         images = self._round_robin(classes)
-        pick = (torch.rand(classes.shape, generator=self.rng) * self.text_counts[classes]).long()
-        texts = self.text_offsets[classes] + pick
+        draw = torch.rand(classes.shape, generator=self.rng)
+        texts = self.text_offsets[classes] + (draw * self.text_counts[classes]).long()
+        if self.photo_texts is not None and len(self.photo_texts[0]):  # the same draw, among the image's captions
+            grouped, first, count = self.photo_texts
+            own = grouped[(first[images] + (draw * count[images]).long()).clamp(max=len(grouped) - 1)]
+            texts = torch.where(count[images] > 0, own, texts)
         return {"classes": classes, "images": images, "texts": texts}
 
     def state_dict(self) -> dict:

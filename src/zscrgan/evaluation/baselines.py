@@ -26,6 +26,12 @@ Training pairs (``PAIRINGS``; texts and images of a class are only tied by their
   the photos' variation kept.
 * ``class_mean`` -- every text with the mean image of its class. For ridge this is the
   closed form of pairing each text with every image of its class (tests/experiments/test_captions.py).
+* ``own_photo``  -- every text with the photo it describes (caption_photos.npz of a set built
+  with ``zscrgan data build --captions``; a text tied to no photo gets one of its class drawn,
+  as ``caption``). Only with ``own_photo=True`` (``--photo_pairs``), off by default: the project
+  holds no real data with the tie (FLO_cap lost it), so whether it helps is for the validation
+  classes of a real set to say (tests/evaluation/test_photo_pairs.py shows it chosen where the
+  captions carry photo-level signal).
 
 With one text per class only ``photo`` is fitted (the others say the same thing); with
 many texts per class (captions) the pairing is chosen on the validation classes like any
@@ -48,10 +54,12 @@ import torch
 
 from zscrgan.config import DEFAULT_K
 from zscrgan.data.dataset import ZeroShotData
+from zscrgan.errors import DataError
 from zscrgan.evaluation.scoring import score_classes
 
 BASELINES = ("ridge", "devise", "cca")
 PAIRINGS = ("photo", "caption", "class_mean")  # the first is the default without validation classes
+OWN_PHOTO = "own_photo"  # each text with its own photo: added to the choice by own_photo=True
 
 # Each grid's first point is the default used when no validation classes are given.
 RIDGE_GRID = [{"lam": 0.1}] + [{"lam": 10.0 ** (k / 2)} for k in range(-6, 3) if k != -2]
@@ -122,8 +130,15 @@ def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu", p
         else:
             means = np.stack([data.images[c].mean(0, dtype=np.float64) for c in classes]).astype(np.float32)
             images = means[labels]
+    elif pairing == OWN_PHOTO:
+        if data.text_photos is None:
+            raise DataError(f"{data.name}: no caption_photos.npz, so no text's own photo is known (--photo_pairs)")
+        texts, labels = data.stacked_texts(classes)
+        images = np.concatenate([data.images[c][np.where(data.text_photos[c] >= 0, data.text_photos[c],
+                                                         rng.integers(0, len(data.images[c]), len(data.texts[c])))]
+                                 for c in classes])
     else:
-        raise ValueError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS)}")
+        raise ValueError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS + (OWN_PHOTO,))}")
     return Pairs(torch.from_numpy(texts).to(device), torch.from_numpy(np.ascontiguousarray(images)).to(device),
                  torch.from_numpy(labels).to(device))
 
@@ -298,20 +313,23 @@ def _fit(name: str, pairs: Pairs, grid: list[dict], score: Callable | None, seed
 
 def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes: list | None,
                  seed: int = 0, device="cpu", refit: bool = False, pairing: str | None = None,
-                 select_k: int = DEFAULT_K) -> AffineBaseline:
+                 select_k: int = DEFAULT_K, own_photo: bool = False) -> AffineBaseline:
     """Fit baseline ``name`` on ``train_classes``, choosing its hyperparameters on ``val_classes``.
 
     ``model.params`` records the chosen setting -- ridge: lam; devise: margin, lr, dim, steps;
     cca: reg, dim (capped at the number of non-zero correlations), power; every one: pairs,
     the training pairing -- and "val_prec", its validation Prec@``select_k`` (None without val). The
     pairing is ``pairing`` when given, else chosen on val among :data:`PAIRINGS` for data with
-    many texts per class, else ``photo``. With ``refit`` the chosen setting is fitted again on
+    many texts per class, else ``photo``; ``own_photo`` adds ``own_photo`` to that choice (and is
+    the pairing without validation classes). With ``refit`` the chosen setting is fitted again on
     train + val classes. Embeddings come back on ``device``.
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     grid = {"ridge": RIDGE_GRID, "devise": DEVISE_GRID, "cca": CCA_GRID}[name]
     pairings = [pairing] if pairing else list(PAIRINGS if data.many_texts and val_classes else PAIRINGS[:1])
+    if own_photo and not pairing:
+        pairings = pairings + [OWN_PHOTO] if val_classes else [OWN_PHOTO]
 
     def fit(classes, pairs_kind, points, score):
         model = _fit(name, training_pairs(data, classes, seed, device, pairs_kind), points, score, seed)
@@ -332,5 +350,5 @@ def fit_baseline(name: str, data: ZeroShotData, train_classes: list, val_classes
     return final
 
 
-__all__ = ["BASELINES", "PAIRINGS", "Baseline", "AffineBaseline", "CCASolver", "fit_baseline",
+__all__ = ["BASELINES", "PAIRINGS", "OWN_PHOTO", "Baseline", "AffineBaseline", "CCASolver", "fit_baseline",
            "ridge_solutions", "training_pairs", "validation_scorer"]

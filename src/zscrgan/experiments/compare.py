@@ -80,7 +80,8 @@ def run_method(method: str, cfg: Config, seed: int, data) -> tuple[dict, float]:
     device = pick_device(cfg.device)
     train, val = split_validation(data, cfg.val_fraction, seed)
     start = time.perf_counter()
-    model = fit_baseline(method, data, train, val, seed=seed, device=device, select_k=cfg.select_k)
+    model = fit_baseline(method, data, train, val, seed=seed, device=device, select_k=cfg.select_k,
+                         own_photo=cfg.photo_pairs)
     seconds = time.perf_counter() - start
     ks = cfg.scored_ks()
     test, _, per_class = score_views(model, data, data.unseen, ks, device, details=False,

@@ -30,7 +30,7 @@ import torch
 from zscrgan.config import Config, parse_config, parse_seeds, recipe_warnings, run_name
 from zscrgan.console import Parser, progress, say
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
-from zscrgan.data.dataset import load_dataset, resolve_dataset_dir, split_validation
+from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset_dir, split_validation
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import DEVICE_HELP, DEVICES, pick_device, spawn_pool, thread_share
 from zscrgan.errors import DataError, Interrupted, UserError
@@ -74,10 +74,13 @@ def prepare_process(cfg: Config) -> None:
 
 def load_run_data(cfg: Config, splits=("seen", "unseen")):
     """The run's data set and its folder (None for the built-in data)."""
-    if not cfg.dataset:
-        return make_builtin_dataset(), None
-    folder = resolve_dataset_dir(cfg.dataset, cfg.data_root)
-    return load_dataset(folder, splits=splits), folder
+    folder = resolve_dataset_dir(cfg.dataset, cfg.data_root) if cfg.dataset else None
+    data = load_dataset(folder, splits=splits) if folder else make_builtin_dataset()
+    if data.text_photos is None and (cfg.photo_pairs or cfg.own_captions):
+        missing = f"{folder / TEXT_PHOTOS_FILE}: not found" if folder else "the built-in data ties no text to a photo"
+        raise DataError(f"{missing}; --{'photo_pairs' if cfg.photo_pairs else 'own_captions'} needs which photo "
+                        f"each caption describes (a set built with zscrgan data build --captions)")
+    return data, folder
 
 
 def run_folder(cfg: Config) -> RunFolder:

@@ -67,11 +67,11 @@ class EMTrainer:
                              cfg.gf_dim, cfg.df_dim, bool(cfg.generator_linear), bool(cfg.ridge_path)).to(self.device)
         if cfg.ridge_path:  # the text path starts as ridge, its lambda chosen on the validation classes
             ridge = fit_baseline("ridge", data, train_classes, val_classes, seed=cfg.seed, device=self.device,
-                                 select_k=cfg.select_k)
+                                 select_k=cfg.select_k, own_photo=cfg.photo_pairs)
             self.model.start_text_path(ridge.text_mean, ridge.text_map, ridge.image_mean)
         self.optimizers = make_optimizers(self.model, cfg)
-        self.sampler = BatchSampler([len(x) for x in images], cfg.batch_size, cfg.seed,
-                                    [len(t) for t in texts])
+        self.sampler = BatchSampler([len(x) for x in images], cfg.batch_size, cfg.seed, [len(t) for t in texts],
+                                    [data.text_photos[c] for c in train_classes] if cfg.own_captions else None)
         self.kl = kl_standard if cfg.kl_standard else kl_quirk
         self._gen_params = self.model.generator_params()
         self._critic_params = list(self.model.critic.parameters())
@@ -178,7 +178,7 @@ class EMTrainer:
         cfg = self.cfg
         n = cfg.e_steps * (cfg.n_critic + 1) + cfg.m_steps
         idx = self.sampler.sample(n)
-        text_rows = idx["texts"] if cfg.all_texts else self.sampler.text_offsets[idx["classes"]]
+        text_rows = idx["texts"] if cfg.all_texts or cfg.own_captions else self.sampler.text_offsets[idx["classes"]]
         return {"images": idx["images"].to(self.device), "texts": text_rows.to(self.device)}
 
     def run_round(self) -> dict[str, float]:
