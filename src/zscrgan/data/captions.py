@@ -32,7 +32,7 @@ CAPTION_SUFFIX = ".txt"
 def labelled_photos(folder: Path, labels_file: Path) -> list[tuple[str, str]]:
     """(class, file name) of every photo directly in ``folder``, its class from ``labels_file``."""
     labels = _whole_numbers(_loadmat(Path(labels_file), ["labels"])["labels"], "labels", labels_file)
-    photos = sorted(rel for rel in scan(folder) if "/" not in rel)
+    photos = sorted(rel for rel in scan(folder).files if "/" not in rel)
     if len(labels) != len(photos):
         raise DataError(f"{labels_file}: {len(labels)} labels for the {len(photos)} photos in {folder} "
                         f"(label n is the class of the n-th photo in name order)")
@@ -63,7 +63,7 @@ def caption_folder_rows(folder: Path, photos: list[tuple[str, str]], images: Pat
                         encoding: str = "utf-8-sig") -> Features:
     """Each photo's captions from its file under ``folder``, as text rows naming the photo."""
     folder = Path(folder)
-    files = set(scan(folder, lambda name: name.endswith(CAPTION_SUFFIX), "caption"))
+    files = set(scan(folder, lambda name: name.endswith(CAPTION_SUFFIX), "caption").files)
     wanted: dict = {}
     for cls, rel in photos:
         other = wanted.setdefault(caption_name(cls, rel), (cls, rel))[1]

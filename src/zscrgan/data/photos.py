@@ -6,17 +6,25 @@ The one place that walks a photo folder (:func:`scan`, :func:`class_files`) and 
 tried; one that will not decode comes back as a one-line reason to skip it, never an exception.
 Files whose suffix names something else (README.md, notes.txt, clip.mp4) are not photos: left out
 quietly, neither read nor counted.
+
+A photo folder is untrusted: a file is opened without blocking and checked on the open descriptor
+(a regular file, under the size cap, with the header of an image format Pillow decodes here)
+before any more of it is read, so a FIFO swapped in after the scan cannot hang the reader and a
+2 GB video is never read whole (:func:`open_photo`, which `zscrgan serve` also uses for /photo).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import re
 import stat
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,6 +35,13 @@ RESIZE, CROP = 256, 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 THUMB_SIDE = 256  # longest side of the JPEG thumbnail an index keeps per photo
+MAX_FILE_MB = 64.0  # default size cap (--max_file_mb): larger files are skipped unread
+# The formats read here, by their first bytes (Pillow's names) and the MIME type they are served as.
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
+               "BMP": "image/bmp", "TIFF": "image/tiff"}
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+HEAD_BYTES = 16  # enough for every signature above and WebP's RIFF....WEBP
 # suffixes of the still-image formats Pillow decodes (case ignored); a file with another suffix is not a photo
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .ppm .pgm .pbm .pnm "
                            ".tga .ico .jp2 .j2k .jpx .avif .heic .heif .qoi .sgi .ras .pcx .dds .icns".split())
@@ -67,17 +82,67 @@ class Photo:
     thumb: bytes | None = None  # a JPEG of at most THUMB_SIDE pixels a side (with ``keep``)
 
 
-def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False) -> Photo | str:
-    """The decoded photo, or a one-line reason to skip the file (empty, too large, not an image).
+def image_format(head: bytes) -> str | None:
+    """The image format (a key of IMAGE_TYPES) a file's first bytes announce, or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+def open_photo(path: Path, max_bytes: int | None = None) -> tuple[BinaryIO, os.stat_result, str] | str:
+    """(the file open for reading at offset 0, its stat, its image format), or a one-line reason not
+    to read it: not a regular file, empty, over ``max_bytes``, no image header.
+
+    Opened with O_NONBLOCK and checked with fstat on the descriptor, so the file checked is the
+    file read and a FIFO or device never blocks; at most HEAD_BYTES are read before the answer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot open ({exc.strerror})"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            reason = f"{file_kind(st.st_mode)}, not a regular file"
+        elif st.st_size == 0:
+            reason = "empty file"
+        elif max_bytes is not None and st.st_size > max_bytes:
+            reason = f"{st.st_size / 1e6:.4g} MB, over --max_file_mb {max_bytes / 1e6:g}"
+        else:
+            fmt = image_format(os.pread(fd, HEAD_BYTES, 0))
+            if fmt is not None:
+                return os.fdopen(fd, "rb"), st, fmt
+            reason = f"not an image (no {'/'.join(IMAGE_TYPES)} header)"
+    except OSError as exc:
+        reason = f"cannot read ({exc.strerror})"
+    os.close(fd)
+    return reason
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a socket', ... : what a file that is not a regular one is, for a one-line reason."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False,
+               max_bytes: int | None = int(MAX_FILE_MB * 1e6)) -> Photo | str:
+    """The decoded photo, or a one-line reason to skip the file (see :func:`open_photo`; too many
+    pixels; not decodable as the format its header announces).
 
     ``keep``: also the file's SHA-256 and a JPEG thumbnail, for an index's photo table.
     """
     Image, _ = _pil()
+    opened = open_photo(path, max_bytes)
+    if isinstance(opened, str):
+        return opened
+    fh, _, fmt = opened
     try:
-        raw = Path(path).read_bytes()
-        if not raw:
-            return "empty file"
-        with Image.open(io.BytesIO(raw)) as image:
+        with fh:
+            raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        if max_bytes is not None and len(raw) > max_bytes:
+            return f"grew past --max_file_mb {max_bytes / 1e6:g} while being read"
+        with Image.open(io.BytesIO(raw), formats=[fmt]) as image:  # decoded as the header says, nothing else
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 return f"{width}x{height} is {width * height / 1e6:.0f} MP, over --max_megapixels {max_pixels / 1e6:g}"
@@ -95,26 +160,65 @@ def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False) ->
     return photo
 
 
-def scan(root: Path, wanted=is_photo_name, what: str = "photo") -> dict[str, os.stat_result]:
-    """{relative posix path: stat} of every non-hidden regular file under ``root``, at any depth,
-    named as a photo may be (:func:`is_photo_name`; another test of the name for other files)."""
+@dataclass
+class Scan:
+    """What :func:`scan` found: the files to read, and the entries passed over with the reason."""
+
+    files: dict[str, os.stat_result]  # relative posix path -> stat (through a symlink: its target's)
+    passed_over: dict[str, str]  # relative posix path -> why it is not read ('a FIFO', 'a symlink loop', ...)
+
+    def summary(self) -> str:
+        """'2 passed over (1 a FIFO, 1 a symlink loop)', or '' when none was."""
+        if not self.passed_over:
+            return ""
+        counts = Counter(self.passed_over.values())
+        return f"{len(self.passed_over)} passed over ({', '.join(f'{n} {why}' for why, n in sorted(counts.items()))})"
+
+
+def scan(root: Path, wanted=is_photo_name, what: str = "photo") -> Scan:
+    """Every non-hidden regular file under ``root``, at any depth, named as a photo may be
+    (:func:`is_photo_name`, or ``wanted`` for other files; other names are left out quietly), and
+    what else was found.
+
+    A symlink is followed only to a regular file inside ``root``; FIFOs, sockets, devices, symlink
+    loops, broken symlinks, symlinks out of the folder and symlinks to folders are passed over and
+    named, never read (reading a FIFO blocks, a link out of the folder would index and serve a file
+    the user did not put there)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: {what} folder not found")
-    found = {}
+    inside = os.path.realpath(root)
+    found, passed = {}, {}
     for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            if not name.startswith(".") and os.path.islink(os.path.join(folder, name)):
+                passed[Path(folder, name).relative_to(root).as_posix()] = "a symlink to a folder (not followed)"
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith(".") or not wanted(name):
                 continue
             path = Path(folder) / name
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # vanished or unreadable while walking: not a photo to index
-            if stat.S_ISREG(st.st_mode):
-                found[path.relative_to(root).as_posix()] = st
-    return found
+            rel = path.relative_to(root).as_posix()
+            why = _examine(path, inside)
+            if isinstance(why, str):
+                passed[rel] = why
+            elif why is not None:
+                found[rel] = why
+    return Scan(found, passed)
+
+
+def _examine(path: Path, inside: str) -> os.stat_result | str | None:
+    """The file's stat if it is to be read; else why not; None if it vanished while walking."""
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "a broken symlink" if exc.errno == errno.ENOENT and path.is_symlink() else None
+    if link and os.path.commonpath([inside, os.path.realpath(path)]) != inside:
+        return "a symlink out of the photo folder"
+    return st if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
 
 
 def class_files(root: Path) -> list[tuple[str, str]]:
@@ -123,7 +227,7 @@ def class_files(root: Path) -> list[tuple[str, str]]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    rels = sorted((Path(rel) for rel in scan(root) if "/" in rel))  # Path order: folder by folder
+    rels = sorted((Path(rel) for rel in scan(root).files if "/" in rel))  # Path order: folder by folder
     found = [(rel.parts[0], rel.as_posix()) for rel in rels]
     classes = {cls for cls, _ in found}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):

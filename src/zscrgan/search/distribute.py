@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zscrgan.console import Parser, positive_int, progress
-from zscrgan.data.photos import scan
+from zscrgan.data.photos import MAX_FILE_MB, scan
 from zscrgan.device import spawn_pool
 from zscrgan.errors import DataError, require
 from zscrgan.search import photostore as ps
@@ -148,13 +148,13 @@ def run_ray(tasks, folder, images, key, worker_args, workers, retries):
 # ---- the command -------------------------------------------------------------------------------
 def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str = "local", workers: int = 1,
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
-                 max_megapixels: float = 40.0, model: str | None = None) -> dict:
+                 max_megapixels: float = 40.0, model: str | None = None, max_file_mb: float = MAX_FILE_MB) -> dict:
     """Write every unfinished shard of ``out`` with a run folder's model or a shipped ``model``
     (``run_dir`` None); returns counts. Refuses before any work."""
     images, out = Path(images), Path(out)
     if distributor not in ("local", "ray"):
         raise DataError(f"--distributor {distributor}: choose local or ray")
-    files = sorted(scan(images))
+    files = sorted(scan(images).files)
     run = open_model(run_dir, model)
     encoder = resolve_encoder(run, encoder)
     key = sh.run_key(run.checkpoint_sha256, encoder, images)
@@ -163,19 +163,19 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
     started = connect_ray(ray_address, workers) if distributor == "ray" else False
     try:
         return _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
-                             distributor, workers, retries)
+                             distributor, workers, retries, max_file_mb)
     finally:
         if started:
             _ray().shutdown()
 
 
 def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
-                  distributor, workers, retries) -> dict:
+                  distributor, workers, retries, max_file_mb) -> dict:
     with ps.folder_lock(out, "zscrgan shard"):
         plan, groups = sh.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []
-        worker_args = (run.source, encoder, int(max_megapixels * 1e6), names)
+        worker_args = (run.source, encoder, int(max_megapixels * 1e6), names, int(max_file_mb * 1e6))
         runner = (run_ray(todo, out, images, key, worker_args, workers, retries) if distributor == "ray"
                   else run_local(todo, out, images, key, worker_args, workers, retries))
         start, photos, failed = time.perf_counter(), 0, []
@@ -212,10 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=2, help="tries after the first for a failing shard")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
     parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
+    parser.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB, help="skip larger files unread")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     build_shards(args.run, args.images, args.out, args.shard_size, args.distributor, args.workers,
-                 args.ray_address, max(0, args.retries), args.encoder, args.max_megapixels, args.model)
+                 args.ray_address, max(0, args.retries), args.encoder, args.max_megapixels, args.model,
+                 args.max_file_mb)
     return 0
 
 

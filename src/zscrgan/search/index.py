@@ -14,7 +14,7 @@ folder layout is in :mod:`zscrgan.search.photostore`.
 Incremental: a photo whose size and mtime are unchanged is not read again; a changed one is
 re-embedded under the same id; a deleted one is dropped. Photos are committed in batches, so
 after a kill -9 the next run redoes only the batch in flight. Unreadable files (corrupt,
-truncated, empty, not an image, over --max_megapixels) are skipped with one warning line
+truncated, empty, not an image, over --max_megapixels or --max_file_mb) are skipped with one warning line
 each and remembered, so they are retried only when they change.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from zscrgan.console import Parser, positive_int, progress, say
 from zscrgan.data.encoders import PHOTO_BATCH
-from zscrgan.data.photos import Photo, class_lookup, known_class, read_photo, scan
+from zscrgan.data.photos import MAX_FILE_MB, Photo, class_lookup, known_class, read_photo, scan
 from zscrgan.errors import DataError
 from zscrgan.files import LOCK_FILE
 from zscrgan.search import diskindex
@@ -72,16 +72,22 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
 class Indexer:
     """One `zscrgan index` run over an index folder it holds the lock of."""
 
-    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = PHOTO_BATCH):
+    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = PHOTO_BATCH,
+                 max_bytes: int = int(MAX_FILE_MB * 1e6)):
         self.run, self.images, self.out, self.max_pixels, self.batch = run, images, out, max_pixels, batch
+        self.max_bytes = max_bytes
         self.encoders = run.encoders(image_encoder=encoder, photo_batch=batch)  # the CNN loads at the first photo
         self.conn = ps.connect(out)
         self.classes = class_table(run)
         self.class_lookup = class_lookup(self.classes["names"].tolist())
 
     def pending(self) -> tuple[list[str], int, int]:
-        """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now."""
-        self.files = files = scan(self.images)
+        """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now.
+        Entries the scan passed over (FIFOs, symlink loops, ...) get a warning line each."""
+        self.scan = scan(self.images)
+        self.files = files = self.scan.files
+        for rel, why in self.scan.passed_over.items():
+            say(f"zscrgan index: warning: passed over {self.images / rel}: {why}", file=sys.stderr)
         todo, dropped, unchanged_bad = [], 0, 0
         known = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM photos")}
         bad = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM skipped")}
@@ -139,7 +145,7 @@ class Indexer:
                 except OSError:
                     bar.update(1)
                     continue  # deleted since the scan; the next run drops it
-                got = read_photo(path, self.max_pixels, keep=True)
+                got = read_photo(path, self.max_pixels, keep=True, max_bytes=self.max_bytes)
                 if isinstance(got, str):
                     self.skip(rel, st, got)
                 else:
@@ -209,7 +215,7 @@ class Indexer:
 
 def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
                 max_megapixels: float = 40.0, batch_size: int = PHOTO_BATCH, shards=None, opq: bool = False,
-                keep_vectors: bool = True, model: str | None = None) -> dict:
+                keep_vectors: bool = True, model: str | None = None, max_file_mb: float = MAX_FILE_MB) -> dict:
     """Create or update the index folder ``out`` with a run folder's model or a shipped ``model``
     (``run_dir`` None); returns its manifest."""
     images, out = Path(images), Path(out)
@@ -227,7 +233,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
         if (out / ps.MANIFEST).is_file():
             manifest = {**ps.read_manifest(out), **manifest}
         ps.write_manifest(out, manifest)
-        indexer = Indexer(run, images, out, encoder, int(max_megapixels * 1e6), batch_size)
+        indexer = Indexer(run, images, out, encoder, int(max_megapixels * 1e6), batch_size, int(max_file_mb * 1e6))
         todo, dropped, bad = indexer.pending()
         from_shards = 0
         if shards is not None:
@@ -240,8 +246,10 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
         indexer.conn.close()
     rate = f" ({added / seconds:.1f} photos/s)" if added and seconds > 0 else ""
     taken = f", {from_shards} taken from {shards}" if shards is not None else ""
+    passed = f", {indexer.scan.summary()}" if indexer.scan.passed_over else ""
     print(f"{out}: {total} photos indexed ({kind}); {added} embedded{rate}{taken}, {dropped} dropped, "
-          f"{manifest['counts']['skipped']} unreadable skipped{f' ({bad} unchanged since last run)' if bad else ''}")
+          f"{manifest['counts']['skipped']} unreadable skipped{f' ({bad} unchanged since last run)' if bad else ''}"
+          f"{passed}")
     return manifest
 
 
@@ -263,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=positive_int, help="--plan: embed dim (default: the --run's)")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
     parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
+    parser.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB, help="skip larger files unread")
     parser.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)
     if args.plan is not None:
@@ -273,5 +282,5 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     build_index(args.run, args.images, args.out, args.kind, args.encoder, args.max_megapixels, args.batch_size,
-                args.shards, args.opq, args.keep_vectors, args.model)
+                args.shards, args.opq, args.keep_vectors, args.model, args.max_file_mb)
     return 0

@@ -142,12 +142,13 @@ class ShardWorker:
     several workers from fighting over cores.
     """
 
-    def __init__(self, source: dict, encoder: str, max_pixels: int, class_names: list[str], threads: int = 1):
+    def __init__(self, source: dict, encoder: str, max_pixels: int, class_names: list[str], max_bytes: int,
+                 threads: int = 1):
         torch.set_num_threads(threads)
         self.run = reopen(source)  # TrainedRun.source: a run folder or a shipped model
         # photos per CNN call: the fixed default, so every distributor computes the same vectors
         self.encoders = self.run.encoders(image_encoder=encoder)
-        self.max_pixels, self.class_lookup = max_pixels, class_lookup(class_names)
+        self.max_pixels, self.max_bytes, self.class_lookup = max_pixels, max_bytes, class_lookup(class_names)
 
     def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
         if not pixels:
@@ -164,7 +165,7 @@ class ShardWorker:
                 st = (images / rel).stat()
             except OSError:
                 continue  # gone since the plan: the index's own scan drops it
-            got = read_photo(images / rel, self.max_pixels, keep=True)
+            got = read_photo(images / rel, self.max_pixels, keep=True, max_bytes=self.max_bytes)
             row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": None, "width": None,
                    "height": None, "class": known_class(rel, self.class_lookup), "thumb": None, "row": -1,
                    "skipped": None}
