@@ -269,3 +269,30 @@ def test_the_photo_table_carries_its_schema_version(tmp_path):
         with pytest.raises(DataError, match=rf"photos.sqlite: photo table of schema version {ps.SCHEMA_VERSION + 1}, "
                                             "newer than this zscrgan reads"):
             ps.connect(tmp_path, readonly=readonly)
+
+
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
+def test_a_name_that_is_not_utf8_is_indexed_kept_and_shown_safely(setup, photos, tmp_path, capsys):
+    """One photo named b'bad\\xffname.jpg' made every index run fail (UnicodeEncodeError; issue 28, 1)."""
+    _, _, run = setup
+    odd = os.fsencode(photos / "daffodil") + b"/bad\xffname.jpg"
+    os.rename(sorted((photos / "daffodil").iterdir())[0], odd)
+    out = tmp_path / "idx"
+    assert cli(["index", "--run", str(run), "--images", str(photos), "--out", str(out)]) == 0
+    assert "12 photos indexed" in capsys.readouterr().out
+    with sqlite3.connect(out / ps.DB) as conn:  # the name's own bytes, not a lossy replacement
+        assert b"daffodil/bad\xffname.jpg" in [r[0] for r in conn.execute("SELECT path FROM photos")]
+    reader = IndexReader(out, load_model=False)
+    odd_id = reader.id_of_path(os.fsdecode(odd))
+    assert reader.photo_path(odd_id) == Path(os.fsdecode(odd)).resolve()
+    other = reader.id_of_path(next(p for p in (photos / "daffodil").iterdir() if p.name.isascii()))
+    capsys.readouterr()
+    exclude = reader.photo(other)["path"]
+    assert cli(["search", str(out), "--like", str(photos / exclude), "-k", "11", "--json"]) == 0
+    shown = [json.loads(line)["path"] for line in capsys.readouterr().out.splitlines()]
+    assert "daffodil/bad\\xffname.jpg" in shown
+    paths = subprocess.run([sys.executable, "-m", "zscrgan.cli", "search", str(out), "--like", str(photos / exclude),
+                            "-k", "11", "--paths"], capture_output=True, timeout=120)
+    assert paths.returncode == 0 and odd in paths.stdout.split(b"\n")  # the file's own bytes, for xargs
+    build_index(run, photos, out)  # unchanged: found again under its stored name, nothing re-embedded
+    assert "0 embedded" in capsys.readouterr().out

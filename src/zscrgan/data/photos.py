@@ -221,6 +221,12 @@ def _examine(path: Path, inside: str) -> os.stat_result | str | None:
     return st if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
 
 
+def shown(rel: str) -> str:
+    """A file name safe to print or send as JSON: bytes that are not UTF-8 (os.walk hands them over
+    as lone surrogates, which a strict encoder refuses) written as ``\\xff`` escapes."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def class_files(root: Path) -> list[tuple[str, str]]:
     """(class name, path relative to root) of every file inside a class folder ``root/<class>/``,
     in path order; files directly in ``root`` belong to no class and are left out."""

@@ -154,7 +154,8 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
     images, out = Path(images), Path(out)
     if distributor not in ("local", "ray"):
         raise DataError(f"--distributor {distributor}: choose local or ray")
-    files = sorted(scan(images).files)
+    files = sorted(rel for rel in scan(images).files if isinstance(ps.stored_path(rel), str))
+    # a name that is not UTF-8 cannot be a Parquet string: zscrgan index --shards embeds it itself
     run = open_model(run_dir, model)
     encoder = resolve_encoder(run, encoder)
     key = sh.run_key(run.checkpoint_sha256, encoder, images)

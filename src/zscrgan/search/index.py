@@ -89,11 +89,12 @@ class Indexer:
         for rel, why in self.scan.passed_over.items():
             say(f"zscrgan index: warning: passed over {self.images / rel}: {why}", file=sys.stderr)
         todo, dropped, unchanged_bad = [], 0, 0
-        known = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM photos")}
-        bad = {r["path"]: (r["size"], r["mtime_ns"]) for r in self.conn.execute("SELECT path, size, mtime_ns FROM skipped")}
+        known, bad = ({ps.file_path(r["path"]): (r["size"], r["mtime_ns"])
+                       for r in self.conn.execute(f"SELECT path, size, mtime_ns FROM {table}")}
+                      for table in ("photos", "skipped"))
         with self.conn:
             for table, rows in (("photos", known), ("skipped", bad)):
-                gone = [(p,) for p in rows if p not in files]
+                gone = [(ps.stored_path(p),) for p in rows if p not in files]
                 self.conn.executemany(f"DELETE FROM {table} WHERE path = ?", gone)
                 dropped += len(gone) if table == "photos" else 0
         for rel, st in files.items():
@@ -117,6 +118,7 @@ class Indexer:
 
     def _store(self, rel, digest, size, mtime_ns, width, height, cls, vec: np.ndarray, thumb) -> None:
         """Insert or update one photo's row (inside the caller's transaction)."""
+        rel = ps.stored_path(rel)
         self.conn.execute("DELETE FROM skipped WHERE path = ?", (rel,))
         self.conn.execute(
             "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
@@ -127,6 +129,7 @@ class Indexer:
 
     def _mark_skipped(self, rel: str, size: int, mtime_ns: int, reason: str) -> None:
         """Record an unreadable photo (inside the caller's transaction), so reruns do not retry it unchanged."""
+        rel = ps.stored_path(rel)
         self.conn.execute("DELETE FROM photos WHERE path = ?", (rel,))
         self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (rel, size, mtime_ns, reason))
 

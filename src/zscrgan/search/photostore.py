@@ -16,6 +16,7 @@ half-written file, only, after an interrupted run, a vectors.npz one run behind 
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 from pathlib import Path
 
@@ -35,10 +36,26 @@ CREATE TABLE IF NOT EXISTS photos (
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL);
 """
+# A photo's path is its text, or, for a name that is not UTF-8, its raw bytes (a BLOB in the same
+# column): stored losslessly, and still the file's one key (stored_path / file_path convert).
 META_COLUMNS = ("id", "path", "sha256", "size", "mtime_ns", "width", "height", "class")
 # photos.sqlite's layout version, in SQLite's user_version: 0 is the same layout written before
 # versions were kept (taken as 1, and stamped so by the next writer); a newer one is refused.
 SCHEMA_VERSION = 1
+
+
+def stored_path(rel: str) -> str | bytes:
+    """``rel`` (relative, surrogate-escaped where not UTF-8, as os.walk gives it) as the table keeps it."""
+    try:
+        rel.encode("utf-8")
+        return rel
+    except UnicodeEncodeError:
+        return os.fsencode(rel)
+
+
+def file_path(stored: str | bytes) -> str:
+    """The relative path a stored one stands for (the inverse of :func:`stored_path`)."""
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
 
 
 def connect(folder: Path, readonly: bool = False) -> sqlite3.Connection:

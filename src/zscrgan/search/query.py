@@ -14,6 +14,7 @@ one search path shared with `zscrgan serve`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from zscrgan.console import Parser
+from zscrgan.data.photos import shown
 from zscrgan.errors import DataError
 from zscrgan.evaluation.metrics import unit
 from zscrgan.search import photostore as ps
@@ -115,7 +117,7 @@ class IndexReader:
 
     def photos_meta(self, photo_ids) -> dict[int, dict]:
         """{id: {path, class}} of many photos, read together."""
-        return {i: {"path": path, "class": cls} for i, (path, cls) in self._by_id("path, class", photo_ids).items()}
+        return {i: {"path": ps.file_path(path), "class": cls} for i, (path, cls) in self._by_id("path, class", photo_ids).items()}
 
     def thumb(self, photo_id: int) -> bytes | None:
         row = self.db().execute("SELECT thumb FROM photos WHERE id = ?", (int(photo_id),)).fetchone()
@@ -127,7 +129,7 @@ class IndexReader:
         if meta is None:
             return None
         root = Path(self.manifest["images"]).resolve()
-        path = (root / meta["path"]).resolve()
+        path = (root / ps.file_path(meta["path"])).resolve()
         return path if path.is_relative_to(root) and path.is_file() else None
 
     def id_of_path(self, path: str | Path) -> int:
@@ -137,7 +139,7 @@ class IndexReader:
         if path.resolve().is_relative_to(root):
             candidates.append(path.resolve().relative_to(root).as_posix())
         for rel in candidates:
-            row = self.db().execute("SELECT id FROM photos WHERE path = ?", (rel,)).fetchone()
+            row = self.db().execute("SELECT id FROM photos WHERE path = ?", (ps.stored_path(rel),)).fetchone()
             if row:
                 return int(row[0])
         raise DataError(f"{path}: not a photo of {self.folder} (index it first, or give its path under {root})")
@@ -233,17 +235,19 @@ class IndexReader:
 
 def print_results(query: str, hits: list[dict], explanation: list[dict], args) -> None:
     if args.paths:
-        for hit in hits:
-            print(Path(args.root_for_paths) / hit["path"])
+        sys.stdout.flush()
+        for hit in hits:  # the file's own bytes, for the program reading them, whatever its name
+            sys.stdout.buffer.write(os.fsencode(Path(args.root_for_paths) / hit["path"]) + b"\n")
+        sys.stdout.flush()
         return
     if args.json:
         for rank, hit in enumerate(hits, 1):
-            print(json.dumps({"query": query, "rank": rank, **hit}))
+            print(json.dumps({"query": query, "rank": rank, **hit, "path": shown(hit["path"])}))
         return
     near = ", ".join(f"{e['name']} ({e['score']:.2f})" for e in explanation)
     print(f"{query}  [nearest training classes: {near}]")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:4d}  {hit['score']:.4f}  {hit['path']}")
+        print(f"{rank:4d}  {hit['score']:.4f}  {shown(hit['path'])}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from zscrgan.console import Parser
+from zscrgan.data.photos import shown
 from zscrgan.errors import DataError, UserError, require
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
 from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
@@ -194,7 +195,8 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
         answer = await batcher.submit(Query(req.text, req.like_id, req.class_id, req.k, req.min_score))
         if isinstance(answer, Refusal):
             return JSONResponse({"detail": answer.detail}, status_code=answer.status)
-        results = [{**h, "score": round(h["score"], 4), "thumb": f"/thumb/{h['id']}", "photo": f"/photo/{h['id']}"}
+        results = [{**h, "path": shown(h["path"]), "score": round(h["score"], 4), "thumb": f"/thumb/{h['id']}",
+                    "photo": f"/photo/{h['id']}"}
                    for h in answer["results"]]
         body = {"results": results, "explanations": answer["explanations"],
                 "took_ms": round(answer["timing"]["total"], 2)}
