@@ -296,3 +296,31 @@ def test_a_name_that_is_not_utf8_is_indexed_kept_and_shown_safely(setup, photos,
     assert paths.returncode == 0 and odd in paths.stdout.split(b"\n")  # the file's own bytes, for xargs
     build_index(run, photos, out)  # unchanged: found again under its stored name, nothing re-embedded
     assert "0 embedded" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
+def test_a_full_disk_is_one_line_naming_the_table_and_the_rerun_continues(setup, photos, tmp_path, capsys,
+                                                                           monkeypatch):
+    """SQLite's 'database or disk is full' printed a traceback (issue 28, 2)."""
+    from zscrgan.search.index import Indexer
+
+    _, _, run = setup
+    out = tmp_path / "idx"
+    real = Indexer.process
+    calls = []
+
+    def fills_the_disk(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, batch)
+
+    monkeypatch.setattr(Indexer, "process", fills_the_disk)
+    argv = ["index", "--run", str(run), "--images", str(photos), "--out", str(out), "--batch_size", "4"]
+    assert cli(argv) == 1
+    err = capsys.readouterr().err
+    assert err == (f"zscrgan index: error: {out / ps.DB}: database or disk is full; the photos committed before "
+                   f"it are kept: fix that, then rerun the same command to continue\n")
+    monkeypatch.setattr(Indexer, "process", real)
+    assert cli(argv) == 0  # the lock was released; the first batch is not embedded again
+    assert "8 embedded" in capsys.readouterr().out

@@ -229,7 +229,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
     run = open_model(run_dir, model)
     encoder = check_compatible(run, out, images, encoder)
     out.mkdir(parents=True, exist_ok=True)
-    with ps.folder_lock(out, "zscrgan index"):
+    with ps.folder_lock(out, "zscrgan index"), ps.sqlite_errors(out):
         manifest = {"format": ps.FORMAT, "run": describe_run(run), "image_encoder": encoder,
                     "text_encoder": run.text_encoder, "images": str(images.resolve()), "kind": kind,
                     "state": "indexing"}

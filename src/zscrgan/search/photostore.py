@@ -15,6 +15,7 @@ half-written file, only, after an interrupted run, a vectors.npz one run behind 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sqlite3
@@ -78,6 +79,16 @@ def connect(folder: Path, readonly: bool = False) -> sqlite3.Connection:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+@contextlib.contextmanager
+def sqlite_errors(folder: Path):
+    """SQLite's own errors (``database or disk is full``, a damaged file) as one line naming the table."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DataError(f"{Path(folder) / DB}: {exc}; the photos committed before it are kept: "
+                        f"fix that, then rerun the same command to continue") from None
 
 
 def read_manifest(folder: Path) -> dict:
