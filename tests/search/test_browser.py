@@ -85,6 +85,8 @@ def test_search_page_in_chromium(server, browser, tmp_path):
 
     wait = WebDriverWait(browser, 60)
     browser.get(server + "/")
+    # the page's inline style and script run under its Content-Security-Policy (allowed by their hashes)
+    assert browser.execute_script("return getComputedStyle(document.getElementById('viewer')).position") == "fixed"
     box = browser.find_element(By.ID, "q")
     box.send_keys(ORCHID)
     browser.find_element(By.ID, "go").click()

@@ -9,7 +9,7 @@
                       {results: [{id, path, score, thumb, class}], explanations, took_ms}
                       with a Server-Timing header: queue, encode, embed, search, fetch, total
     GET  /thumb/{id}  the JPEG thumbnail of a photo
-    GET  /photo/{id}  the photo itself
+    GET  /photo/{id}  the photo itself, typed by its own header (image/jpeg, image/png, ...)
     GET  /docs        OpenAPI documentation
 
 Speed: concurrent queries are answered in batches by one model thread (:mod:`zscrgan.search.batcher`);
@@ -21,13 +21,19 @@ Safety: binds 127.0.0.1 unless told otherwise; photos are addressed by integer i
 client string ever becomes a file path; bodies over 64 KiB, texts over 1,000 characters and k
 outside 1..1000 are refused; a body not received within ``--body_timeout`` seconds is answered
 408 and its connection closed; every error is a JSON body {"detail": ...} with a 4xx/5xx code,
-never a traceback.
+never a traceback. Every response carries ``X-Content-Type-Options: nosniff``; /photo's type is the
+format its file's header announces (never its name), and the page's Content-Security-Policy allows
+only its own inline script and style (by hash) and same-origin requests: a file in the photo folder
+cannot become a page of this origin (docs/threat_model.md).
 """
 
 import asyncio
+import base64
 import gc
+import hashlib
 import json
 import os
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -35,7 +41,7 @@ from pathlib import Path
 import torch
 
 from zscrgan.console import Parser
-from zscrgan.data.photos import shown
+from zscrgan.data.photos import IMAGE_TYPES, open_photo, shown
 from zscrgan.errors import DataError, UserError, require
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
 from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
@@ -43,6 +49,7 @@ from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0  # seconds to receive a whole request body
 ENV = "ZSCRGAN_SERVE"  # --workers: the options each worker process builds its app from
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]  # on every response (Guard)
 
 
 def _json(status: int, body: dict, headers: list | None = None) -> dict:
@@ -52,14 +59,23 @@ def _json(status: int, body: dict, headers: list | None = None) -> dict:
 class Guard:
     """ASGI middleware (not Starlette's BaseHTTPMiddleware, which costs a task per request):
     reads a request body whole, refusing one over ``max_body`` (413) or not received within
-    ``timeout`` seconds (408, connection closed), so a slow client holds a coroutine, not a worker."""
+    ``timeout`` seconds (408, connection closed), so a slow client holds a coroutine, not a worker;
+    and adds SECURITY_HEADERS to every response."""
 
     def __init__(self, app, max_body: int = MAX_BODY, timeout: float = BODY_TIMEOUT):
         self.app, self.max_body, self.timeout = app, max_body, timeout
         self.too_big = _json(413, {"detail": f"request body over {max_body} bytes"})  # built once, not per POST
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+    async def __call__(self, scope, receive, send_raw):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send_raw)
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}
+            await send_raw(message)
+
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
@@ -100,7 +116,7 @@ class Guard:
     @staticmethod
     async def _reply(send, reply: dict) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(reply["body"])).encode()),
-                   *reply["headers"]]
+                   *reply["headers"]]  # send adds nosniff
         await send({"type": "http.response.start", "status": reply["status"], "headers": headers})
         await send({"type": "http.response.body", "body": reply["body"]})
 
@@ -116,6 +132,18 @@ def server_timing(timing: dict) -> str:
     return ", ".join(f"{name};dur={ms:.2f}" for name, ms in parts)
 
 
+def page_policy(page: str) -> str:
+    """The page's Content-Security-Policy: its own inline <script> and <style> blocks by SHA-256 (so
+    no other script runs, whatever a response injects), requests and images from this origin only."""
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}[^>]*>(.*?)</{tag}>", page, re.S)
+        digests = [base64.b64encode(hashlib.sha256(block.encode()).digest()).decode() for block in blocks]
+        return " ".join(f"'sha256-{d}'" for d in digests) or "'none'"
+
+    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; img-src 'self'; "
+            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
 def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
                body_timeout: float = BODY_TIMEOUT):
     """The FastAPI app over an opened index (tests build it directly, without a socket)."""
@@ -124,8 +152,8 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
     jsonable_encoder = _serve_extra("fastapi.encoders").jsonable_encoder
     RequestValidationError = _serve_extra("fastapi.exceptions").RequestValidationError
     responses = _serve_extra("fastapi.responses")
-    FileResponse, HTMLResponse, JSONResponse, Response = (responses.FileResponse, responses.HTMLResponse,
-                                                          responses.JSONResponse, responses.Response)
+    HTMLResponse, JSONResponse, Response, StreamingResponse = (responses.HTMLResponse, responses.JSONResponse,
+                                                               responses.Response, responses.StreamingResponse)
     BaseModel, Field, model_validator = pydantic.BaseModel, pydantic.Field, pydantic.model_validator
 
     class SearchRequest(BaseModel):
@@ -161,6 +189,7 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
     app = FastAPI(title="zscrgan search", description="Zero-shot photo search by description (ZSCRGAN)")
     app.state.batcher = batcher
     page = resources.files("zscrgan.search").joinpath("static/index.html").read_text(encoding="utf-8")
+    page_headers = {"Content-Security-Policy": page_policy(page), "Referrer-Policy": "no-referrer"}
     health_body = json.dumps({"status": "ok", "photos": len(reader.index)}).encode()
     info_body = {**reader.info(), "pid": os.getpid()}
 
@@ -180,7 +209,7 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index_page():
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=page_headers)
 
     @app.get("/health")
     async def health():
@@ -214,12 +243,23 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
             return not_found(photo_id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/photo/{photo_id}")
+    @app.get("/photo/{photo_id}", responses={200: {"content": {kind: {} for kind in IMAGE_TYPES.values()}}})
     async def photo(photo_id: int):
         path = reader.photo_path(photo_id) if photo_id >= 0 else None
         if path is None:
             return not_found(photo_id)
-        return FileResponse(path)
+        opened = open_photo(path)  # non-blocking, a regular file, an image header: what the index read
+        if isinstance(opened, str):
+            return JSONResponse({"detail": f"photo {photo_id}: its file is now {opened}"}, status_code=404)
+        file, st, fmt = opened
+
+        def blocks(left: int = st.st_size):  # read in the thread pool, never more than the stat said
+            with file:
+                while left > 0 and (block := file.read(min(left, 1 << 16))):
+                    left -= len(block)
+                    yield block
+
+        return StreamingResponse(blocks(), media_type=IMAGE_TYPES[fmt], headers={"Content-Length": str(st.st_size)})
 
     app.add_middleware(Guard, max_body=MAX_BODY, timeout=body_timeout)
     return app
