@@ -103,3 +103,69 @@ def test_the_page_allows_only_its_own_inline_script_and_style(client):
     assert policy["script-src"] == digest(script) and policy["style-src"] == digest(style)
     assert policy["img-src"] == "'self'" and policy["connect-src"] == "'self'"
     assert "unsafe" not in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("url", ["/thumb/9223372036854775808", "/photo/9223372036854775808",
+                                 "/thumb/-9223372036854775809", "/photo/99999999999999999999999999",
+                                 "/thumb/9223372036854775807"])
+def test_ids_past_sqlites_integers_are_404_not_500(client, url):
+    """/thumb/9223372036854775808 answered 500 (OverflowError; issue 28, 7)."""
+    reply = client.get(url)
+    assert reply.status_code == 404 and reply.json()["detail"].startswith("no photo with id")
+
+
+@pytest.mark.parametrize("body", [{"like_id": 2**63}, {"like_id": 2**64}, {"class_id": 2**63},
+                                  {"like_id": 1, "k": True}, {"like_id": 1, "k": "5"}, {"like_id": 1, "k": 5.0},
+                                  {"like_id": True}, {"like_id": 1, "min_score": True},
+                                  {"text": "\u200b\u200b"}, {"text": "\x00"}, {"text": " \t\n\u2060\u200b "}])
+def test_bodies_the_cli_would_refuse_are_422(client, body):
+    """k: true was taken as 1, a text of zero-width spaces or a NUL answered (issue 28, 9)."""
+    reply = client.post("/search", json=body)
+    assert reply.status_code == 422, reply.text
+    assert reply.headers["content-type"] == "application/json" and "detail" in reply.json()
+
+
+def test_an_integer_min_score_is_still_a_number(client):
+    assert client.post("/search", json={"like_id": 1, "k": 3, "min_score": 0}).status_code == 200
+
+
+def test_invisible_texts_are_refused_by_the_cli_too():
+    from zscrgan.errors import DataError
+    from zscrgan.search.query import check_texts
+
+    for text in ("\u200b", "\x00\x00", "\u200b \u2060\ufeff", "\t\n"):
+        with pytest.raises(DataError, match="empty query"):
+            check_texts([text])
+    check_texts(["a\u200bred rose", "é"])  # a visible character is enough
+
+
+def absolute_strings(value) -> list:
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in absolute_strings(item)]
+    return [value] if isinstance(value, str) and value.startswith("/") else []
+
+
+def test_info_names_no_absolute_path_unless_asked(folder, client):
+    """/info showed the checkpoint's, data set's and photos' absolute paths (issue 28, 6)."""
+    info = client.get("/info").json()
+    assert info["images"] == folder.name and absolute_strings(info) == []
+    with TestClient(create_app(IndexReader(folder, load_model=False), show_paths=True)) as shown:
+        assert shown.get("/info").json()["images"] == str(folder)
+
+
+@pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("::", True), ("192.168.1.5", True),
+                                          ("photos.example", True), ("127.0.0.1", False), ("::1", False),
+                                          ("localhost", False)])
+def test_a_bind_beyond_this_machine_warns_in_one_line(folder, monkeypatch, capsys, host, warned):
+    import uvicorn
+
+    from zscrgan.search import serve
+
+    ran = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(options))
+    assert serve.main([str(folder), "--no_text", "--host", host, "--port", "1"]) == 0
+    assert ran[0]["host"] == host
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ([f"zscrgan serve: warning: {host} is reachable from other machines and the server has no "
+                         "authentication: anyone who reaches it can search and view every indexed photo"]
+                        if warned else [])

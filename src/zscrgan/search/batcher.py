@@ -126,7 +126,7 @@ class Batcher:
             if queries[i].like_id in stored:
                 vectors[i] = stored[queries[i].like_id][None]
             else:
-                out[i] = Refusal(404, f"photo id {queries[i].like_id}: not in {self.reader.folder}")
+                out[i] = Refusal(404, f"photo id {queries[i].like_id}: not in this index")
         for i, q in enumerate(queries):
             if q.class_id is not None:
                 try:

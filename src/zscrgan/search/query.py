@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import threading
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,10 @@ _IN_CHUNK = 500  # ids per SQL IN (...): under SQLite's oldest 999-variable limi
 
 
 def check_texts(texts: list[str]) -> None:
+    """One-line refusals of texts that are not descriptions: empty, only invisible characters
+    (whitespace, zero-width spaces, NUL and other controls), too long, not valid Unicode."""
     for text in texts:
-        if not text.strip():
+        if not any(unicodedata.category(c)[0] not in "CZ" for c in text):  # C: controls, format; Z: spaces
             raise DataError("empty query: give a description of what the photo shows")
         if len(text) > MAX_TEXT:
             raise DataError(f"query of {len(text)} characters: at most {MAX_TEXT}")
@@ -149,7 +152,7 @@ class IndexReader:
         """The run that embeds free text (search.trained.TrainedRun), or a one-line DataError where the
         index was opened without it."""
         if self.run is None:
-            raise DataError(f"{self.folder}: opened without its model, so text cannot be embedded")
+            raise DataError("this index was opened without its model (--no_text), so text cannot be embedded")
         return self.run
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:

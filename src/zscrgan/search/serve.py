@@ -4,7 +4,8 @@
 
     GET  /            the search page (static/index.html: no build step, nothing from a CDN)
     GET  /health      {"status": "ok", "photos": N}
-    GET  /info        the index manifest, its counts and this worker's pid and batches
+    GET  /info        the index manifest, its counts and this worker's pid and batches (absolute
+                      paths as their last part, unless --show_paths)
     POST /search      {text | like_id | class_id, k, min_score} ->
                       {results: [{id, path, score, thumb, class}], explanations, took_ms}
                       with a Server-Timing header: queue, encode, embed, search, fetch, total
@@ -17,7 +18,8 @@ the cheap paths (health, info, thumbnails, photos) never touch the model. ``--wo
 N processes over the same folder, each with its own model (an ivfpq index is memory-mapped,
 so its lists are shared through the page cache; exact and ivf indexes are loaded by each).
 
-Safety: binds 127.0.0.1 unless told otherwise; photos are addressed by integer id only, so no
+Safety: binds 127.0.0.1 unless told otherwise (any other address: a warning, as there is no
+authentication); photos are addressed by integer id only, so no
 client string ever becomes a file path; bodies over 64 KiB, texts over 1,000 characters and k
 outside 1..1000 are refused; a body not received within ``--body_timeout`` seconds is answered
 408 and its connection closed; every error is a JSON body {"detail": ...} with a 4xx/5xx code,
@@ -31,6 +33,7 @@ import asyncio
 import base64
 import gc
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -44,12 +47,13 @@ from zscrgan.console import Parser
 from zscrgan.data.photos import IMAGE_TYPES, open_photo, shown
 from zscrgan.errors import DataError, UserError, require
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
-from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader
+from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader, check_texts
 
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0  # seconds to receive a whole request body
 ENV = "ZSCRGAN_SERVE"  # --workers: the options each worker process builds its app from
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]  # on every response (Guard)
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger photo id is no photo, not an OverflowError
 
 
 def _json(status: int, body: dict, headers: list | None = None) -> dict:
@@ -144,8 +148,18 @@ def page_policy(page: str) -> str:
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
+def without_paths(value):
+    """``value`` (the manifest) with every absolute path cut to its last part: a public server need
+    not tell where its checkpoint, data set and photos lie on disk."""
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_paths(item) for item in value]
+    return Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
-               body_timeout: float = BODY_TIMEOUT):
+               body_timeout: float = BODY_TIMEOUT, show_paths: bool = False):
     """The FastAPI app over an opened index (tests build it directly, without a socket)."""
     fastapi, pydantic = _serve_extra("fastapi"), _serve_extra("pydantic")
     FastAPI, Request = fastapi.FastAPI, fastapi.Request
@@ -158,18 +172,20 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 
     class SearchRequest(BaseModel):
         text: str | None = Field(None, max_length=MAX_TEXT, description="a description of the photos wanted")
-        like_id: int | None = Field(None, ge=0, description="id of an indexed photo: find photos like it")
+        # strict: true is not 1, "5" not 5 (as the CLI's flags)
+        like_id: int | None = Field(None, ge=0, le=MAX_ID, strict=True,
+                                    description="id of an indexed photo: find photos like it")
         class_id: str | None = Field(None, max_length=200, description="a class's stored text vector")
-        k: int = Field(10, ge=1, le=MAX_K)
-        min_score: float = Field(-1.0, ge=-1.0, le=1.0)
+        k: int = Field(10, ge=1, le=MAX_K, strict=True)
+        min_score: float = Field(-1.0, ge=-1.0, le=1.0, strict=True)
 
         @model_validator(mode="after")
         def one_query(self):
             given = [x for x in (self.text, self.like_id, self.class_id) if x is not None]
             if len(given) != 1:
                 raise ValueError("give exactly one of text, like_id or class_id")
-            if self.text is not None and not self.text.strip():
-                raise ValueError("text is empty: describe the photos wanted")
+            if self.text is not None:
+                check_texts([self.text])  # a DataError is a ValueError: a 422 like any invalid field
             return self
 
     class Hit(BaseModel):
@@ -191,7 +207,7 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
     page = resources.files("zscrgan.search").joinpath("static/index.html").read_text(encoding="utf-8")
     page_headers = {"Content-Security-Policy": page_policy(page), "Referrer-Policy": "no-referrer"}
     health_body = json.dumps({"status": "ok", "photos": len(reader.index)}).encode()
-    info_body = {**reader.info(), "pid": os.getpid()}
+    info_body = {**(reader.info() if show_paths else without_paths(reader.info())), "pid": os.getpid()}
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -238,14 +254,14 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
     # SQLite reads of one indexed row take microseconds: done on the event loop, no thread hop
     @app.get("/thumb/{photo_id}", responses={200: {"content": {"image/jpeg": {}}}})
     async def thumb(photo_id: int):
-        data = reader.thumb(photo_id) if photo_id >= 0 else None
+        data = reader.thumb(photo_id) if 0 <= photo_id <= MAX_ID else None
         if data is None:
             return not_found(photo_id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/photo/{photo_id}", responses={200: {"content": {kind: {} for kind in IMAGE_TYPES.values()}}})
     async def photo(photo_id: int):
-        path = reader.photo_path(photo_id) if photo_id >= 0 else None
+        path = reader.photo_path(photo_id) if 0 <= photo_id <= MAX_ID else None
         if path is None:
             return not_found(photo_id)
         opened = open_photo(path)  # non-blocking, a regular file, an image header: what the index read
@@ -266,7 +282,8 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 
 
 def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
-             body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32", nprobe: int = 0):
+             body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32", nprobe: int = 0,
+             show_paths: bool = False):
     """Open the index, set the thread counts, load the encoder now (not on the first user's query)."""
     if threads:
         torch.set_num_threads(threads)
@@ -280,7 +297,7 @@ def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: 
             reader.encode_texts(["warm up"])
         except DataError:
             pass  # no free text on this set: queries by class id and photo still work
-    app = create_app(reader, max_batch, wait_ms, body_timeout)
+    app = create_app(reader, max_batch, wait_ms, body_timeout, show_paths)
     gc.collect()
     gc.freeze()  # the ~500,000 objects of the model and libraries: out of every later full collection's scan
     return app
@@ -289,6 +306,14 @@ def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: 
 def app_from_env():
     """--workers: each uvicorn worker process builds its own app from the options in $ZSCRGAN_SERVE."""
     return open_app(**json.loads(os.environ[ENV]))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="no model: photo and class queries only (less memory a worker, no checkpoint needed)")
     parser.add_argument("--body_timeout", type=float, default=BODY_TIMEOUT,
                         help="seconds a client has to send its request body")
+    parser.add_argument("--show_paths", action="store_true",
+                        help="/info shows the absolute paths of the checkpoint, data set and photos")
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 64:
         raise DataError(f"--workers {args.workers}: must be in 1..64")
@@ -319,8 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn = _serve_extra("uvicorn")
     options = {"index": str(args.index.resolve()), "max_batch": args.batch_max, "wait_ms": args.batch_wait_ms,
                "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision, "nprobe": args.nprobe,
+               "show_paths": args.show_paths,
                "threads": args.threads or max(1, (len(os.sched_getaffinity(0)) - args.workers) // args.workers)}
     served = dict(host=args.host, port=args.port, log_level="warning", access_log=False)
+    if not is_loopback(args.host):
+        print(f"zscrgan serve: warning: {args.host} is reachable from other machines and the server has no "
+              f"authentication: anyone who reaches it can search and view every indexed photo", file=sys.stderr)
     if args.workers == 1:
         app = open_app(**options)
         photos = len(app.state.batcher.reader.index)
