@@ -44,9 +44,10 @@ def synthetic_index(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serving(app):
-    """A real uvicorn server on a free loopback port, in a thread."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+def serving(app, **config):
+    """A real uvicorn server on a free loopback port, in a thread; ``config``: more uvicorn.Config options."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                           **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -4,22 +4,26 @@ Over the small synthetic index of tests/servekit.py (no model), with real files 
 its rows point, in process (TestClient) or over a loopback socket (servekit.serving).
 """
 import base64
+import contextlib
 import hashlib
 import io
+import json
 import os
 import re
+import socket
 import sqlite3
 import threading
+import time
 
 import pytest
 
 pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("faiss")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
-from servekit import synthetic_index  # noqa: E402
+from servekit import serving, synthetic_index  # noqa: E402
 
 from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.search.query import IndexReader  # noqa: E402
@@ -164,8 +168,86 @@ def test_a_bind_beyond_this_machine_warns_in_one_line(folder, monkeypatch, capsy
     ran = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.append(options))
     assert serve.main([str(folder), "--no_text", "--host", host, "--port", "1"]) == 0
-    assert ran[0]["host"] == host
+    assert ran[0]["host"] == host and ran[0]["http"] == "zscrgan.search.connections:GuardedProtocol"
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == ([f"zscrgan serve: warning: {host} is reachable from other machines and the server has no "
                          "authentication: anyone who reaches it can search and view every indexed photo"]
                         if warned else [])
+
+
+def read_all(sock, seconds: float) -> bytes:
+    """Everything the server sends until it closes the connection (fails if it has not in ``seconds``)."""
+    sock.settimeout(seconds)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def guarded_server(folder, request):
+    """A loopback server with serve's connection limits (1 s for headers, 20 connections), over each parser."""
+    from zscrgan.search import connections
+
+    module = pytest.importorskip(f"uvicorn.protocols.http.{request.param}_impl")
+    base = module.HttpToolsProtocol if request.param == "httptools" else module.H11Protocol
+    connections.configure(header_timeout=1.0, max_connections=20)
+    try:
+        with serving(create_app(IndexReader(folder, load_model=False)), http=connections.guarded(base)) as address:
+            yield address
+    finally:
+        connections.configure()
+
+
+def test_slowloris_connections_are_closed_and_health_still_answers(guarded_server):
+    """Connections that never finished their headers were never closed: past the open-files limit every
+    new request failed (issue 28, 5). Here 20 of them (the cap), 5 trickling a header line every 0.2 s,
+    then 10 more connections, refused at once."""
+    host, port = guarded_server
+    started = time.monotonic()
+    slow = [socket.create_connection((host, port)) for _ in range(20)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)
+        for _ in range(10):
+            with socket.create_connection((host, port)) as extra:
+                refused = read_all(extra, 5)
+            assert refused.startswith(b"HTTP/1.1 503") and b"application/json" in refused
+            assert b'{"detail": "over 20 open connections; try again shortly"}' in refused
+        while time.monotonic() - started < 0.8:  # bytes that arrive do not restart the clock
+            for sock in slow[:5]:
+                sock.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.2)
+        replies = [read_all(sock, 5) for sock in slow]
+        closed_after = time.monotonic() - started
+    finally:
+        for sock in slow:
+            sock.close()
+    assert all(r.startswith(b"HTTP/1.1 408") for r in replies) and closed_after < 1.7
+    assert replies[0].endswith(b'{"detail": "request headers not received within 1 s"}')
+    assert httpx.get(f"http://{host}:{port}/health", timeout=5).json()["status"] == "ok"
+
+
+def test_the_servers_own_400s_are_json(guarded_server):
+    host, port = guarded_server
+    for raw in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"):
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(raw)
+            reply = read_all(sock, 5)
+        head, body = reply.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
+        assert "detail" in json.loads(body)
+    with socket.create_connection((host, port)) as sock:  # headers that never end, sent fast
+        with contextlib.suppress(OSError):
+            sock.sendall(b"GET / HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 100_000 + b"\r\n")
+        reply = read_all(sock, 5)
+    assert reply.startswith(b"HTTP/1.1 4") and b"application/json" in reply
+
+
+def test_a_keep_alive_connection_serves_requests_then_is_closed_when_idle(guarded_server):
+    host, port = guarded_server
+    with httpx.Client(base_url=f"http://{host}:{port}") as http:  # one connection, several requests
+        for _ in range(3):
+            assert http.get("/health").status_code == 200
+            time.sleep(0.4)  # under the deadline each time: the clock restarts after every response

@@ -18,15 +18,16 @@ the cheap paths (health, info, thumbnails, photos) never touch the model. ``--wo
 N processes over the same folder, each with its own model (an ivfpq index is memory-mapped,
 so its lists are shared through the page cache; exact and ivf indexes are loaded by each).
 
-Safety: binds 127.0.0.1 unless told otherwise (any other address: a warning, as there is no
-authentication); photos are addressed by integer id only, so no
-client string ever becomes a file path; bodies over 64 KiB, texts over 1,000 characters and k
-outside 1..1000 are refused; a body not received within ``--body_timeout`` seconds is answered
-408 and its connection closed; every error is a JSON body {"detail": ...} with a 4xx/5xx code,
-never a traceback. Every response carries ``X-Content-Type-Options: nosniff``; /photo's type is the
-format its file's header announces (never its name), and the page's Content-Security-Policy allows
-only its own inline script and style (by hash) and same-origin requests: a file in the photo folder
-cannot become a page of this origin (docs/threat_model.md).
+Safety: binds 127.0.0.1 unless told otherwise (any other address: a one-line warning, as there
+is no authentication); photos are addressed by integer id only, so no client string ever becomes
+a file path; bodies over 64 KiB, texts over 1,000 characters and k outside 1..1000 are refused;
+a body not received within ``--body_timeout`` seconds, or headers within ``--header_timeout``, is
+answered 408 and its connection closed; past ``--max_connections`` open connections a new one is
+answered 503 (:mod:`zscrgan.search.connections`); every error is a JSON body {"detail": ...} with
+a 4xx/5xx code, never a traceback. Every response carries ``X-Content-Type-Options: nosniff``;
+/photo's type is the format its file's header announces (never its name), and the page's
+Content-Security-Policy allows only its own inline script and style (by hash) and same-origin
+requests: a file in the photo folder cannot become a page of this origin (docs/threat_model.md).
 """
 
 import asyncio
@@ -46,6 +47,7 @@ import torch
 from zscrgan.console import Parser
 from zscrgan.data.photos import IMAGE_TYPES, open_photo, shown
 from zscrgan.errors import DataError, UserError, require
+from zscrgan.search import connections
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
 from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader, check_texts
 
@@ -283,8 +285,11 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
 
 def open_app(index: str, threads: int = 0, max_batch: int = MAX_BATCH, wait_ms: float = WAIT_MS,
              body_timeout: float = BODY_TIMEOUT, text: bool = True, precision: str = "fp32", nprobe: int = 0,
-             show_paths: bool = False):
-    """Open the index, set the thread counts, load the encoder now (not on the first user's query)."""
+             show_paths: bool = False, header_timeout: float = connections.HEADER_TIMEOUT,
+             max_connections: int = connections.MAX_CONNECTIONS):
+    """Open the index, set the thread counts and this process's connection limits, load the encoder
+    now (not on the first user's query)."""
+    connections.configure(header_timeout, max_connections)
     if threads:
         torch.set_num_threads(threads)
         try:
@@ -336,19 +341,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="no model: photo and class queries only (less memory a worker, no checkpoint needed)")
     parser.add_argument("--body_timeout", type=float, default=BODY_TIMEOUT,
                         help="seconds a client has to send its request body")
+    parser.add_argument("--header_timeout", type=float, default=connections.HEADER_TIMEOUT,
+                        help="seconds a client has to send a request's headers")
+    parser.add_argument("--max_connections", type=int, default=connections.MAX_CONNECTIONS,
+                        help="open connections a worker keeps; more are answered 503 and closed")
     parser.add_argument("--show_paths", action="store_true",
                         help="/info shows the absolute paths of the checkpoint, data set and photos")
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 64:
         raise DataError(f"--workers {args.workers}: must be in 1..64")
-    if args.batch_max < 1 or args.batch_wait_ms < 0 or args.body_timeout <= 0 or min(args.threads, args.nprobe) < 0:
-        raise DataError("--batch_max, --body_timeout must be positive; --batch_wait_ms, --threads, --nprobe at least 0")
+    if (args.batch_max < 1 or args.batch_wait_ms < 0 or min(args.body_timeout, args.header_timeout) <= 0
+            or args.max_connections < 1 or min(args.threads, args.nprobe) < 0):
+        raise DataError("--batch_max, --body_timeout, --header_timeout, --max_connections must be positive; "
+                        "--batch_wait_ms, --threads, --nprobe at least 0")
     uvicorn = _serve_extra("uvicorn")
     options = {"index": str(args.index.resolve()), "max_batch": args.batch_max, "wait_ms": args.batch_wait_ms,
                "body_timeout": args.body_timeout, "text": args.text, "precision": args.precision, "nprobe": args.nprobe,
-               "show_paths": args.show_paths,
+               "show_paths": args.show_paths, "header_timeout": args.header_timeout,
+               "max_connections": args.max_connections,
                "threads": args.threads or max(1, (len(os.sched_getaffinity(0)) - args.workers) // args.workers)}
-    served = dict(host=args.host, port=args.port, log_level="warning", access_log=False)
+    served = dict(host=args.host, port=args.port, log_level="warning", access_log=False,
+                  http="zscrgan.search.connections:GuardedProtocol")  # header deadline, connection cap
     if not is_loopback(args.host):
         print(f"zscrgan serve: warning: {args.host} is reachable from other machines and the server has no "
               f"authentication: anyone who reaches it can search and view every indexed photo", file=sys.stderr)
