@@ -22,7 +22,8 @@ KILL_AFTER_TMP = "ZSCRGAN_KILL_AFTER_TMP"
 
 def write_atomic(path: Path, payload: bytes) -> None:
     """Write bytes (or an array's buffer) to ``path`` via a temporary file ``.<name>.<random>.tmp`` and rename, so no half
-    file is left; a temporary file a killed writer leaves is removed by the next run (experiments/runfolder.py)."""
+    file is left; a temporary file a killed writer leaves is removed by the next run (experiments/runfolder.py).
+    An OSError that names no file (a full disk) is raised naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,9 +36,11 @@ def write_atomic(path: Path, payload: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write (a full disk) names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

@@ -1,5 +1,6 @@
 """The real entry point with a tiny budget: outputs, resume, selection, evaluate, bad flags."""
 import json
+import os
 import pickle
 
 import numpy as np
@@ -185,3 +186,32 @@ def test_train_sets_malloc_once_behind_its_flag(tmp_path, monkeypatch, flag, cal
     monkeypatch.setattr(run, "retain_freed_memory", lambda: made.append(1))
     assert main(["train", "--epochs", "1", "--device", "cpu", *TINY, *flag, "--out_dir", str(tmp_path)]) == 0
     assert len(made) == calls
+
+
+def test_a_full_disk_names_the_file_and_the_resume_and_metrics_match_last_pt(tmp_path, capsys, monkeypatch):
+    """Disk full while writing round 2's last.pt: one line naming it and the resume command; metrics.jsonl
+    lists no round that last.pt does not hold (issue 28, 9). The write fails for real, into /dev/full."""
+    import tempfile
+
+    real_mkstemp, made = tempfile.mkstemp, []
+
+    def full_disk_for_round_2(*args, prefix="", **kwargs):
+        fd, name = real_mkstemp(*args, prefix=prefix, **kwargs)
+        made.append(prefix)
+        if prefix == ".last.pt." and made.count(prefix) == 2:
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC, No space left on device
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk_for_round_2)
+    args = ["train", "--epochs", "3", *TINY, "--out_dir", str(tmp_path)]
+    assert main(args) == 1
+    logs = tmp_path / "ckt_logs" / "builtin_logs"
+    assert capsys.readouterr().err == (f"zscrgan train: error: {logs / 'last.pt'}: No space left on device; once "
+                                       f"fixed, continue with: zscrgan train --resume {logs}\n")
+    assert [h["round"] for h in read_jsonl(logs / "metrics.jsonl")] == [1]
+    assert torch.load(logs / "last.pt", weights_only=True)["round"] == 1
+    assert not [p for p in logs.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
+    assert main([*args, "--resume"]) == 0
+    assert [h["round"] for h in read_jsonl(logs / "metrics.jsonl")] == [1, 2, 3]

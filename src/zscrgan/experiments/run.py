@@ -196,7 +196,6 @@ class Run:
         record["collapse"] = collapse
         record["collapsed"] = is_collapsed(collapse["val" if self.val_classes else "test"])
         self.history.append(record)
-        self.folder.write_json(METRICS_FILE, self.history, lines=True)
 
         new_best = self.selector.update(record)
         if new_best and cfg.select != "val":
@@ -206,6 +205,8 @@ class Run:
         if new_best:
             self.folder.write(BEST_CHECKPOINT, state)
         self.folder.write(LAST_CHECKPOINT, state)
+        # after the checkpoints: a failure above leaves no round in metrics.jsonl that last.pt lacks
+        self.folder.write_json(METRICS_FILE, self.history, lines=True)
         return record
 
     def say(self, line: str) -> None:
@@ -222,6 +223,9 @@ class Run:
                 raise
             except KeyboardInterrupt:
                 raise Interrupted(f"continue with: zscrgan train --resume {self.run_dir}") from None
+            except OSError as exc:  # a full disk: the file, and how to continue once there is room
+                raise OSError(exc.errno, f"{exc.strerror or exc}; once fixed, continue with: zscrgan train "
+                                         f"--resume {self.run_dir}", exc.filename) from None
 
     def _train(self, on_round, score_unseen: bool) -> dict:
         cfg = self.cfg
