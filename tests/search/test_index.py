@@ -324,3 +324,47 @@ def test_a_full_disk_is_one_line_naming_the_table_and_the_rerun_continues(setup,
     monkeypatch.setattr(Indexer, "process", real)
     assert cli(argv) == 0  # the lock was released; the first batch is not embedded again
     assert "8 embedded" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)
+def test_a_fifo_swapped_in_after_the_scan_and_odd_entries_are_named_not_hung(setup, photos, tmp_path, capsys,
+                                                                             monkeypatch):
+    """The indexer hung for ever (holding the folder lock) on a photo swapped for a FIFO after the scan;
+    FIFOs and symlink loops found while scanning were skipped silently, a symlink out of the folder
+    was indexed (issue 28, 8 and 9)."""
+    import threading
+
+    from zscrgan.search import index as index_module
+
+    _, _, run = setup
+    victim = sorted((photos / "daffodil").iterdir())[0]
+    real_scan = index_module.scan
+
+    def scan_then_swap(root):
+        found = real_scan(root)
+        victim.unlink()
+        os.mkfifo(victim)
+        return found
+
+    monkeypatch.setattr(index_module, "scan", scan_then_swap)
+    os.mkfifo(photos / "daffodil" / "pipe.jpg")
+    (photos / "loop.jpg").symlink_to(photos / "loop.jpg")
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(sorted((photos / "daffodil").iterdir())[2], secret)
+    (photos / "daffodil" / "elsewhere.jpg").symlink_to(secret)
+    out, done = tmp_path / "idx", []
+    thread = threading.Thread(target=lambda: done.append(build_index(run, photos, out)), daemon=True)
+    thread.start()
+    thread.join(300)
+    assert not thread.is_alive(), "zscrgan index hangs"
+    assert done[0]["counts"]["photos"] == 11 and done[0]["counts"]["skipped"] == 1
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().endswith("1 unreadable skipped, 3 passed over (1 a FIFO, 1 a symlink loop, "
+                                          "1 a symlink out of the photo folder)")
+    assert f"skipped {victim}: a FIFO, not a regular file" in captured.err
+    for name in ("daffodil/pipe.jpg: a FIFO", "loop.jpg: a symlink loop",
+                 "daffodil/elsewhere.jpg: a symlink out of the photo folder"):
+        assert f"warning: passed over {photos / name}" in captured.err
+    assert "daffodil/elsewhere.jpg" not in table(out)
+    with ps.folder_lock(out, "zscrgan index"):  # released: the run finished
+        pass
