@@ -79,7 +79,7 @@ def test_oversized_and_malformed_bodies(client):
 
 @pytest.mark.parametrize("url, code", [
     ("/thumb/../../etc/passwd", 404), ("/thumb/..%2F..%2Fetc%2Fpasswd", 404), ("/photo/..%2F..%2Fetc%2Fpasswd", 404),
-    ("/thumb/-1", 404), ("/thumb/abc", 422), ("/photo/abc", 422), ("/thumb/99999", 404), ("/photo/-1", 404),
+    ("/thumb/-1", 422), ("/thumb/abc", 422), ("/photo/abc", 422), ("/thumb/99999", 404), ("/photo/-1", 422),
     ("/thumb/1.5", 422),
 ])
 @pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py)

@@ -39,6 +39,7 @@ import json
 import os
 import re
 import sys
+import typing
 from importlib import resources
 from pathlib import Path
 
@@ -171,6 +172,8 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
     HTMLResponse, JSONResponse, Response, StreamingResponse = (responses.HTMLResponse, responses.JSONResponse,
                                                                responses.Response, responses.StreamingResponse)
     BaseModel, Field, model_validator = pydantic.BaseModel, pydantic.Field, pydantic.model_validator
+    # a photo id is one of SQLite's integers: anything else is a 422, never an OverflowError (a 500)
+    PhotoId = typing.Annotated[int, fastapi.Path(ge=0, le=MAX_ID, description="an indexed photo's id")]
 
     class SearchRequest(BaseModel):
         text: str | None = Field(None, max_length=MAX_TEXT, description="a description of the photos wanted")
@@ -197,6 +200,13 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
         thumb: str
         photo: str
         class_: str | None = Field(None, alias="class")
+
+    class Refused(BaseModel):
+        detail: str
+
+    def refusals(**codes: str) -> dict:
+        """OpenAPI entries for the errors an endpoint answers, so clients (and the fuzz) know them."""
+        return {int(code[1:]): {"model": Refused, "description": text} for code, text in codes.items()}
 
     class SearchResponse(BaseModel):
         results: list[Hit]
@@ -237,7 +247,9 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
     async def info():
         return {**info_body, "batches": batcher.batches, "queries": batcher.queries}
 
-    @app.post("/search", response_model=SearchResponse, response_model_by_alias=True)
+    @app.post("/search", response_model=SearchResponse, response_model_by_alias=True,
+              responses=refusals(_400="a text this index cannot embed", _404="no such photo id or class",
+                                 _408="body not received in time", _413="body over 64 KiB"))
     async def search(req: SearchRequest):
         answer = await batcher.submit(Query(req.text, req.like_id, req.class_id, req.k, req.min_score))
         if isinstance(answer, Refusal):
@@ -254,16 +266,17 @@ def create_app(reader: IndexReader, max_batch: int = MAX_BATCH, wait_ms: float =
         return JSONResponse({"detail": f"no photo with id {photo_id}"}, status_code=404)
 
     # SQLite reads of one indexed row take microseconds: done on the event loop, no thread hop
-    @app.get("/thumb/{photo_id}", responses={200: {"content": {"image/jpeg": {}}}})
-    async def thumb(photo_id: int):
-        data = reader.thumb(photo_id) if 0 <= photo_id <= MAX_ID else None
+    @app.get("/thumb/{photo_id}", responses={200: {"content": {"image/jpeg": {}}}, **refusals(_404="no such photo")})
+    async def thumb(photo_id: PhotoId):
+        data = reader.thumb(photo_id)
         if data is None:
             return not_found(photo_id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/photo/{photo_id}", responses={200: {"content": {kind: {} for kind in IMAGE_TYPES.values()}}})
-    async def photo(photo_id: int):
-        path = reader.photo_path(photo_id) if 0 <= photo_id <= MAX_ID else None
+    @app.get("/photo/{photo_id}", responses={200: {"content": {kind: {} for kind in IMAGE_TYPES.values()}},
+                                             **refusals(_404="no such photo, or its file is no longer an image")})
+    async def photo(photo_id: PhotoId):
+        path = reader.photo_path(photo_id)
         if path is None:
             return not_found(photo_id)
         opened = open_photo(path)  # non-blocking, a regular file, an image header: what the index read
