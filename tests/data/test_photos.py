@@ -63,7 +63,7 @@ def test_the_header_decides_the_format_not_the_name(tmp_path):
     photo = read_photo(png)
     assert isinstance(photo, Photo) and (photo.width, photo.height) == (40, 30)
     (tmp_path / "notes.jpg").write_text("<html>not a photo</html>")
-    assert read_photo(tmp_path / "notes.jpg") == "not an image (no JPEG/PNG/GIF/WEBP/BMP/TIFF header)"
+    assert read_photo(tmp_path / "notes.jpg") == "not an image (no JPEG/PNG/GIF/WebP/BMP/TIFF/... header)"
     (tmp_path / "lies.png").write_bytes(b"\x89PNG\r\n\x1a\n" + jpeg()[8:])  # PNG header, JPEG body
     assert read_photo(tmp_path / "lies.png").startswith("not a readable image")
     (tmp_path / "empty.jpg").write_bytes(b"")
@@ -101,3 +101,23 @@ def test_truncated_images_are_one_line_reasons(tmp_path, cut):
     (tmp_path / "cut.jpg").write_bytes(jpeg(64)[:cut])
     got = read_photo(tmp_path / "cut.jpg")
     assert isinstance(got, str) and got.startswith("not a readable image") and "\n" not in got
+
+
+@pytest.mark.parametrize("fmt, suffix", [("JPEG", ".jpg"), ("PNG", ".png"), ("GIF", ".gif"), ("WEBP", ".webp"),
+                                         ("BMP", ".bmp"), ("TIFF", ".tif"), ("PPM", ".ppm"), ("ICO", ".ico"),
+                                         ("JPEG2000", ".jp2"), ("QOI", ".qoi"), ("SGI", ".sgi"), ("DDS", ".dds"),
+                                         ("ICNS", ".icns"), ("AVIF", ".avif")])
+def test_every_format_with_a_signature_is_read_and_typed(tmp_path, fmt, suffix):
+    from zscrgan.data.photos import IMAGE_TYPES, is_photo_name
+
+    path = tmp_path / f"photo{suffix}"
+    try:
+        Image.new("RGB", (16, 16), (90, 30, 200)).save(path, fmt)
+    except (KeyError, OSError) as exc:  # a Pillow built without this encoder
+        pytest.skip(f"this Pillow cannot write {fmt}: {exc}")
+    assert is_photo_name(path.name)
+    fh, _, found = open_photo(path)
+    fh.close()
+    assert found == fmt and fmt in IMAGE_TYPES
+    photo = read_photo(path)
+    assert isinstance(photo, Photo) and photo.width >= 16, photo  # ICNS holds its largest size too

@@ -67,7 +67,7 @@ def test_a_photo_is_typed_by_its_own_header_never_its_name(folder, client):
     (folder / "c2" / "2.jpg").write_text("<html>replaced since indexed</html>")
     gone = client.get("/photo/3")
     assert gone.status_code == 404 and gone.json() == {"detail": "photo 3: its file is now not an image "
-                                                                 "(no JPEG/PNG/GIF/WEBP/BMP/TIFF header)"}
+                                                                 "(no JPEG/PNG/GIF/WebP/BMP/TIFF/... header)"}
 
 
 def test_a_fifo_or_a_link_out_of_the_folder_is_never_served(folder, client, tmp_path):

@@ -37,11 +37,17 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 THUMB_SIDE = 256  # longest side of the JPEG thumbnail an index keeps per photo
 MAX_FILE_MB = 64.0  # default size cap (--max_file_mb): larger files are skipped unread
 # The formats read here, by their first bytes (Pillow's names) and the MIME type they are served as.
+# The suffixes below with no reliable signature (.tga, .pcx) or no decoder here (.heic) are refused.
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-               "BMP": "image/bmp", "TIFF": "image/tiff"}
+               "BMP": "image/bmp", "TIFF": "image/tiff", "PPM": "image/x-portable-anymap", "ICO": "image/x-icon",
+               "JPEG2000": "image/jp2", "AVIF": "image/avif", "QOI": "image/qoi", "ICNS": "image/icns",
+               "SGI": "image/sgi", "DDS": "image/vnd-ms.dds"}
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
-HEAD_BYTES = 16  # enough for every signature above and WebP's RIFF....WEBP
+          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+          *((b"P%d" % n, "PPM") for n in range(1, 7)), (b"\x00\x00\x01\x00", "ICO"),
+          (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG2000"), (b"\xffO\xffQ", "JPEG2000"), (b"qoif", "QOI"),
+          (b"icns", "ICNS"), (b"\x01\xda", "SGI"), (b"DDS ", "DDS"))
+HEAD_BYTES = 16  # enough for every signature above, WebP's RIFF....WEBP and AVIF's ....ftypavif
 # suffixes of the still-image formats Pillow decodes (case ignored); a file with another suffix is not a photo
 IMAGE_SUFFIXES = frozenset(".jpg .jpeg .jpe .jfif .png .gif .webp .bmp .dib .tif .tiff .ppm .pgm .pbm .pnm "
                            ".tga .ico .jp2 .j2k .jpx .avif .heic .heif .qoi .sgi .ras .pcx .dds .icns".split())
@@ -86,6 +92,8 @@ def image_format(head: bytes) -> str | None:
     """The image format (a key of IMAGE_TYPES) a file's first bytes announce, or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if head[4:12] in (b"ftypavif", b"ftypavis"):
+        return "AVIF"
     return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
 
 
@@ -111,7 +119,7 @@ def open_photo(path: Path, max_bytes: int | None = None) -> tuple[BinaryIO, os.s
             fmt = image_format(os.pread(fd, HEAD_BYTES, 0))
             if fmt is not None:
                 return os.fdopen(fd, "rb"), st, fmt
-            reason = f"not an image (no {'/'.join(IMAGE_TYPES)} header)"
+            reason = "not an image (no JPEG/PNG/GIF/WebP/BMP/TIFF/... header)"
     except OSError as exc:
         reason = f"cannot read ({exc.strerror})"
     os.close(fd)
