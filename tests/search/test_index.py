@@ -158,7 +158,7 @@ def test_refusals_are_one_line(setup, photos, tmp_path):
     state = torch.load(other / "best.pt", weights_only=True)
     state["trainer"]["model"]["csem.fc.bias"] += 1.0
     torch.save(state, other / "best.pt")
-    with pytest.raises(DataError, match="built from .* not this run's"):
+    with pytest.raises(DataError, match=r"built from .* not .*other_logs's .*best.pt .*use a new --out folder"):
         build_index(other, photos, out)
     with pytest.raises(DataError, match="indexes .* use a new --out"):
         build_index(run, photos_dir, out)
