@@ -154,3 +154,20 @@ def test_tune_without_optuna_says_which_extra_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # what an install without the tune extra looks like
     assert main(["tune", "--trials", "1"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == ["zscrgan tune: error: tuning needs optuna: pip install 'zscrgan[tune]'"]
+
+
+@pytest.mark.parametrize("url, hidden, message", [
+    ("postgresql://optuna:pw@db/tune", "psycopg",  # SQLAlchemy 2.1 reads a plain postgresql:// with psycopg 3
+     "--storage postgresql://optuna:***@db/tune: the postgresql driver needs psycopg: pip install 'zscrgan[postgres]'"),
+    ("postgresql+psycopg2://o@db/t", "psycopg2",
+     "--storage postgresql+psycopg2://o@db/t: the postgresql+psycopg2 driver needs psycopg2: pip install psycopg2-binary"),
+    ("mysql+pymysql://o@db/t", "pymysql", "--storage mysql+pymysql://o@db/t: the mysql+pymysql driver needs pymysql: "
+     "pip install PyMySQL"),
+])
+def test_a_missing_database_driver_names_what_installs_it(tmp_path, monkeypatch, capsys, url, hidden, message):
+    monkeypatch.setitem(sys.modules, hidden, None)  # as on a machine without the driver
+    data = small_set(tmp_path / "data" / "TOY")
+    assert main(tune_args(data, tmp_path / "out", "--storage", url)) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"zscrgan tune: error: {message}"]
+    assert not (tmp_path / "out").exists()
+

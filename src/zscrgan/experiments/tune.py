@@ -62,11 +62,17 @@ def make_pruner(name: str, epochs: int):
 
 
 # ---- storage and study -------------------------------------------------------------------------
+# the pip package of each database driver module SQLAlchemy imports for a URL, where the names differ
+DRIVER_PACKAGES = {"psycopg": "'zscrgan[postgres]'", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL",
+                   "MySQLdb": "mysqlclient"}
+
+
 def open_storage(spec: str):
-    """A URL (postgresql://, mysql://, sqlite:///) -> RDB storage with heartbeats; else a journal file."""
+    """A URL (postgresql://, mysql+pymysql://, sqlite:///) -> RDB storage with heartbeats; else a journal file."""
     optuna = _optuna()
     if "://" not in spec:
         return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(spec))
+    check_driver(spec)
     try:  # heartbeats let workers on other machines fail the trials of a worker that died
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -74,6 +80,22 @@ def open_storage(spec: str):
     except Exception as exc:  # drivers, DNS, refused connections, bad URLs: many kinds
         raise DataError(f"--storage {hide_password(spec)}: cannot open ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+
+
+def check_driver(spec: str) -> None:
+    """The URL's database driver imports, or one line naming the package that installs it (SQLAlchemy
+    2.1 reads a plain postgresql:// with psycopg 3, not psycopg2)."""
+    try:
+        url = require("sqlalchemy.engine", "tune", "--storage").make_url(spec)
+        dialect = url.get_dialect()
+    except Exception:  # a malformed URL or an unknown database: RDBStorage says which
+        return
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        module = exc.name or dialect.driver
+        raise UserError(f"--storage {hide_password(spec)}: the {url.drivername} driver needs {module}: "
+                        f"pip install {DRIVER_PACKAGES.get(module, module)}") from None
 
 
 def hide_password(url: str) -> str:
@@ -200,8 +222,8 @@ def parse(argv: list[str]):
     parser.allow_abbrev = False  # a flag fixes its parameter only when spelt out
     group = parser.add_argument_group("tuning")
     group.add_argument("--study", default="", help="study NAME (default: the data set's name)")
-    group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql://, sqlite:///) shared by "
-                       "workers on several machines; default: a journal file in the study folder")
+    group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql+pymysql://, sqlite:///) "
+                       "shared by workers on several machines; default: a journal file in the study folder")
     group.add_argument("--trials", type=int, default=20, help="trials to run in this call (over all --jobs)")
     group.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     group.add_argument("--jobs", type=int, default=1, help="parallel trial processes, threads split between them")
