@@ -26,3 +26,13 @@ def flo_dir() -> Path:
 @pytest.fixture
 def flower_photos_dir() -> Path:
     return shared_path("data", "flower_photos")
+
+
+@pytest.fixture
+def servers():
+    """Real server processes for one test (tests/servers.py): stopped, and checked gone, after it."""
+    from servers import Servers
+
+    started = Servers()
+    yield started
+    started.stop()

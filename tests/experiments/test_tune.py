@@ -1,8 +1,11 @@
 """zscrgan tune on tiny synthetic data: parallel trial processes, pruning, resume, no unseen read, bad input."""
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -20,6 +23,13 @@ SAFE_SPACE = "generator_lr: {type: float, low: 0.0001, high: 0.002, log: true}\n
 
 def tune_args(data, out, *extra):
     return ["tune", "--dataset", str(data), "--out_dir", str(out), "--epochs", "2", "--select_k", "5", *TINY, *extra]
+
+
+def summary(out: str) -> tuple[int, float, int]:
+    """(trials, best value, best trial) from a tune's closing line."""
+    found = re.search(r"study \S+: (\d+) trials .*; best val prec@5 ([\d.]+) \(trial (\d+)\)", out)
+    assert found, out
+    return int(found[1]), float(found[2]), int(found[3])
 
 
 def load(study_dir, name):
@@ -171,3 +181,36 @@ def test_a_missing_database_driver_names_what_installs_it(tmp_path, monkeypatch,
     assert capsys.readouterr().err.strip().splitlines() == [f"zscrgan tune: error: {message}"]
     assert not (tmp_path / "out").exists()
 
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_on_a_real_postgresql(tmp_path, servers):
+    """docs/scale.md's several-machine tuning: two `zscrgan tune` processes, one --storage postgresql://."""
+    from servers import start_postgres
+
+    url = start_postgres(servers)  # skips without PostgreSQL's server programs or psycopg
+    data = small_set(tmp_path / "TOY")
+    (tmp_path / "space.yaml").write_text(SAFE_SPACE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [servers.start([sys.executable, "-m", "zscrgan.cli", *tune_args(
+        data, tmp_path / f"machine{i}", "--trials", "3", "--study", "shared", "--storage", url,
+        "--space", str(tmp_path / "space.yaml"))], f"worker{i}.log", env=env) for i in range(2)]
+    ended, deadline = [], time.monotonic() + 300
+    while len(ended) < 2 and time.monotonic() < deadline:
+        ended += [i for i, w in enumerate(workers) if w.poll() is not None and i not in ended]
+        time.sleep(0.2)
+    logs = [servers.log(f"worker{i}.log") for i in range(2)]
+    assert [w.returncode for w in workers] == [0, 0], logs
+
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert sorted(t.number for t in study.trials) == list(range(6))  # one numbering: one study
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials), [t.state for t in study.trials]
+    for i, worker in enumerate(workers):
+        mine = sorted(t.number for t in study.trials if t.user_attrs["pid"] == worker.pid)
+        assert len(mine) == 3, (i, mine)
+        runs = sorted(int(p.name[len("trial_"):]) for p in (tmp_path / f"machine{i}" / "tune_shared").glob("trial_*"))
+        assert runs == mine  # each machine keeps its own trials' runs
+    last, first = summary(logs[ended[1]]), summary(logs[ended[0]])
+    assert last == (6, round(study.best_value, 4), study.best_trial.number)  # the last to end saw every trial
+    assert 3 <= first[0] <= 6 and first[1] <= last[1]  # the first saw its own and those the other had finished
+    best = json.loads((tmp_path / f"machine{ended[1]}" / "tune_shared" / "best_config.json").read_text())
+    assert all(best[k] == v for k, v in study.best_params.items())

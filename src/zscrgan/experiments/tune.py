@@ -20,6 +20,7 @@ import argparse
 import os
 import re
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def make_pruner(name: str, epochs: int):
 # the pip package of each database driver module SQLAlchemy imports for a URL, where the names differ
 DRIVER_PACKAGES = {"psycopg": "'zscrgan[postgres]'", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL",
                    "MySQLdb": "mysqlclient"}
+SCHEMA_ATTEMPTS = 3
 
 
 def open_storage(spec: str):
@@ -73,13 +75,20 @@ def open_storage(spec: str):
     if "://" not in spec:
         return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(spec))
     check_driver(spec)
-    try:  # heartbeats let workers on other machines fail the trials of a worker that died
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=300)
-    except Exception as exc:  # drivers, DNS, refused connections, bad URLs: many kinds
-        raise DataError(f"--storage {hide_password(spec)}: cannot open ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+    database_errors = require("sqlalchemy.exc", "tune", "--storage")  # comes with optuna
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:  # heartbeats let workers on other machines fail the trials of a worker that died
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=300)
+        except Exception as exc:  # drivers, DNS, refused connections, bad URLs: many kinds
+            # workers started together on a new database all create Optuna's tables, and all but one
+            # collide (a duplicate key); a second look finds the tables made
+            collided = isinstance(exc, (database_errors.IntegrityError, database_errors.ProgrammingError))
+            if not collided or attempt == SCHEMA_ATTEMPTS - 1:
+                raise DataError(f"--storage {hide_password(spec)}: cannot open ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+            time.sleep(1 + attempt)
 
 
 def check_driver(spec: str) -> None:
