@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +78,7 @@ class Servers:
                 return mine
             mine |= children
 
-    def stop(self, grace: float = 30) -> None:
+    def stop(self, grace: float = 10) -> None:
         """Each started process gets its stop signal; after ``grace`` s every one left is killed.
         Raises when a process survives even that, so a stray server fails the test."""
         for proc, stop_signal in self.started:
@@ -162,3 +163,38 @@ def start_postgres(servers: Servers, user: str = "optuna", password: str = "secr
         admin.execute(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
         admin.execute(f"CREATE DATABASE {database} OWNER {user}")
     return f"postgresql://{user}:{password}@127.0.0.1:{port}/{database}"
+
+
+# ---- Ray ---------------------------------------------------------------------------------------------
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this Python, wherever PATH points
+def start_ray_cluster(servers: Servers, object_store_bytes: int = 80_000_000) -> tuple[str, dict]:
+    """A head and a second node on this machine, one CPU each, with token authentication, as
+    docs/scale.md starts them: ``ray get-auth-token --generate`` on the head, its ~/.ray/auth_token
+    copied to the node (each node a HOME of its own). Returns the head's address and the
+    environment a client needs (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN). Ray's own processes carry
+    the servers' tag, so stopping them ends every raylet and worker."""
+    port = free_port()
+    homes = {name: servers.folder / name for name in ("head", "node")}
+    env = {name: {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"} for name, home in homes.items()}
+    homes["head"].mkdir()
+    made = subprocess.run([*RAY, "get-auth-token", "--generate"], env=env["head"], capture_output=True, text=True,
+                          timeout=120)
+    token = made.stdout.strip()
+    assert made.returncode == 0 and token, made.stderr
+    (homes["node"] / ".ray").mkdir(parents=True)
+    shutil.copy(homes["head"] / ".ray" / "auth_token", homes["node"] / ".ray" / "auth_token")
+    node_flags = ["--num-cpus", "1", "--object-store-memory", str(object_store_bytes), "--disable-usage-stats",
+                  "--block"]  # --block: the node's processes stay children of `ray start`, ended by its SIGTERM
+    head = servers.start([*RAY, "start", "--head", "--port", str(port), "--include-dashboard", "false",
+                          "--temp-dir", str(servers.folder / "head-tmp"), *node_flags], "ray-head.log", env=env["head"])
+    deadline = time.monotonic() + 120
+    while True:  # the node joins through the head's GCS port
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert head.poll() is None and time.monotonic() < deadline, servers.log("ray-head.log")
+            time.sleep(0.2)
+    servers.start([*RAY, "start", "--address", f"127.0.0.1:{port}", "--temp-dir", str(servers.folder / "node-tmp"),
+                   *node_flags], "ray-node.log", env=env["node"])
+    return f"127.0.0.1:{port}", {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}

@@ -251,3 +251,59 @@ def test_local_and_ray_write_identical_shards(tmp_path):
         for suffix in (".npy", ".parquet"):
             name = sh.name(shard) + suffix
             assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
+NODES = """import json, sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+deadline = time.monotonic() + 60
+while sum(n["Alive"] for n in ray.nodes()) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+print(json.dumps([[n["NodeID"], n["Alive"], n["Resources"].get("CPU")] for n in ray.nodes()]))
+"""
+
+
+@pytest.mark.slow  # builds the shared flower run (tests/flowerkit.py) and starts a Ray cluster
+def test_a_two_node_ray_cluster_with_token_authentication_writes_the_local_shards(tmp_path, servers):
+    """docs/scale.md's cluster commands, head and node on loopback: `zscrgan shard --ray-address`."""
+    pytest.importorskip("ray")
+    from servers import start_ray_cluster
+
+    photos, _, run = flowers()
+    few = tmp_path / "photos"
+    for cls in ("daffodil", "hard-leaved_pocket_orchid"):
+        shutil.copytree(photos / cls, few / cls)
+    address, client = start_ray_cluster(servers)
+    nodes = subprocess.run([sys.executable, "-c", NODES, address], env=client, capture_output=True, text=True,
+                           timeout=180)
+    assert nodes.returncode == 0, nodes.stderr[-2000:]
+    nodes = json.loads(nodes.stdout.splitlines()[-1])
+    assert len({n[0] for n in nodes}) == 2 and all(alive and cpus == 1 for _, alive, cpus in nodes), nodes
+
+    # token mode without the token: one line, nothing written (it was a traceback)
+    (tmp_path / "home").mkdir()
+    tokenless = {**client, "HOME": str(tmp_path / "home")}
+    del tokenless["RAY_AUTH_TOKEN"]
+    refused = subprocess.run(shard_argv(run, few, tmp_path / "never", "--distributor", "ray", "--ray-address", address),
+                             env=tokenless, capture_output=True, text=True, timeout=180)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"zscrgan shard: error: --ray_address {address}: Token authentication is enabled but no authentication "
+        "token was found; a cluster with token authentication needs RAY_AUTH_MODE=token and the head's token here "
+        "(RAY_AUTH_TOKEN or ~/.ray/auth_token; docs/scale.md)")
+    assert not (tmp_path / "never").exists()
+
+    # two actors of one CPU each on two nodes of one CPU each: one actor a node
+    sharded = subprocess.run(shard_argv(run, few, tmp_path / "cluster", "--distributor", "ray", "--ray-address",
+                                        address, "--workers", "2"),
+                             env={**client, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    assert "3 shards written (12 photos" in sharded.stdout and "ray x2" in sharded.stdout, sharded.stdout
+    for node in ("head-tmp", "node-tmp"):
+        logs = list((servers.folder / node).glob("session_*/logs/worker-*.out"))
+        assert any("RayShardActor" in p.read_text(errors="replace") for p in logs), node
+    assert cli(["shard", "--run", str(run), "--images", str(few), "--out", str(tmp_path / "local"),
+                "--shard-size", "4", "--workers", "2"]) == 0
+    for shard in range(3):
+        for suffix in (".npy", ".parquet"):
+            name = sh.name(shard) + suffix
+            assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "cluster" / name).read_bytes(), name

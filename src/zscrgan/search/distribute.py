@@ -35,6 +35,9 @@ from zscrgan.search.shipped import open_model
 from zscrgan.search.trained import class_table
 
 ADDRESS_TIMEOUT = 5.0  # seconds to wait for a Ray head before calling it silent
+# Ray 2.52+ clusters may demand a token, and Ray 2.61 makes that its default
+TOKEN_HINT = ("a cluster with token authentication needs RAY_AUTH_MODE=token and the head's token here "
+              "(RAY_AUTH_TOKEN or ~/.ray/auth_token; docs/scale.md)")
 
 
 def _ray():
@@ -126,8 +129,9 @@ def connect_ray(address: str | None, workers: int) -> bool:
     try:
         ray.init(address=address or None, num_cpus=None if address else workers, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR")
-    except ConnectionError as exc:
-        raise DataError(f"--ray_address {address}: {' '.join(str(exc).split())[:200]}") from None
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:  # a wrong token is a ConnectionError
+        reason = " ".join(str(exc).split()).split(". ")[0][:200]
+        raise DataError(f"--ray_address {address}: {reason}; {TOKEN_HINT}") from None
     return True
 
 
