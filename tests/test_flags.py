@@ -72,3 +72,21 @@ def test_evaluate_flags():
     args = vars(parser.parse_args(["best.pt", "--eval_samples", "4", "--no-eval_mean", "--device", "cpu"]))
     assert args == dict(checkpoint="best.pt", dataset=None, data_root=None, device="cpu", eval_k=None,
                         eval_samples=4, eval_mean=False)
+
+
+def test_help_shows_defaults_but_never_none(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text  # a recipe or checkpoint fills those; the help says which
+    assert "--gf_dim GF_DIM generator hidden width" in text and "(default: 2048)" in text
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    from zscrgan import __version__
+    from zscrgan.cli import main
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out == f"zscrgan {__version__}\n"
+    assert version("zscrgan") == __version__  # pyproject.toml reads the one version string
