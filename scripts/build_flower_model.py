@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     card = export_model(run, "flowers", card, args.models_dir, half=card["precision"] == "float16")
 
     index = args.work / "flowers_index"
+    shutil.rmtree(index, ignore_errors=True)  # made by an earlier build: its model may differ
     zscrgan("index", "--model", "flowers", "--images", str(args.photos), "--out", str(index))
     found = flower_search.main(["--photos", str(args.photos), "--descriptions", str(args.descriptions),
                                 "--dataset", str(dataset), "--index", str(index), "--seed", str(best["seed"]),

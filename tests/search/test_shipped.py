@@ -78,3 +78,17 @@ def test_a_damaged_or_unknown_model_is_refused_in_one_line(tmp_path):
         open_model(None, None)
     with pytest.raises(DataError, match="give one of"):
         open_model(tmp_path, "flowers")
+
+
+def test_how_a_run_was_started_is_no_part_of_the_bytes(tmp_path):
+    """Two runs with the same weights and settings, started with other paths, --overwrite or
+    --workers, export the same bytes: what lets a rebuild reproduce the shipped SHA-256."""
+    import dataclasses
+
+    run = toy_run(tmp_path)
+    other = dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, overwrite=True, workers=2, out_dir="/elsewhere",
+                                                            dataset="/data/FLO_cap", report=False))
+    first = export_model(run, "toy", {"summary": "a toy"}, tmp_path / "a")
+    assert export_model(other, "toy", {"summary": "a toy"}, tmp_path / "b")["sha256"] == first["sha256"]
+    changed = dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, z_dim=5))  # a setting of the model: differs
+    assert export_model(changed, "toy", {"summary": "a toy"}, tmp_path / "c")["sha256"] != first["sha256"]

@@ -30,6 +30,8 @@ from zscrgan.search.trained import TrainedRun, class_table, open_run
 
 MODELS_DIR = Path(__file__).parent / "models"
 FORMAT = "zscrgan-model/1"
+RUN_CONTROL = dict(dataset="", config="", data_root="datasets", out_dir=".", seeds="", workers=1, device="auto",
+                   resume=False, overwrite=False, report=True, retain_memory=True)
 
 
 def shipped_models(folder: Path = MODELS_DIR) -> dict[str, dict]:
@@ -90,8 +92,9 @@ def export_model(run: TrainedRun, name: str, card: dict, folder: Path = MODELS_D
     seen = table["seen"]
     classes = {"ids": table["ids"][seen], "names": table["names"][seen], "seen": seen[seen],
                "embeddings": table["embeddings"][seen]}
-    # the settings that shape the model and its queries; where it was trained (paths) is the card's to say
-    config = dataclasses.replace(run.cfg, dataset="", config="", name=name, data_root="datasets", out_dir=".")
+    # the settings that shape the model and its queries; where and how the run was started (paths,
+    # --overwrite, --workers, ...) is no part of the model, so a rebuild writes the same bytes
+    config = dataclasses.replace(run.cfg, **RUN_CONTROL, name=name)
     state = {"format": FORMAT, "config": dataclasses.asdict(config),
              "weights": inference_weights(run.model, half),
              "centre": run.centre.to(torch.float32) if run.centre is not None else None,
