@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from zscrgan.config import Config, build_parser, parse_seeds
+from zscrgan.config import Config, parse_config, parse_seeds
 from zscrgan.experiments.run import Run, prepare_process
 from zscrgan.experiments.runfolder import mean_sd
 from zscrgan.files import write_atomic
@@ -42,9 +42,9 @@ def run_variant(cfg: Config, index: int, overrides: dict, recipe: str, seeds: li
 
 
 def main(argv=None) -> int:
-    parser = build_parser("scripts/ablation.py")
-    parser.set_defaults(report=False, seeds="0", out_dir="runs/ablation")
-    cfg = Config(**vars(parser.parse_args(argv)))
+    cfg = parse_config(sys.argv[1:] if argv is None else argv, "scripts/ablation.py",
+                       description=__doc__.splitlines()[0],
+                       defaults=dict(report=False, seeds="0", out_dir="runs/ablation"))[0]
     prepare_process(cfg)
     seeds = parse_seeds(cfg.seeds)
     rows = [("improved", run_variant(cfg, 0, {}, "improved", seeds))]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from zscrgan.config import DEFAULT_K, Config, build_parser, parse_seeds
+from zscrgan.config import DEFAULT_K, Config, parse_config, parse_seeds
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import split_validation
 from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
@@ -93,9 +93,9 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = build_parser("scripts/warm_start.py")
-    parser.set_defaults(report=False, seeds="0,1,2", out_dir="runs/warm_start", epochs=8)
-    cfg = Config(**vars(parser.parse_args(argv))).resolved()
+    cfg = parse_config(sys.argv[1:] if argv is None else argv, "scripts/warm_start.py",
+                       description=__doc__.splitlines()[0],
+                       defaults=dict(report=False, seeds="0,1,2", out_dir="runs/warm_start", epochs=8))[0].resolved()
     prepare_process(cfg)
     data = load_run_data(cfg, ("seen",))[0]
     runs = [one_seed(replace(cfg, seed=seed), data) for seed in parse_seeds(cfg.seeds)]

@@ -154,4 +154,4 @@ def test_readme_own_data_training_commands_parse_and_bound_their_rounds():
     assert trains
     for line in trains:
         argv = line.split("#")[0].split()[2:]
-        assert "--epochs" in argv and parse_config(argv).epochs > 0, line
+        assert "--epochs" in argv and parse_config(argv)[0].epochs > 0, line

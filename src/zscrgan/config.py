@@ -4,6 +4,7 @@ Hyperparameter names and defaults are upstream's (the authors' run_exp.py), so i
 still work; each field's ``help`` is the flag's help text. A recipe fills the fields left at
 ``None``: ``original`` reproduces the authors' code quirk for quirk, ``improved`` fixes
 each quirk behind its own flag (see docs/results.md for what each fix is worth).
+Every command and script that takes these flags reads them through :func:`parse_config`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import argparse
 import operator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from zscrgan.console import Parser, comma_list
 from zscrgan.device import DEVICE_HELP, DEVICES
@@ -198,15 +199,18 @@ def recipe_warnings(cfg: "Config") -> list[str]:
     return []
 
 
-def build_parser(prog: str = "zscrgan train") -> argparse.ArgumentParser:
-    """One flag per Config field (flags.py); ``--resume`` also takes a RUN to read the settings of."""
-    def resume(parser, **kw):  # --resume, --resume RUN (a string: parse_args_with_config reads that run's settings)
+def build_parser(prog: str = "zscrgan train", description: str = "Train and evaluate ZSCRGAN.",
+                 allow_abbrev: bool = True, defaults: bool = True) -> argparse.ArgumentParser:
+    """One flag per Config field (flags.py); ``--resume`` also takes a RUN to read the settings of.
+
+    ``defaults=False``: a parse holds only the flags given (:func:`flags_given`)."""
+    def resume(parser, **kw):  # --resume, --resume RUN (a string: parse_config reads that run's settings)
         parser.add_argument("--resume", nargs="?", const=True, metavar="RUN", **kw)
         parser.add_argument("--no-resume", dest="resume", action="store_false")
 
-    parser = Parser(prog=prog, description="Train and evaluate ZSCRGAN.",
-                    formatter_class=DefaultsHelpFormatter)
-    return add_dataclass_flags(parser, Config, custom={"resume": resume})
+    parser = Parser(prog=prog, description=description, formatter_class=DefaultsHelpFormatter,
+                    allow_abbrev=allow_abbrev, argument_default=None if defaults else argparse.SUPPRESS)
+    return add_dataclass_flags(parser, Config, custom={"resume": resume}, defaults=defaults)
 
 
 def read_config_file(path: str) -> dict:
@@ -241,31 +245,46 @@ def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
     raise UserError(f"--resume {run}: no run there (no config.json in {', '.join(map(str, dict.fromkeys(tried)))})")
 
 
-def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
-    """Parse flags over the defaults of a --config file, or of the run ``--resume RUN`` names."""
+def parse_config(argv: list[str], prog: str = "zscrgan train", *, description: str = "Train and evaluate ZSCRGAN.",
+                 extra: Callable[[argparse.ArgumentParser], object] | None = None, defaults: dict | None = None,
+                 allow_abbrev: bool = True) -> tuple[Config, argparse.Namespace]:
+    """The one way from a command line to a Config, for every command and script that takes its flags.
+
+    Values come from, last winning: the Config defaults, the command's ``defaults``, the ``--config``
+    FILE or the run ``--resume RUN`` names, the flags given. ``extra(parser)`` adds the command's own
+    flags; their values come back as the Namespace. The Config is as given (recipe fields left at None:
+    ``.resolved()`` fills them; compare and the ablation try several recipes on one). A bad flag, or a
+    resolved Config :func:`check_config` refuses, exits with the parser's one-line error; a bad
+    settings file raises UserError (one line under cli.py).
+    """
+    parser = build_parser(prog, description, allow_abbrev)
+    if extra is not None:
+        extra(parser)
+    parser.set_defaults(**(defaults or {}))
     known = parser.parse_known_args(argv)[0]
-    path = getattr(known, "config", "")
-    if path:
-        parser.set_defaults(**read_config_file(path))
-    if isinstance(getattr(known, "resume", None), str):
+    if known.config:
+        parser.set_defaults(**read_config_file(known.config))
+    if isinstance(known.resume, str):
         folder, saved = find_run_config(known.resume, known.out_dir)
         if folder.parent.name == "ckt_logs":  # where the run's outputs are, wherever it was started from
             saved["out_dir"] = str(folder.parent.parent)
         parser.set_defaults(**saved)
     values = vars(parser.parse_args(argv))
-    if isinstance(values.get("resume"), str):
+    if isinstance(values["resume"], str):
         values["resume"] = True
-    return values
-
-
-def parse_config(argv: list[str], prog: str = "zscrgan train") -> Config:
-    """Flags (over a --config file) -> resolved Config; bad values exit with argparse's one-line error."""
-    parser = build_parser(prog)
-    cfg = Config(**parse_args_with_config(parser, argv)).resolved()
-    problems = check_config(cfg)
+    cfg = Config(**{f.name: values.pop(f.name) for f in fields(Config)})
+    problems = check_config(cfg.resolved())
     if problems:
         parser.error(problems[0])
-    return cfg
+    return cfg, argparse.Namespace(**values)
+
+
+def flags_given(argv: list[str], prog: str = "zscrgan tune") -> set[str]:
+    """The Config flags a command line names itself (not a default, not a settings file's): tune fixes those.
+
+    Abbreviations are not read as flags here, so a command's own ``--out`` is not ``--out_dir``."""
+    parser = build_parser(prog, allow_abbrev=False, defaults=False)
+    return set(vars(parser.parse_known_args(argv)[0]))
 
 
 def check_config(cfg: Config) -> list[str]:

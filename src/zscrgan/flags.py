@@ -39,16 +39,19 @@ def flag_type(hint) -> type:
     raise TypeError(f"no command-line flag for a field of type {hint!r}; use one of int, float, str, bool (| None)")
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, custom: dict | None = None) -> argparse.ArgumentParser:
-    """Add one flag per field of dataclass ``cls``; ``custom[name](parser, **kw)`` adds a field's flag its own way."""
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, custom: dict | None = None,
+                        defaults: bool = True) -> argparse.ArgumentParser:
+    """Add one flag per field of dataclass ``cls``; ``custom[name](parser, **kw)`` adds a field's flag its own way.
+
+    ``defaults=False`` leaves the fields' defaults out (the parser's ``argument_default`` applies)."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         kind = flag_type(hints[f.name])
         meta = f.metadata
         kw = dict(help=meta.get("help"))
-        if f.default is not MISSING:
+        if defaults and f.default is not MISSING:
             kw["default"] = f.default
-        elif f.default_factory is not MISSING:
+        elif defaults and f.default_factory is not MISSING:
             kw["default"] = f.default_factory()
         if custom and f.name in custom:
             custom[f.name](parser, **kw)

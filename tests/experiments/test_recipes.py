@@ -10,10 +10,9 @@ from zscrgan.config import (
     RECIPES,
     TUNED_WIDTHS,
     Config,
-    build_parser,
     check_config,
     choice_problems,
-    parse_args_with_config,
+    parse_config,
     recipe_warnings,
 )
 
@@ -80,8 +79,7 @@ def test_shipped_config_files_give_the_settings_they_document(name):
     """examples/*.json are what docs/results.md says they are: `tuned` at 256/256/256/64, selected
     on validation classes; flo_cap.json with the 1,000 E-steps a round that pass the baselines."""
     path = Path(__file__).resolve().parents[2] / "examples" / name
-    values = parse_args_with_config(build_parser(), ["--config", str(path)])
-    cfg = Config(**values).resolved()
+    cfg = parse_config(["--config", str(path)])[0].resolved()
     assert check_config(cfg) == []
     assert (cfg.recipe, cfg.select, cfg.epochs, cfg.gf_dim, cfg.df_dim, cfg.embed_dim, cfg.z_dim) == \
         ("tuned", "val", 8, 256, 256, 256, 64)

@@ -13,6 +13,7 @@ flag applies to the ZSCRGAN runs.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import time
@@ -23,9 +24,7 @@ from zscrgan.config import (
     DEFAULT_K,
     RECIPES,
     Config,
-    build_parser,
-    check_config,
-    parse_args_with_config,
+    parse_config,
     parse_seeds,
     run_name,
 )
@@ -140,19 +139,20 @@ def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str
 
 
 def main(argv: list[str]) -> int:
-    parser = build_parser("zscrgan compare")
-    parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {', '.join(METHODS)}")
-    parser.set_defaults(seeds="0,1,2", report=False)
-    args = parse_args_with_config(parser, argv)
-    methods = comma_list(args.pop("methods"))
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        parser.error(f"--methods: unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
-    cfg = Config(**args)
-    problems = check_config(cfg.resolved())
-    if problems:
-        parser.error(problems[0])
+    def method_list(text: str) -> list[str]:
+        methods = comma_list(text)
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        return methods
+
+    def own_flags(parser):
+        parser.add_argument("--methods", type=method_list, default=",".join(METHODS),
+                            help=f"comma list from {', '.join(METHODS)}")
+
+    cfg, own = parse_config(argv, "zscrgan compare", description=__doc__.splitlines()[0], extra=own_flags,
+                            defaults=dict(seeds="0,1,2", report=False))
+    methods = own.methods
     seeds = parse_seeds(cfg.seeds)
     prepare_process(cfg)
     out = Path(cfg.out_dir) / f"compare_{run_name(replace(cfg, seeds=''))}"

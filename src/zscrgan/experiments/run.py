@@ -333,7 +333,7 @@ def preflight(configs: list[Config]) -> None:
 
 
 def train_main(argv: list[str]) -> int:
-    cfg = parse_config(argv)
+    cfg = parse_config(argv)[0].resolved()
     prepare_process(cfg)
     if not cfg.seeds:
         preflight([cfg])

@@ -16,18 +16,18 @@ RUNNING by a killed process on this machine are marked failed at the next start.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import socket
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zscrgan.config import PER_CALL, Config, build_parser, check_config, parse_args_with_config, run_name
+from zscrgan.config import PER_CALL, Config, flags_given, parse_config, run_name
 from zscrgan.data.dataset import split_validation
 from zscrgan.device import SPAWN, thread_share
 from zscrgan.errors import DataError, UserError, require
@@ -42,7 +42,6 @@ from zscrgan.experiments.tune_space import (  # noqa: F401  (SPACE: for the test
 )
 from zscrgan.files import write_json
 
-TUNE_FLAGS = ("study", "storage", "trials", "timeout", "jobs", "pruner", "space", "out")
 # Left out of best_config.json, to each command's defaults (compare's --seeds 0,1,2, train's reports)
 NOT_IN_BEST_CONFIG = PER_CALL | {"seeds", "workers", "report", "track_test"}
 
@@ -225,29 +224,26 @@ def write_best_config(study, job: dict) -> Path | None:
 
 
 # ---- the command ---------------------------------------------------------------------------------
-def parse(argv: list[str]):
-    parser = build_parser("zscrgan tune")
-    parser.description = "Search hyperparameters with Optuna on validation classes (unseen classes never read)."
-    parser.allow_abbrev = False  # a flag fixes its parameter only when spelt out
-    group = parser.add_argument_group("tuning")
-    group.add_argument("--study", default="", help="study NAME (default: the data set's name)")
-    group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql+pymysql://, sqlite:///) "
-                       "shared by workers on several machines; default: a journal file in the study folder")
-    group.add_argument("--trials", type=int, default=20, help="trials to run in this call (over all --jobs)")
-    group.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    group.add_argument("--jobs", type=int, default=1, help="parallel trial processes, threads split between them")
-    group.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
-    group.add_argument("--space", default="", help="YAML or JSON file: flag -> range replacing the default "
-                       "search space's entry (null removes it)")
-    group.add_argument("--out", default="", help="study folder (default: <out_dir>/tune_<study>)")
-    values = parse_args_with_config(parser, argv)
-    tune = {k: values.pop(k) for k in TUNE_FLAGS}
-    quiet = build_parser("zscrgan tune")  # which flags the command line itself gives: they are fixed
-    quiet.allow_abbrev = False
-    for action in quiet._actions:
-        action.default = argparse.SUPPRESS
-    given = set(vars(quiet.parse_known_args(argv)[0]))
-    return values, tune, given
+def parse(argv: list[str]) -> tuple[dict, dict, set[str]]:
+    """The base settings of every trial, the tuning flags, and the Config flags the command line fixes."""
+    def tuning_flags(parser):
+        group = parser.add_argument_group("tuning")
+        group.add_argument("--study", default="", help="study NAME (default: the data set's name)")
+        group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql+pymysql://, sqlite:///) "
+                           "shared by workers on several machines; default: a journal file in the study folder")
+        group.add_argument("--trials", type=int, default=20, help="trials to run in this call (over all --jobs)")
+        group.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+        group.add_argument("--jobs", type=int, default=1, help="parallel trial processes, threads split between them")
+        group.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
+        group.add_argument("--space", default="", help="YAML or JSON file: flag -> range replacing the default "
+                           "search space's entry (null removes it)")
+        group.add_argument("--out", default="", help="study folder (default: <out_dir>/tune_<study>)")
+
+    # allow_abbrev off: a flag fixes its parameter only when spelt out (flags_given)
+    cfg, tune = parse_config(argv, "zscrgan tune", extra=tuning_flags, allow_abbrev=False,
+                             description="Search hyperparameters with Optuna on validation classes "
+                             "(unseen classes never read).")
+    return asdict(cfg), vars(tune), flags_given(argv, "zscrgan tune")
 
 
 def main(argv: list[str]) -> int:
@@ -255,7 +251,7 @@ def main(argv: list[str]) -> int:
     values, tune, given = parse(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = {**values, "select": "val", "track_test": False, "report": False, "resume": False, "workers": 1}
-    problems = check_config(Config(**base).resolved())
+    problems = []  # parse_config has checked the settings; these are tune's own
     if values["seeds"]:
         problems.insert(0, "--seeds: a trial trains one seed (--seed); rerun the best config with --seeds")
     for flag in ("trials", "jobs"):
