@@ -83,8 +83,7 @@ out = {"open_s": round(time.perf_counter() - t, 3), "rss_open_mb": rss()}
 qs = np.load(folder + "/queries.npy")
 for nprobe in nprobes:
   for rerank in reranks:
-    faiss.extract_index_ivf(index._index).nprobe = nprobe
-    index._rerank = rerank
+    index.set_search(nprobe=nprobe, rerank=rerank)
     times, found = [], []
     for q in qs:
         t = time.perf_counter()

@@ -73,6 +73,20 @@ def test_three_shards_merged_and_mmapped_recall_against_flat(merged, capfd):
     assert (pq_ids >= 0).all()
 
 
+def test_set_search_sweeps_one_opened_index_as_reopening_would(merged):
+    """Every cell probed and every row re-ranked is brute force; other settings match a fresh open."""
+    _, out, x, spec = merged
+    q = clustered(50, 32, 20, 5)
+    flat = GalleryIndex(32, "exact")
+    flat.add(x)
+    index = GalleryIndex.open_disk(out, 32, nprobe=1, rerank=10)
+    index.set_search(nprobe=spec.nlist, rerank=len(x))
+    np.testing.assert_array_equal(index.search(q, 10)[1], flat.search(q, 10)[1])
+    index.set_search(nprobe=2, rerank=20)
+    np.testing.assert_array_equal(index.search(q, 10)[1],
+                                  GalleryIndex.open_disk(out, 32, nprobe=2, rerank=20).search(q, 10)[1])
+
+
 def test_merge_refusals_leave_the_folder_as_it_was(merged, tmp_path):
     root, out, x, spec = merged
     before = snapshot(out)

@@ -198,8 +198,8 @@ class GalleryIndex:
         if index._index.d != dim:
             raise ValueError(f"saved index has dim {index._index.d}, expected {dim}")
         if kind in ("ivf", "ivfpq"):
-            ivf = faiss.extract_index_ivf(index._index)
-            ivf.nprobe = min(options.get("nprobe", 16), ivf.nlist)
+            index.nlist = faiss.extract_index_ivf(index._index).nlist
+            index.set_search(nprobe=options.get("nprobe", 16))
         index._size = index._index.ntotal
         return index
 
@@ -218,6 +218,15 @@ class GalleryIndex:
         index._exact = diskindex.open_exact(folder, dim, index._size)
         index._rerank = rerank
         return index
+
+    def set_search(self, nprobe: int | None = None, rerank: int | None = None) -> None:
+        """How much each search does from now on, for sweeps over one opened index (benchmarks/scale.py):
+        ``nprobe`` cells searched (a CPU ivf or ivfpq index; at most nlist), ``rerank`` candidates
+        re-scored exactly (an index from :meth:`open_disk`)."""
+        if nprobe is not None:
+            faiss.extract_index_ivf(self._index).nprobe = min(nprobe, self.nlist)
+        if rerank is not None:
+            self._rerank = rerank
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores [Q, k] float32, ids [Q, k] int64), best first; k is clamped to len(self).
