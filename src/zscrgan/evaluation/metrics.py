@@ -9,7 +9,7 @@ queries, so a class with many descriptions weighs as much as one with few):
 * similarity is cosine: both sides L2-normalised, then a float32 matrix product
   (bf16/half inputs are upcast first, so ties and ranks do not depend on input precision);
 * ranking: by similarity descending, ties broken by gallery index, lower index first.
-  This is exact, not "whatever topk returns": see :func:`_ranked_topk`;
+  This is exact, not "whatever topk returns": see :func:`ranked_topk`;
 * Prec@K as the ZSCRGAN seed defines it: per class, (relevant images in the top K of
   all its queries) / (K × its number of queries);
 * Recall@K: relevant in the top K / number of gallery images of the query's class.
@@ -51,7 +51,7 @@ class RetrievalScores:
         return {key: (None if np.isnan(val) else float(val)) for key, val in self.mean.items()}
 
 
-def _ranked_topk(sims: torch.Tensor, k: int) -> torch.Tensor:
+def ranked_topk(sims: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the top ``k`` of each row, ordered by (-similarity, index), exactly.
 
     ``torch.topk`` leaves two things open when values tie: the order within the returned
@@ -80,12 +80,12 @@ def _ranked_topk(sims: torch.Tensor, k: int) -> torch.Tensor:
 
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows (or one vector) scaled to length 1, float32; a zero row stays zero. The numpy side of
-    :func:`_unit_rows`, for vectors on their way into a FAISS index or out to a client."""
+    :func:`unit_rows`, for vectors on their way into a FAISS index or out to a client."""
     x = np.ascontiguousarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _unit_rows(emb: torch.Tensor, name: str) -> torch.Tensor:
+def unit_rows(emb: torch.Tensor, name: str) -> torch.Tensor:
     """Rows scaled to unit length in float32; the row norms double as a cheap NaN/inf check."""
     emb = emb.float()
     norms = torch.linalg.vector_norm(emb, dim=1, keepdim=True)
@@ -128,14 +128,14 @@ def score_retrieval(query_emb: torch.Tensor, query_labels: torch.Tensor,
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     device = gallery_emb.device
-    gallery = _unit_rows(gallery_emb, "gallery_emb")
+    gallery = unit_rows(gallery_emb, "gallery_emb")
     g_labels = gallery_labels.to(device=device, dtype=torch.long)
     q_labels = query_labels.to(device=device, dtype=torch.long)
     n_gallery = gallery.shape[0]
     k_max = min(ks[-1], n_gallery)
 
     topk = torch.cat([
-        _ranked_topk(_unit_rows(chunk.to(device), "query_emb") @ gallery.T, k_max)
+        ranked_topk(unit_rows(chunk.to(device), "query_emb") @ gallery.T, k_max)
         for chunk in query_emb.split(chunk_size)
     ])
 
@@ -197,7 +197,7 @@ def collapse_stats(query_emb: torch.Tensor, query_labels: torch.Tensor, topk: to
     overlap = shared / (pairs * k) if pairs > 0 else None
     spread = None
     if q > 1:
-        unit = _unit_rows(query_emb, "query_emb").double()
+        unit = unit_rows(query_emb, "query_emb").double()
         spread = max(0.0, 1.0 - (float(unit.sum(0).pow(2).sum()) - q) / (q * (q - 1)))
     return {"ranking_overlap": overlap, "query_spread": spread}
 
@@ -208,4 +208,5 @@ def is_collapsed(stats: dict) -> bool:
     return (overlap is not None and overlap >= COLLAPSE_OVERLAP) or (spread is not None and spread < COLLAPSE_SPREAD)
 
 
-__all__ = ["RetrievalScores", "score_retrieval", "collapse_stats", "is_collapsed", "unit"]
+__all__ = ["RetrievalScores", "score_retrieval", "collapse_stats", "is_collapsed", "ranked_topk", "unit",
+           "unit_rows"]

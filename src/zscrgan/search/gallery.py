@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from zscrgan.errors import UserError, require
-from zscrgan.evaluation.metrics import _ranked_topk, _unit_rows
+from zscrgan.evaluation.metrics import ranked_topk, unit_rows
 from zscrgan.search import diskindex
 from zscrgan.search.diskindex import PQSpec
 
@@ -137,7 +137,7 @@ class GalleryIndex:
             raise ValueError(f"{name} must be 2-d with {self.dim} columns, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {x.dtype}")
-        x = _unit_rows(x, name)
+        x = unit_rows(x, name)
         return x.to(self.device) if self._index is None else x.cpu()
 
     def add(self, vectors: torch.Tensor | np.ndarray) -> None:
@@ -269,7 +269,7 @@ class GalleryIndex:
     def _torch_search(self, q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k with ties to the lower id: a running top-k merged block by block.
 
-        Each block's top-k is tie-exact (:func:`_ranked_topk`), and the running best (lower
+        Each block's top-k is tie-exact (:func:`ranked_topk`), and the running best (lower
         ids) is placed before the block (higher ids) in a *stable* sort, so ties keep the
         lower id across blocks too.
         """
@@ -280,7 +280,7 @@ class GalleryIndex:
             offset = 0
             for block in (b for blk in self._blocks for b in blk.split(_GALLERY_BLOCK)):
                 sims = chunk @ block.T
-                idx = _ranked_topk(sims, min(k, len(block)))
+                idx = ranked_topk(sims, min(k, len(block)))
                 cand_s = torch.cat([best_s, sims.gather(1, idx)], dim=1)
                 cand_i = torch.cat([best_i, idx + offset], dim=1)
                 order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
