@@ -3,7 +3,7 @@
     python benchmarks/serve_load.py --work /tmp/serve_load --photos 1000000 --seconds 3 --write
 
 1. Installs `wrk` (Debian package) where it is missing.
-2. The flower index of the quick start (60 shared photos, the tiny flower run of tests/flowerkit.py),
+2. The flower index of the 60 shared photos (the tests' tiny flower run, examples/flowers_tiny.json),
    built once into --work; and a synthetic index folder of --photos clustered 256-d vectors (IVF,
    nlist 1024; the SQLite table with one tiny shared thumbnail), also kept in --work.
 3. For each index and each --workers count: starts `zscrgan serve`, runs `GET /health`,
@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ZSCRGAN_SHARED", ROOT.parent / "shared"))
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- serve_load:begin -->", "<!-- serve_load:end -->"
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def ensure_wrk() -> str:
@@ -57,16 +56,17 @@ def zscrgan(*args: str) -> None:
 
 
 def flower_index(work: Path) -> Path:
-    """The quick start's tiny flower run and its index of the 60 shared photos (once)."""
-    from flowerkit import EXAMPLES, TRAIN, UNSEEN
-
+    """The tests' tiny flower run (examples/flowers_tiny.json, tests/flowerkit.py) and its index of
+    the 60 shared photos (once)."""
     out = work / "flower_index"
     if (out / "vectors.npz").is_file():
         return out
     photos = SHARED / "data" / "flower_photos"
-    zscrgan("data", "build", "--images", str(photos), "--texts", str(EXAMPLES), "--out", str(work / "flowers"),
-            "--unseen", UNSEEN, "--device", "cpu")
-    zscrgan("train", "--dataset", str(work / "flowers"), "--out_dir", str(work), "--device", "cpu", *TRAIN)
+    zscrgan("data", "build", "--images", str(photos), "--texts", str(ROOT / "examples" / "flower_descriptions.csv"),
+            "--out", str(work / "flowers"), "--unseen", "canterbury_bells,daffodil,pink_primrose,sweet_pea,sword_lily",
+            "--device", "cpu")
+    zscrgan("train", "--dataset", str(work / "flowers"), "--out_dir", str(work), "--device", "cpu",
+            "--config", str(ROOT / "examples" / "flowers_tiny.json"))
     zscrgan("index", "--run", str(work / "ckt_logs" / "flowers_logs"), "--images", str(photos), "--out", str(out))
     return out
 

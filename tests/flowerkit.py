@@ -14,11 +14,11 @@ from conftest import shared_path
 
 from zscrgan.cli import main as cli
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "flower_descriptions.csv"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 UNSEEN = "canterbury_bells,daffodil,pink_primrose,sweet_pea,sword_lily"
-# small widths, few steps: enough for seen-class descriptions to find their photos
-TRAIN = ["--recipe", "improved", "--epochs", "6", "--e_steps", "20", "--m_steps", "20", "--n_critic", "2",
-         "--gf_dim", "128", "--df_dim", "128", "--embed_dim", "128", "--z_dim", "16", "--eval_k", "5", "--no-report"]
+# examples/flowers_tiny.json: small widths, few steps, enough for seen-class descriptions to find their
+# photos; benchmarks/serve_load.py trains the same run
+TRAIN = ["--config", str(EXAMPLES / "flowers_tiny.json")]
 ORCHID = "A tropical orchid with pale yellow-green slipper-shaped pouch and mottled leaves."
 
 
@@ -26,7 +26,7 @@ ORCHID = "A tropical orchid with pale yellow-green slipper-shaped pouch and mott
 def _build(photos: str) -> tuple[Path, Path]:
     root = Path(tempfile.mkdtemp(prefix="zscrgan-flowers-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    assert cli(["data", "build", "--images", photos, "--texts", str(EXAMPLES), "--out", str(root / "flowers"),
+    assert cli(["data", "build", "--images", photos, "--texts", str(EXAMPLES / "flower_descriptions.csv"), "--out", str(root / "flowers"),
                 "--unseen", UNSEEN, "--device", "cpu"]) == 0
     assert cli(["train", "--dataset", str(root / "flowers"), "--out_dir", str(root), "--device", "cpu", *TRAIN]) == 0
     return root / "flowers", root / "ckt_logs" / "flowers_logs"
