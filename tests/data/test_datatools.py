@@ -10,14 +10,14 @@ from helpers import small_tree
 
 from zscrgan import cli
 from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, write_pickle
-from zscrgan.data.featurize import read_descriptions
+from zscrgan.data.featurize import read_description_rows
 from zscrgan.data.tools import build_dataset, choose_unseen, convert_xlsa17
 from zscrgan.errors import DataError
 
 # Three descriptions per class, shipped with the repo for the README's flower-photo commands.
 EXAMPLE_TEXTS = Path(__file__).resolve().parents[2] / "examples" / "flower_descriptions.csv"
 DESCRIPTIONS: dict = {}
-for _name, _text in read_descriptions(EXAMPLE_TEXTS):
+for _name, _text, _ in read_description_rows(EXAMPLE_TEXTS)[0]:
     DESCRIPTIONS.setdefault(_name, []).append(_text)
 UNSEEN = ["canterbury_bells", "daffodil", "pink_primrose", "sweet_pea", "sword_lily"]
 

@@ -7,7 +7,7 @@ from helpers import small_tree
 from PIL import Image
 
 from zscrgan import cli
-from zscrgan.data.featurize import Features, featurize_images, featurize_texts, read_descriptions
+from zscrgan.data.featurize import Features, featurize_images, featurize_texts, read_description_rows
 from zscrgan.data.photos import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from zscrgan.errors import DataError, UserError
 
@@ -88,19 +88,19 @@ def test_cuda_request_without_cuda_is_an_error(tmp_path):
 def test_descriptions_from_csv_and_json(tmp_path):
     csv_file = tmp_path / "d.csv"
     csv_file.write_text('class,text\ndaffodil,"Yellow, trumpet-shaped"\npoinsettia,red bracts\ndaffodil,spring bulb\n')
-    assert read_descriptions(csv_file) == [("daffodil", "Yellow, trumpet-shaped"), ("poinsettia", "red bracts"),
-                                           ("daffodil", "spring bulb")]
+    assert read_description_rows(csv_file) == ([("daffodil", "Yellow, trumpet-shaped", ""),
+                                                ("poinsettia", "red bracts", ""), ("daffodil", "spring bulb", "")], False)
     json_file = tmp_path / "d.json"
     json_file.write_text('{"daffodil": ["yellow", "spring bulb"], "poinsettia": "red bracts"}')
-    assert read_descriptions(json_file) == [("daffodil", "yellow"), ("daffodil", "spring bulb"),
-                                            ("poinsettia", "red bracts")]
+    assert read_description_rows(json_file) == ([("daffodil", "yellow", ""), ("daffodil", "spring bulb", ""),
+                                                 ("poinsettia", "red bracts", "")], False)
     bad = {"h.csv": ("name,description\na,b\n", "class,text"), "e.csv": ("class,text\na,\n", "line 2"),
            "l.json": ('["a"]', "expected an object"), "v.json": ('{"a": []}', "class 'a'"),
            "d.txt": ("a b", ".csv")}
     for name, (content, message) in bad.items():
         (tmp_path / name).write_text(content)
         with pytest.raises(DataError, match=message):
-            read_descriptions(tmp_path / name)
+            read_description_rows(tmp_path / name)
 
 
 def test_text_vectors_are_normalised_rows_that_keep_every_sentence(tmp_path):

@@ -12,7 +12,7 @@ from zscrgan.data.dataset import ZeroShotData, load_dataset
 from zscrgan.errors import DataError, UserError
 from zscrgan.evaluation.baselines import fit_baseline, training_pairs
 from zscrgan.evaluation.metrics import score_retrieval
-from zscrgan.evaluation.scoring import class_prototypes, score_classes, score_prototypes
+from zscrgan.evaluation.scoring import class_prototypes, score_classes, score_views
 from zscrgan.evaluation.selection import check_select_k
 from zscrgan.experiments.runfolder import RunFolder
 
@@ -77,6 +77,11 @@ def test_the_two_protocols_agree_with_one_text_per_class_and_differ_with_many():
     assert len(ranked) == len(many.seen)  # one query per class
     per_caption = score_classes(model, many, many.seen, (5,), "cpu")[0].topk
     assert len(per_caption) == sum(len(many.texts[c]) for c in many.seen)  # every caption a query
+
+
+def score_prototypes(model, data, classes, ks, device):
+    """The per-class protocol's prototype form alone: the mean of each class's unit-length queries."""
+    return score_views(model, data, classes, ks, device, details=False, per_class=True)[2]["prototype"]
 
 
 def test_prototypes_are_the_mean_unit_query_of_each_class_checked_by_hand():

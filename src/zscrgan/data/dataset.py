@@ -138,7 +138,7 @@ class ZeroShotData:
     def class_mean_texts(self) -> "ZeroShotData":
         """The same data with each class's texts replaced by their mean: the per-class protocol's
         *mean text* form (one query per class; the other form, the mean of the texts' queries, is
-        evaluation.scoring.score_prototypes). With one text per class it is the data itself."""
+        evaluation.scoring.score_views' "prototype"). With one text per class it is the data itself."""
         texts = {c: t if len(t) == 1 else t.mean(0, keepdims=True, dtype=np.float64).astype(np.float32)
                  for c, t in self.texts.items()}
         return ZeroShotData(texts, self.images, self.seen, self.unseen, self.name, self.classnames)

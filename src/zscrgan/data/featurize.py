@@ -152,11 +152,6 @@ def read_text(path: str | Path, encoding: str = "utf-8-sig") -> str:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def read_descriptions(path: str | Path) -> list[tuple[str, str]]:
-    """(class, text) pairs from a ``class,text`` CSV or a ``{class: text or [texts]}`` JSON file."""
-    return [(cls, text) for cls, text, _ in read_description_rows(path)[0]]
-
-
 def read_description_rows(path: str | Path, encoding: str = "utf-8-sig") -> tuple[list[tuple[str, str, str]], bool]:
     """(class, text, image) rows, and whether the file has an ``image`` column (CSV only; "" = no photo named)."""
     path = Path(path)

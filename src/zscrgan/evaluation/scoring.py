@@ -181,15 +181,6 @@ def class_prototypes(queries: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return torch.stack([block.mean(0) for block in unit_queries.split(list(counts))])
 
 
-def score_prototypes(model, data, classes: list, ks, device) -> RetrievalScores:
-    """The per-class protocol's second form alone (:func:`score_views`' "prototype"): where the
-    first embeds the mean of a class's texts (``data.class_mean_texts()``), this averages the
-    queries of its texts. The two differ for a model that is not linear (ZSCRGAN's generator sees
-    unit-length captions in training, never their shorter mean) and, through the unit length,
-    slightly for the baselines."""
-    return score_views(model, data, classes, ks, device, details=False, per_class=True)[2]["prototype"]
-
-
 def evaluate_views(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int, device,
                    centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list, dict[str, RetrievalScores]]:
     """A ZSCRGAN model's :func:`score_views` among ``classes`` at round ``round_``, through a
