@@ -7,7 +7,7 @@
     python scripts/flower_search.py --photos ../shared/data/flower_photos --descriptions examples/flower_descriptions.csv \\
         --dataset datasets/flowers_cap --index flowers_index [--index OTHER_INDEX ...] --out docs/flower_search.md
 
-Three things, written as one Markdown table (and JSON beside it):
+Four things, written as one Markdown table (and JSON beside it):
 1. the featurizer check: each photo featurized here (`zscrgan featurize`'s CNN path) against the
    rows of its class in the data set's image features (FLO's were made from the full-size photos):
    the best cosine per photo, and the runner-up, so a unique match is visible;

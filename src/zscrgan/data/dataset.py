@@ -118,7 +118,7 @@ class ZeroShotData:
         return next(iter(self.images.values())).shape[1]
 
     def stacked_images(self, classes) -> tuple[np.ndarray, np.ndarray]:
-        """All images of ``classes`` as one array, with their class ids per row."""
+        """All images of ``classes`` as one array, with their class positions (in ``classes``) per row."""
         feats = np.concatenate([self.images[c] for c in classes])
         labels = np.concatenate([np.full(len(self.images[c]), i) for i, c in enumerate(classes)])
         return feats, labels
