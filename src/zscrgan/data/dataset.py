@@ -247,6 +247,16 @@ def resolve_dataset_dir(name_or_path: str, data_root: str = "datasets") -> Path:
     raise DataError(f"{candidate}: data set folder not found (nor {path})")
 
 
+def read_class_ids(folder: Path) -> tuple[list, list]:
+    """The seen and unseen class ids of a data set folder, checked disjoint (no vectors read)."""
+    seen = _read_ids(folder / SEEN_FILE)
+    unseen = _read_ids(folder / UNSEEN_FILE)
+    overlap = set(seen) & set(unseen)
+    if overlap:
+        raise DataError(f"{folder / UNSEEN_FILE}: classes {sorted(overlap)[:5]} are also in {SEEN_FILE}; seen and unseen must be disjoint")
+    return seen, unseen
+
+
 def load_dataset(folder: str | Path, name: str | None = None,
                  splits: tuple[str, ...] = ("seen", "unseen")) -> ZeroShotData:
     """Read and validate an upstream-format data set folder.
@@ -260,11 +270,7 @@ def load_dataset(folder: str | Path, name: str | None = None,
         raise DataError(f"{folder}: is a file, not a data set folder")
     if not folder.is_dir():
         raise DataError(f"{folder}: data set folder not found")
-    seen = _read_ids(folder / SEEN_FILE)
-    unseen = _read_ids(folder / UNSEEN_FILE)
-    overlap = set(seen) & set(unseen)
-    if overlap:
-        raise DataError(f"{folder / UNSEEN_FILE}: classes {sorted(overlap)[:5]} are also in {SEEN_FILE}; seen and unseen must be disjoint")
+    seen, unseen = read_class_ids(folder)
     classes = (seen if "seen" in splits else []) + (unseen if "unseen" in splits else [])
     texts = _read_dict(folder / TEXT_FILE, classes, "text")
     images = _read_dict(folder / IMAGE_FILE, classes, "image")
@@ -328,6 +334,12 @@ def save_dataset(data: ZeroShotData, folder: str | Path) -> Path:
     return folder
 
 
+def draw_classes(classes: list, n: int, seed: int) -> list:
+    """``n`` of ``classes`` drawn at random with ``seed``, in their given order."""
+    picked = np.random.default_rng(seed).choice(len(classes), size=n, replace=False)
+    return [classes[i] for i in sorted(picked)]
+
+
 def split_validation(data: ZeroShotData, fraction: float, seed: int) -> tuple[list, list]:
     """Hold out ``fraction`` of the seen classes (at least one) as validation classes."""
     if not 0.0 < fraction < 1.0:
@@ -343,4 +355,4 @@ def split_validation(data: ZeroShotData, fraction: float, seed: int) -> tuple[li
 
 
 __all__ = ["DataError", "ZeroShotData", "load_dataset", "save_dataset", "read_pickle",
-           "write_pickle", "write_atomic", "resolve_dataset_dir", "split_validation"]
+           "write_pickle", "write_atomic", "resolve_dataset_dir", "split_validation", "draw_classes", "read_class_ids"]

@@ -33,7 +33,7 @@ from zscrgan.console import Parser, comma_list, positive_int
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.captions import caption_rows, labelled_photos, photos_named, unseen_from_lists
 from zscrgan.data.convert import MANIFEST_FILE, convert_gazsl, convert_xlsa17
-from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, load_dataset, save_dataset
+from zscrgan.data.dataset import CLASSNAMES_FILE, ZeroShotData, class_key, draw_classes, load_dataset, save_dataset
 from zscrgan.data.encoders import DEFAULT_ENCODER, IMAGE_ENCODERS, PHOTO_BATCH, TEXT_ENCODER
 from zscrgan.data.featurize import Features, describe, encode_texts, featurize_images, read_texts
 from zscrgan.data.photos import class_files
@@ -77,8 +77,7 @@ def choose_unseen(names: list, unseen=None, fraction: float | None = None, seed:
         if not 0.0 < fraction < 1.0:
             raise DataError(f"--unseen_fraction must be in (0, 1), got {fraction}")
         n_unseen = max(1, int(round(fraction * len(names))))
-        picked = np.random.default_rng(seed).choice(len(names), size=min(n_unseen, len(names)), replace=False)
-        chosen = [names[i] for i in sorted(picked)]
+        chosen = draw_classes(names, min(n_unseen, len(names)), seed)
     if not chosen or len(set(chosen)) >= len(names):
         raise DataError(f"need at least one seen and one unseen class; "
                         f"{len(set(chosen))} of {len(names)} chosen as unseen")

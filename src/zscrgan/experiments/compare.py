@@ -28,7 +28,7 @@ from zscrgan.config import (
     parse_seeds,
     run_name,
 )
-from zscrgan.console import comma_list, say
+from zscrgan.console import comma_list, positive_int, say
 from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
 from zscrgan.errors import Interrupted
@@ -37,6 +37,8 @@ from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.report import plot_compare
 from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
 from zscrgan.experiments.runfolder import mean_sd, view_figures
+from zscrgan.experiments.splits import CELLS_FILE, Cells, make_splits, paired_markdown, splits_csv
+from zscrgan.experiments.splits import plot as plot_splits
 from zscrgan.files import check_writable, write_atomic
 
 METHODS = (*BASELINES, *RECIPES)
@@ -97,19 +99,20 @@ PLOT_LABELS = {"test": "every text a query", "test_class": "per class: the mean 
                "test_prototype": "per class: the mean of the texts' queries"}
 
 
-def plot(results: dict, seeds: list[int], k: int = DEFAULT_K) -> bytes:
-    """Prec@K of every method on the unseen classes, one bar per query protocol (mean ± sd over seeds)."""
+def plot(results: dict, over: str, k: int = DEFAULT_K) -> bytes:
+    """Prec@K of every method on the unseen classes, one bar per query protocol (mean ± sd ``over``
+    what the runs are: "seeds 0,1,2")."""
     figures = {}
     for view, label in PLOT_LABELS.items():
         done = {m: mean_sd([f[view][f"prec@{k}"] for f, _ in runs]) for m, runs in results.items()
                 if runs and all(view in f for f, _ in runs)}
         if done:
             figures[label] = done
-    return plot_compare(figures, f"Prec@{k}", f"unseen classes; mean ± sd over seeds {','.join(map(str, seeds))}")
+    return plot_compare(figures, f"Prec@{k}", f"unseen classes; mean ± sd over {over}")
 
 
-def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str]:
-    """Markdown and CSV of mean +- sd over seeds per method and query protocol: Prec@K and mAP@K for
+def table(results: dict, over: str, k: int = DEFAULT_K) -> tuple[str, str]:
+    """Markdown and CSV of mean +- sd ``over`` the runs ("seeds 0,1,2") per method and query protocol: Prec@K and mAP@K for
     the selection K, then for K = 50 too when that differs (upstream's figure; it saturates on small
     galleries)."""
     ks = [k] if k == DEFAULT_K else [k, DEFAULT_K]
@@ -123,18 +126,18 @@ def table(results: dict, seeds: list[int], k: int = DEFAULT_K) -> tuple[str, str
         for method, runs in results.items():
             if all(view in f for f, _ in runs):
                 figures = [mean_sd([f[view][f"{m}@{kk}"] for f, _ in runs]) for kk in ks for m in ("prec", "map")]
-                rows.append((method, figures, mean_sd([seconds for _, seconds in runs])[0]))
+                rows.append((method, figures, mean_sd([seconds for _, seconds in runs])[0], len(runs)))
         if not rows:
             continue
         md += [f"{what}; every method selected on validation classes (Prec@{k}, every text a "
-               f"query); mean ± sd over seeds {','.join(map(str, seeds))}.", "",
+               f"query); mean ± sd over {over}.", "",
                "| method | " + " | ".join(heads) + " | train s |", "|---" * (len(heads) + 2) + "|"]
         md += [f"| {m} | " + " | ".join(f"{a:.4f} ± {b:.4f}" for a, b in figs) + f" | {s:.1f} |"
-               for m, figs, s in rows]
+               for m, figs, s, _ in rows]
         md.append("")
-        for m, figs, s in rows:
+        for m, figs, s, n in rows:
             writer.writerow([m, protocol,
-                             *[f"{v:.6f}" for pair in figs for v in pair], f"{s:.2f}", len(seeds)])
+                             *[f"{v:.6f}" for pair in figs for v in pair], f"{s:.2f}", n])
     return "\n".join(md), buf.getvalue()
 
 
@@ -149,12 +152,18 @@ def main(argv: list[str]) -> int:
     def own_flags(parser):
         parser.add_argument("--methods", type=method_list, default=",".join(METHODS),
                             help=f"comma list from {', '.join(METHODS)}")
+        parser.add_argument("--splits", type=positive_int, default=0, metavar="N",
+                            help="compare over N draws of the unseen classes (split seeds 0..N-1) from all the data "
+                                 "set's classes, of the standard split's sizes (zscrgan.experiments.splits); "
+                                 "default: the data set's own split")
 
     cfg, own = parse_config(argv, "zscrgan compare", description=__doc__.splitlines()[0], extra=own_flags,
                             defaults=dict(seeds="0,1,2", report=False))
-    methods = own.methods
+    methods, n_splits = own.methods, own.splits
     seeds = parse_seeds(cfg.seeds)
     prepare_process(cfg)
+    if n_splits:
+        return compare_splits(cfg, methods, seeds, n_splits)
     out = Path(cfg.out_dir) / f"compare_{run_name(replace(cfg, seeds=''))}"
     # every check before the first fit: the table's folder, each run's folders, the data
     check_writable(out.parent, create=False)
@@ -170,12 +179,68 @@ def main(argv: list[str]) -> int:
                 results[method].append((figures, seconds))
                 say(f"compare: {method} seed {seed}: done in {seconds:.1f} s, Prec@{cfg.select_k} "
                     f"{figures['test'][f'prec@{cfg.select_k}']:.4f}")
-            md, csv_text = table(results, seeds, cfg.select_k)  # after each method: a late failure loses nothing
+            over = f"seeds {','.join(map(str, seeds))}"
+            md, csv_text = table(results, over, cfg.select_k)  # after each method: a late failure loses nothing
             write_atomic(out.with_suffix(".md"), md.encode())
             write_atomic(out.with_suffix(".csv"), csv_text.encode())
-            write_atomic(out.with_suffix(".png"), plot(results, seeds, cfg.select_k))
+            write_atomic(out.with_suffix(".png"), plot(results, over, cfg.select_k))
     except KeyboardInterrupt:
         done = f"; the methods done are in {out}.csv" if len(results) > 1 else ""
         raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue{done}") from None
     print(md + f"written to {out}.md, {out}.csv and {out}.png")
     return 0
+
+
+# the unseen-class protocols the paired comparison is made on: record key -> what it is
+UNSEEN_VIEWS = {view: what for view, (_, what) in PROTOCOLS.items() if view.startswith("test")}
+
+
+def compare_splits(cfg: Config, methods: list[str], seeds: list[int], n_splits: int) -> int:
+    """The comparison over ``n_splits`` draws of the unseen classes (zscrgan.experiments.splits): every
+    (split, method, seed) cell trained and recorded in turn, the tables rewritten after each."""
+    base = run_name(replace(cfg, seeds=""))
+    out = Path(cfg.out_dir) / f"compare_{base}_splits"
+    check_writable(out.parent, create=False)
+    cells = Cells(out, cfg)
+    splits = make_splits(cfg, n_splits, seeds, out)
+    configs = {s.index: replace(cfg, dataset=str(s.folder), name=f"{base}_split{s.index}") for s in splits}
+    todo = [(s.index, m, seed) for s in splits for m in methods for seed in seeds if (s.index, m, seed) not in cells.done]
+    preflight([recipe_config(m, configs[k], seed) for k, m, seed in todo if m in RECIPES])
+    total = n_splits * len(methods) * len(seeds)
+    say(f"compare: {n_splits} splits x {len(methods)} methods x {len(seeds)} seeds = {total} cells"
+        + (f"; {total - len(todo)} done before, kept" if len(todo) < total else "") + f"; outputs in {out}")
+    data = {}  # the split whose data the baselines fit on, loaded once
+    try:
+        for n, (k, method, seed) in enumerate(todo, 1):
+            if method in BASELINES and k not in data:
+                data = {k: load_run_data(configs[k])[0]}
+            say(f"compare: [{n}/{len(todo)}] split {k} {method} seed {seed}: training")
+            figures, seconds = run_method(method, configs[k], seed, data.get(k))
+            cells.add(k, method, seed, figures, seconds)
+            say(f"compare: [{n}/{len(todo)}] split {k} {method} seed {seed}: done in {seconds:.1f} s, "
+                f"Prec@{cfg.select_k} {figures['test'][f'prec@{cfg.select_k}']:.4f}")
+            md = write_split_tables(out, cells.by_split([s.index for s in splits], methods, seeds), seeds, cfg.select_k)
+    except KeyboardInterrupt:
+        raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue; the finished cells "
+                          f"are in {out / CELLS_FILE}") from None
+    if not todo:
+        md = write_split_tables(out, cells.by_split([s.index for s in splits], methods, seeds), seeds, cfg.select_k)
+    print(md + f"written to {out}.md, {out}.csv, {out}.png and {out}_paired.png")
+    return 0
+
+
+def write_split_tables(out: Path, results: dict, seeds: list[int], k: int) -> str:
+    """The tables of a compare over splits (``results[split][method]``: its finished runs) as Markdown,
+    CSV (per split, then over all) and two plots: the figures over splits x seeds, and the paired
+    differences from the best baseline per split."""
+    done = [split for split, by_method in results.items() if any(by_method.values())]
+    over = f"{len(done)} splits x seeds {','.join(map(str, seeds))}"
+    pooled = {m: [run for by_method in results.values() for run in by_method[m]]
+              for m in next(iter(results.values()))}
+    md, _ = table({m: runs for m, runs in pooled.items() if runs}, over, k)
+    md += "\n" + paired_markdown(results, UNSEEN_VIEWS, k)
+    write_atomic(out.with_suffix(".md"), md.encode())
+    write_atomic(out.with_suffix(".csv"), splits_csv(results, {v: PROTOCOLS[v][0] for v in UNSEEN_VIEWS}, k).encode())
+    write_atomic(out.with_suffix(".png"), plot({m: runs for m, runs in pooled.items() if runs}, over, k))
+    write_atomic(out.with_name(out.name + "_paired.png"), plot_splits(results, PLOT_LABELS, k))
+    return md

@@ -210,6 +210,26 @@ def plot_compare(figures: dict[str, dict[str, tuple[float, float]]], metric: str
     return _png(fig)
 
 
+def plot_paired(panels: dict[str, dict[str, list[float]]], metric: str, title: str) -> bytes:
+    """`zscrgan compare --splits`' paired comparison: one panel per query protocol, per method one
+    dot per split (its difference from the best baseline) and a bar at their mean; 0 is a tie."""
+    fig = Figure(figsize=(1.6 + 3.2 * max(1, len(panels)), 3.6))
+    for i, (label, per) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for j, diffs in enumerate(per.values()):
+            ax.scatter([j] * len(diffs), diffs, s=14, color=f"C{j}", alpha=0.8)
+            if diffs:
+                ax.hlines(sum(diffs) / len(diffs), j - 0.3, j + 0.3, color=f"C{j}", linewidth=2)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xticks(range(len(per)), list(per), fontsize=8)
+        ax.set_title(label, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        if i == 0:
+            ax.set_ylabel(metric)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
+
+
 def plot_per_class(key: str, bars: list[tuple[str, float]]) -> bytes:
     fig = Figure(figsize=(7, 1.2 + 0.25 * len(bars)))
     ax = fig.add_subplot()
