@@ -66,8 +66,14 @@ def rounds_to_run(cfg: Config) -> int:
 
 
 def prepare_process(cfg: Config) -> None:
-    """What a training command sets for its whole process, once: glibc keeps freed memory
-    for reuse on the CPU (``--retain_memory``, trainer.retain_freed_memory)."""
+    """What a training command sets for its whole process, once: a fixed thread count, and glibc
+    keeping freed memory for reuse on the CPU (``--retain_memory``, trainer.retain_freed_memory).
+
+    Setting the thread count, even to the one in use, is what turns off MKL's run-time choice of
+    how many threads a call gets (ATen's set_num_threads calls mkl_set_dynamic(0); torch leaves it
+    on otherwise): with it on, MKL does not promise the same result run to run, only with a fixed
+    count (docs/results.md, "Reproducibility")."""
+    torch.set_num_threads(torch.get_num_threads())
     if cfg.retain_memory and pick_device(cfg.device).type == "cpu":
         retain_freed_memory()
 
