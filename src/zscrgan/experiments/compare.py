@@ -10,6 +10,11 @@ on data with many texts a class, one query per class in its two forms, on the un
 on the validation classes (where a reader chooses between the forms); and writes them as Markdown
 and CSV beside the runs, with the unseen-class Prec@K as a bar chart (PNG). Every ``zscrgan train``
 flag applies to the ZSCRGAN runs.
+
+    zscrgan compare --dataset ../shared/data/FLO --seeds 0,1 --splits 5 --epochs 8
+
+does the same over 5 seeded draws of the unseen classes (zscrgan.experiments.splits): mean ± sd over
+splits x seeds, and each method against the best baseline split by split; ``--resume`` continues it.
 """
 from __future__ import annotations
 
