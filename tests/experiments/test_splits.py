@@ -147,3 +147,15 @@ def test_compare_over_splits_end_to_end_and_resumed(tmp_path, capsys, monkeypatc
     trained.clear()
     assert main([*argv, "--resume"]) == 0
     assert trained == [] and (tmp_path / "compare_small_splits.csv").read_bytes() == before
+
+
+def test_tables_of_a_compare_still_running_say_how_many_runs_each_method_has(tmp_path):
+    partial = {k: dict(by_method) for k, by_method in RESULTS.items()}
+    partial[2] = {**partial[2], "tuned": []}  # split 2's tuned runs not done yet
+    md = compare.write_split_tables(tmp_path / "compare_x_splits", partial, [0, 1], 50)
+    assert "mean ± sd over 3 splits x seeds 0,1 (so far: ridge 6 runs, cca 6 runs, tuned 4 runs)." in md
+    assert "| tuned | +0.0000 ± 0.0707 | +0.0250 ± 0.0354 | 1 of 2 | 1 of 2 |" in md  # paired on splits 0 and 1 only
+    complete = compare.write_split_tables(tmp_path / "compare_x_splits", RESULTS, [0, 1], 50)
+    assert "mean ± sd over 3 splits x seeds 0,1." in complete
+    assert {p.name for p in tmp_path.iterdir()} == {"compare_x_splits.md", "compare_x_splits.csv",
+                                                    "compare_x_splits.png", "compare_x_splits_paired.png"}

@@ -239,9 +239,11 @@ def write_split_tables(out: Path, results: dict, seeds: list[int], k: int) -> st
     CSV (per split, then over all) and two plots: the figures over splits x seeds, and the paired
     differences from the best baseline per split."""
     done = [split for split, by_method in results.items() if any(by_method.values())]
-    over = f"{len(done)} splits x seeds {','.join(map(str, seeds))}"
     pooled = {m: [run for by_method in results.values() for run in by_method[m]]
               for m in next(iter(results.values()))}
+    over = f"{len(done)} splits x seeds {','.join(map(str, seeds))}"
+    if len({len(runs) for runs in pooled.values()}) > 1:  # a compare still running: say so
+        over += " (so far: " + ", ".join(f"{m} {len(runs)} runs" for m, runs in pooled.items()) + ")"
     md, _ = table({m: runs for m, runs in pooled.items() if runs}, over, k)
     md += "\n" + paired_markdown(results, UNSEEN_VIEWS, k)
     write_atomic(out.with_suffix(".md"), md.encode())
