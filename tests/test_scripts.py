@@ -120,3 +120,37 @@ def test_bow_probe_tfidf_by_hand_and_words_that_carry_the_class_beat_uninformati
     prec = {name: v["prec"] for name, v in result["val_prec"].items()}
     assert prec["TF-IDF"] > 0.9 and prec["TF-IDF + MiniLM"] > 0.9
     assert prec["MiniLM"] < prec["TF-IDF"] - 0.3  # noise vectors: near chance (1/3)
+
+
+def test_a_blend_at_weight_one_or_zero_scores_as_either_model_and_between_mixes_their_cosines():
+    import blend
+    import torch
+    from zscrgan.evaluation.baselines import AffineBaseline
+    gen = torch.Generator().manual_seed(0)
+    texts, images = torch.randn(6, 5, generator=gen), torch.randn(9, 5, generator=gen)
+    a, b = (AffineBaseline("x", torch.zeros(5), torch.randn(5, d, generator=gen), torch.zeros(5),
+                           torch.randn(5, d, generator=gen)) for d in (3, 4))
+
+    def cosines(model):
+        q = torch.nn.functional.normalize(model.embed_texts(texts), dim=1)
+        return q @ torch.nn.functional.normalize(model.embed_images(images), dim=1).T
+    assert torch.allclose(cosines(blend.Blend(a, b, 1.0)), cosines(a), atol=1e-6)
+    assert torch.allclose(cosines(blend.Blend(a, b, 0.0)), cosines(b), atol=1e-6)
+    assert torch.allclose(cosines(blend.Blend(a, b, 0.3)), 0.3 * cosines(a) + 0.7 * cosines(b), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_blend_over_a_compare_over_splits(tmp_path):
+    import blend
+
+    from zscrgan.cli import main
+    source = small_set(tmp_path / "small")
+    assert main(["compare", "--dataset", str(source), "--methods", "ridge,tuned", "--seeds", "0", "--splits", "2",
+                 "--select_k", "5", "--out_dir", str(tmp_path), *TINY, "--epochs", "1"]) == 0
+    folder = tmp_path / "compare_small_splits"
+    assert blend.main([str(folder), "--method", "tuned", "--baseline", "ridge"]) == 0
+    cells = [json.loads(line) for line in (folder / "blend_cells.jsonl").read_text().splitlines()]
+    assert [(c["split"], c["method"], c["seed"]) for c in cells] == [(0, "tuned+ridge", 0), (1, "tuned+ridge", 0)]
+    assert all(c["figures"]["weight"] in blend.WEIGHTS and 0 <= c["figures"]["test"]["prec@5"] <= 1 for c in cells)
+    md = (tmp_path / "compare_small_splits_blend.md").read_text()
+    assert "| tuned+ridge |" in md and "mean ± sd over 2 splits x seeds 0." in md

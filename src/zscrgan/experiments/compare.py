@@ -42,7 +42,7 @@ from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.report import plot_compare
 from zscrgan.experiments.run import Run, load_run_data, preflight, prepare_process
 from zscrgan.experiments.runfolder import mean_sd, view_figures
-from zscrgan.experiments.splits import CELLS_FILE, Cells, make_splits, paired_markdown, splits_csv
+from zscrgan.experiments.splits import CELLS_FILE, Cells, by_split, make_splits, paired_markdown, splits_csv
 from zscrgan.experiments.splits import plot as plot_splits
 from zscrgan.files import check_writable, write_atomic
 
@@ -224,12 +224,12 @@ def compare_splits(cfg: Config, methods: list[str], seeds: list[int], n_splits: 
             cells.add(k, method, seed, figures, seconds)
             say(f"compare: [{n}/{len(todo)}] split {k} {method} seed {seed}: done in {seconds:.1f} s, "
                 f"Prec@{cfg.select_k} {figures['test'][f'prec@{cfg.select_k}']:.4f}")
-            md = write_split_tables(out, cells.by_split([s.index for s in splits], methods, seeds), seeds, cfg.select_k)
+            md = write_split_tables(out, by_split(cells.done, [s.index for s in splits], methods, seeds), seeds, cfg.select_k)
     except KeyboardInterrupt:
         raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue; the finished cells "
                           f"are in {out / CELLS_FILE}") from None
     if not todo:
-        md = write_split_tables(out, cells.by_split([s.index for s in splits], methods, seeds), seeds, cfg.select_k)
+        md = write_split_tables(out, by_split(cells.done, [s.index for s in splits], methods, seeds), seeds, cfg.select_k)
     print(md + f"written to {out}.md, {out}.csv, {out}.png and {out}_paired.png")
     return 0
 

@@ -125,20 +125,10 @@ class Cells:
             if changed:
                 raise UserError(f"{settings}: made with {changed}; drop the differing flags to resume, "
                                 "or --overwrite to start over")
-            self.done = self.read()
+            self.done = read_cells(self.path)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(settings, asked)
         self.write()
-
-    def read(self) -> dict:
-        done = {}
-        for number, line in enumerate(self.path.read_text().splitlines(), 1):
-            try:
-                cell = json.loads(line)
-                done[(cell["split"], cell["method"], cell["seed"])] = (cell["figures"], cell["seconds"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{self.path}: line {number} is not a cell ({exc}); --overwrite to start over") from None
-        return done
 
     def write(self) -> None:
         lines = [json.dumps({"split": k, "method": m, "seed": s, "figures": f, "seconds": sec})
@@ -149,10 +139,23 @@ class Cells:
         self.done[(split, method, seed)] = (figures, seconds)
         self.write()
 
-    def by_split(self, splits: list[int], methods: list[str], seeds: list[int]) -> dict:
-        """{split: {method: [(figures, seconds) per finished seed]}} for the cells asked for."""
-        return {k: {m: [self.done[(k, m, s)] for s in seeds if (k, m, s) in self.done] for m in methods}
-                for k in splits}
+
+
+def read_cells(path: Path) -> dict[tuple[int, str, int], tuple[dict, float]]:
+    """A ``cells.jsonl``: {(split, method, seed): (figures, training seconds)}."""
+    done = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            cell = json.loads(line)
+            done[(cell["split"], cell["method"], cell["seed"])] = (cell["figures"], cell["seconds"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: line {number} is not a cell ({exc}); --overwrite to start over") from None
+    return done
+
+
+def by_split(done: dict, splits: list[int], methods: list[str], seeds: list[int]) -> dict:
+    """{split: {method: [(figures, seconds) per finished seed]}} of the cells ``done`` asked for."""
+    return {k: {m: [done[(k, m, s)] for s in seeds if (k, m, s) in done] for m in methods} for k in splits}
 
 
 def per_split(results: dict, view: str, key: str) -> dict[str, dict[int, float]]:

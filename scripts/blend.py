@@ -1,0 +1,110 @@
+"""ZSCRGAN's scores blended with a baseline's, the weight chosen on validation classes, over a
+``zscrgan compare --splits`` folder (docs/results.md, "Over several class splits").
+
+    python scripts/blend.py runs/compare_FLO_splits --method tuned --baseline ridge
+
+For every finished (split, ``--method``, seed) cell of the compare, the run's selected model
+(its best.pt) and the baseline refitted on the run's own training and validation classes are
+scored as one model: w * cos(ZSCRGAN) + (1 - w) * cos(baseline), as the cosine of each side's unit
+embeddings scaled by sqrt(w) and sqrt(1 - w) and put side by side. w in 0, 0.1, ..., 1 is chosen
+by validation Prec@K, every text a query (the selection figure of every method; the lower w on a
+tie), then the blend is scored once on the unseen classes. Its cells go beside the compare's
+(``blend_cells.jsonl``, the chosen w in each), and the compare's tables with the blend as one more
+method, paired against the best baseline, as ``<compare folder>_blend.md/.csv/.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
+from zscrgan.data.dataset import load_dataset
+from zscrgan.evaluation.baselines import BASELINES, fit_baseline
+from zscrgan.config import DEFAULT_K
+from zscrgan.evaluation.scoring import Retriever, score_views, training_centre
+from zscrgan.experiments.compare import write_split_tables
+from zscrgan.experiments.runfolder import BEST_CHECKPOINT, view_figures
+from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells
+from zscrgan.files import write_atomic
+
+WEIGHTS = [i / 10 for i in range(11)]
+
+
+class Blend:
+    """Two retrieval models as one: the cosine of its embeddings is w * one's + (1 - w) * the other's."""
+
+    def __init__(self, first, second, weight: float):
+        self.first, self.second, self.weight = first, second, weight
+
+    def _join(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        unit = torch.nn.functional.normalize
+        return torch.cat([math.sqrt(self.weight) * unit(a, dim=1), math.sqrt(1 - self.weight) * unit(b, dim=1)], 1)
+
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        return self._join(self.first.embed_texts(texts), self.second.embed_texts(texts))
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self._join(self.first.embed_images(images), self.second.embed_images(images))
+
+
+def blend_cell(run_dir: Path, baseline: str, device: torch.device) -> tuple[dict, float]:
+    """The blended model's figures (the compare's cell form) and its chosen weight."""
+    state = load_checkpoint(run_dir / BEST_CHECKPOINT)
+    cfg = checkpoint_config(state["config"])
+    data = load_dataset(cfg.dataset)
+    train, val = state["classes"]["train"], state["classes"]["val"]
+    model = model_from_weights(state["trainer"]["model"], cfg).to(device)
+    centre = training_centre(model, data, train, device) if cfg.eval_centre else None
+    zscrgan = Retriever.for_round(model, cfg, state["round"], device, centre)
+    other = fit_baseline(baseline, data, train, val, seed=cfg.seed, device=device, select_k=cfg.select_k)
+    ks, key = cfg.scored_ks(), f"prec@{cfg.select_k}"
+    on_val = {w: score_views(Blend(zscrgan, other, w), data, val, ks, device, details=False)[0].as_dict()[key]
+              for w in WEIGHTS}
+    weight = max(WEIGHTS, key=lambda w: (on_val[w], -w))
+    test, _, per_class = score_views(Blend(zscrgan, other, weight), data, data.unseen, ks, device, details=False,
+                                     per_class=data.many_texts)
+    return view_figures("test", test, per_class), weight
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("compare", type=Path, help="a compare --splits folder, e.g. runs/compare_FLO_splits")
+    parser.add_argument("--method", default="tuned", help="the ZSCRGAN method of the compare to blend")
+    parser.add_argument("--baseline", default="ridge", choices=list(BASELINES))
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    folder, device = args.compare, torch.device(args.device)
+    base = folder.name.removeprefix("compare_").removesuffix("_splits")
+    done = read_cells(folder / CELLS_FILE)
+    name = f"{args.method}+{args.baseline}"
+    blends = folder / "blend_cells.jsonl"
+    kept = read_cells(blends) if blends.exists() else {}
+    lines = [json.dumps({"split": k, "method": m, "seed": s, "figures": f, "seconds": sec}) for (k, m, s), (f, sec)
+             in kept.items()]
+    for (k, method, seed) in sorted(c for c in done if c[1] == args.method and (c[0], name, c[2]) not in kept):
+        run_dir = folder.parent / "ckt_logs" / f"{base}_split{k}_{method}_seed{seed}_logs"
+        figures, weight = blend_cell(run_dir, args.baseline, device)
+        kept[(k, name, seed)] = (figures | {"weight": weight}, done[(k, method, seed)][1])
+        lines.append(json.dumps({"split": k, "method": name, "seed": seed, "figures": kept[(k, name, seed)][0],
+                                 "seconds": done[(k, method, seed)][1]}))
+        write_atomic(blends, "".join(line + "\n" for line in lines).encode())
+        print(f"split {k} seed {seed}: w {weight:.1f}, unseen Prec@{DEFAULT_K} "
+              f"{figures['test'][f'prec@{DEFAULT_K}']:.4f} ({method} alone "
+              f"{done[(k, method, seed)][0]['test'][f'prec@{DEFAULT_K}']:.4f})", flush=True)
+    cells = done | kept
+    splits = sorted({k for k, _, _ in cells})
+    seeds = sorted({s for _, _, s in cells})
+    methods = list(dict.fromkeys(m for _, m, _ in cells))
+    md = write_split_tables(folder.with_name(folder.name + "_blend"), by_split(cells, splits, methods, seeds), seeds,
+                            DEFAULT_K)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
