@@ -304,15 +304,16 @@ class Run:
             write_report(self.run_dir)
         if "test" in selected:
             print(describe(summary))
-        self.say(self.outputs_line())
+        self.say(self.outputs_line(selected))
         return summary
 
-    def outputs_line(self) -> str:
-        """Where the run wrote what the next command needs: the folder, its files, the retrieval lists."""
+    def outputs_line(self, selected: dict) -> str:
+        """Where the run wrote what the next command needs: the folder, its files, and the retrieval
+        lists of the selected round (named by its figures, whichever process wrote them)."""
         files = [BEST_CHECKPOINT, SUMMARY_FILE] + (["report.html"] if self.cfg.report else [])
-        lists = sorted(self.res_dir.glob("acc*.pkl"), key=lambda p: p.stat().st_mtime_ns)  # the newest: the selected round's
+        lists = self.folder.retrieval_path(self.cfg.select_k, selected["test"]) if "test" in selected else None
         return (f"outputs: {self.run_dir}/ ({', '.join(files)})" +
-                (f"; retrieval lists: {lists[-1]}" if lists else ""))
+                (f"; retrieval lists: {lists}" if lists is not None and lists.is_file() else ""))
 
 
 def _train_one(cfg: Config, threads: int) -> dict:

@@ -115,6 +115,11 @@ class RunFolder:
         self.write(ARGS_FILE, "".join(f"{k}: {v}\n" for k, v in config.items()).encode())
         self.write_json(CONFIG_FILE, config)
 
+    def retrieval_path(self, k: int, figures: dict) -> Path:
+        """Where the retrieval lists of a round with these unseen-class ``figures`` are written."""
+        prec = figures[f"prec@{k}"]
+        return self.res_dir / (f"acc{prec:.3f}.pkl" if k == DEFAULT_K else f"acc_p{k}_{prec:.3f}.pkl")
+
     def write_retrieval(self, k: int, figures: dict, lists: list, only: bool = False) -> Path:
         """``acc<Prec@50>.pkl`` as upstream names it; ``acc_p<K>_<Prec@K>.pkl`` when selecting on
         another K. ``only``: remove the earlier ones first (--select last keeps one file).
@@ -125,8 +130,7 @@ class RunFolder:
         millions of texts would otherwise write gigabytes)."""
         if len(lists) > MAX_RETRIEVAL_LISTS:
             lists = [lists[i] for i in np.linspace(0, len(lists) - 1, MAX_RETRIEVAL_LISTS).round().astype(int)]
-        prec = figures[f"prec@{k}"]
-        path = self.res_dir / (f"acc{prec:.3f}.pkl" if k == DEFAULT_K else f"acc_p{k}_{prec:.3f}.pkl")
+        path = self.retrieval_path(k, figures)
         if only:
             for old in self.res_dir.glob("acc*.pkl"):
                 old.unlink()
