@@ -78,7 +78,8 @@ def test_a_fifo_or_a_link_out_of_the_folder_is_never_served(folder, client, tmp_
     thread.start()
     thread.join(10)
     assert not thread.is_alive(), "/photo of a FIFO hangs"
-    assert result[0].status_code == 404
+    assert result[0].status_code == 404 and result[0].json() == {"detail": "photo 4: its file is now a FIFO, "
+                                                                           "not a regular file"}
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(image_bytes("JPEG"))
     (folder / "c4").mkdir(exist_ok=True)

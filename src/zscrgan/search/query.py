@@ -127,13 +127,14 @@ class IndexReader:
         return row[0] if row else None
 
     def photo_path(self, photo_id: int) -> Path | None:
-        """The file of an indexed photo, only if it still lies inside the indexed folder."""
+        """The file of an indexed photo, only if it still lies inside the indexed folder (whether it is
+        still a readable image is serve's open_photo to say, on the open descriptor)."""
         meta = self.photo(photo_id)
         if meta is None:
             return None
         root = Path(self.manifest["images"]).resolve()
         path = (root / ps.file_path(meta["path"])).resolve()
-        return path if path.is_relative_to(root) and path.is_file() else None
+        return path if path.is_relative_to(root) else None
 
     def id_of_path(self, path: str | Path) -> int:
         path = Path(path)
