@@ -218,8 +218,10 @@ def scan(root: Path, wanted=is_photo_name, what: str = "photo") -> Scan:
 def _examine(path: Path, inside: str) -> os.stat_result | str | None:
     """The file's stat if it is to be read; else why not; None if it vanished while walking."""
     try:
-        link = stat.S_ISLNK(os.lstat(path).st_mode)
-        st = path.stat()
+        st = os.lstat(path)
+        link = stat.S_ISLNK(st.st_mode)
+        if link:  # followed only here: a plain file is stat'ed once
+            st = os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symlink loop"
