@@ -61,7 +61,8 @@ def blend_cell(run_dir: Path, baseline: str, device: torch.device) -> tuple[dict
     model = model_from_weights(state["trainer"]["model"], cfg).to(device)
     centre = training_centre(model, data, train, device) if cfg.eval_centre else None
     zscrgan = Retriever.for_round(model, cfg, state["round"], device, centre)
-    other = fit_baseline(baseline, data, train, val, seed=cfg.seed, device=device, select_k=cfg.select_k)
+    other = fit_baseline(baseline, data, train, val, seed=cfg.seed, device=device, select_k=cfg.select_k,
+                         own_photo=cfg.photo_pairs)  # the baseline as compare fitted it
     ks, key = cfg.scored_ks(), f"prec@{cfg.select_k}"
     on_val = {w: score_views(Blend(zscrgan, other, w), data, val, ks, device, details=False)[0].as_dict()[key]
               for w in WEIGHTS}
