@@ -42,7 +42,7 @@ def run_variant(cfg: Config, index: int, overrides: dict, recipe: str, seeds: li
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(sys.argv[1:] if argv is None else argv, "scripts/ablation.py",
+    cfg = parse_config(argv, "scripts/ablation.py",
                        description=__doc__.splitlines()[0],
                        defaults=dict(report=False, seeds="0", out_dir="runs/ablation"))[0]
     prepare_process(cfg)

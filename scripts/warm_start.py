@@ -93,7 +93,7 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(sys.argv[1:] if argv is None else argv, "scripts/warm_start.py",
+    cfg = parse_config(argv, "scripts/warm_start.py",
                        description=__doc__.splitlines()[0],
                        defaults=dict(report=False, seeds="0,1,2", out_dir="runs/warm_start", epochs=8))[0].resolved()
     prepare_process(cfg)

@@ -245,14 +245,14 @@ def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
     raise UserError(f"--resume {run}: no run there (no config.json in {', '.join(map(str, dict.fromkeys(tried)))})")
 
 
-def parse_config(argv: list[str], prog: str = "zscrgan train", *, description: str = "Train and evaluate ZSCRGAN.",
+def parse_config(argv: list[str] | None, prog: str = "zscrgan train", *, description: str = "Train and evaluate ZSCRGAN.",
                  extra: Callable[[argparse.ArgumentParser], object] | None = None, defaults: dict | None = None,
                  allow_abbrev: bool = True) -> tuple[Config, argparse.Namespace]:
     """The one way from a command line to a Config, for every command and script that takes its flags.
 
     Values come from, last winning: the Config defaults, the command's ``defaults``, the ``--config``
-    FILE or the run ``--resume RUN`` names, the flags given. ``extra(parser)`` adds the command's own
-    flags; their values come back as the Namespace. The Config is as given (recipe fields left at None:
+    FILE or the run ``--resume RUN`` names, the flags given (``argv`` None: sys.argv[1:], as argparse).
+    ``extra(parser)`` adds the command's own flags; their values come back as the Namespace. The Config is as given (recipe fields left at None:
     ``.resolved()`` fills them; compare and the ablation try several recipes on one). A bad flag, or a
     resolved Config :func:`check_config` refuses, exits with the parser's one-line error; a bad
     settings file raises UserError (one line under cli.py).
