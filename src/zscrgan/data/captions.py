@@ -178,8 +178,9 @@ def unseen_from_lists(names: list, unseen_list: Path, seen_list: Path | None = N
     lists = {Path(unseen_list): read_class_list(unseen_list)}
     if seen_list is not None:
         lists[Path(seen_list)] = read_class_list(seen_list)
+    known = set(names)
     for path, listed in lists.items():
-        unknown = [n for n in listed if n not in set(names)]
+        unknown = [n for n in listed if n not in known]
         if unknown:
             raise DataError(f"{path}: no photos of the class{'es' if len(unknown) > 1 else ''} "
                             f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} "
