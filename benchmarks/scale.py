@@ -183,7 +183,7 @@ def bench_ivf(n: int, args) -> dict:
 
 
 def bench_shards(args) -> list[dict]:
-    from zscrgan.search.distribute import build_shards
+    from zscrgan.search.shard import build_shards
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

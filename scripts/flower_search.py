@@ -38,7 +38,7 @@ from zscrgan.data.photos import preprocess
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import unit
 from zscrgan.files import write_atomic, write_json
-from zscrgan.search.query import IndexReader
+from zscrgan.search.reader import IndexReader
 
 
 def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> tuple[float, dict]:

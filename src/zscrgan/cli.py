@@ -9,8 +9,8 @@
     zscrgan data      build|split|check|convert   make and validate data sets (zscrgan.data.tools)
     zscrgan models                           the models shipped with zscrgan (zscrgan.search.shipped)
     zscrgan index     --model flowers --images DIR --out INDEX   make photos searchable (zscrgan.search.index)
-    zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.search.distribute)
-    zscrgan search    INDEX "description"    photos by description (zscrgan.search.query)
+    zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.search.shard)
+    zscrgan search    INDEX "description"    photos by description (zscrgan.search.reader)
     zscrgan serve     INDEX                  HTTP API and web page (zscrgan.search.serve)
     zscrgan --version
 """
@@ -33,8 +33,8 @@ COMMANDS = {
     "data": ("zscrgan.data.tools", "main"),
     "models": ("zscrgan.search.shipped", "main"),
     "index": ("zscrgan.search.index", "main"),
-    "shard": ("zscrgan.search.distribute", "main"),
-    "search": ("zscrgan.search.query", "main"),
+    "shard": ("zscrgan.search.shard", "main"),
+    "search": ("zscrgan.search.reader", "main"),
     "serve": ("zscrgan.search.serve", "main"),
 }
 

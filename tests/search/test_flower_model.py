@@ -58,7 +58,7 @@ def test_search_with_the_shipped_model_needs_no_training_and_no_data(tmp_path, c
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from zscrgan.search.query import IndexReader
+    from zscrgan.search.reader import IndexReader
     from zscrgan.search.serve import create_app
 
     with TestClient(create_app(IndexReader(out))) as client:
@@ -76,7 +76,7 @@ def test_the_cards_held_out_figure_reproduces_through_index_and_search(tmp_path)
     from conftest import shared_path
 
     from zscrgan.data.featurize import read_texts
-    from zscrgan.search.query import IndexReader
+    from zscrgan.search.reader import IndexReader
 
     photos, out = shared_path("data", "flower_photos"), tmp_path / "index"
     assert cli(["index", "--model", "flowers", "--images", str(photos), "--out", str(out)]) == 0

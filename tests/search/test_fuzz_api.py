@@ -17,7 +17,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from flowerkit import flower_index  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from zscrgan.search.query import IndexReader  # noqa: E402
+from zscrgan.search.reader import IndexReader  # noqa: E402
 from zscrgan.search.serve import create_app  # noqa: E402
 
 FUZZ_EXAMPLES = int(os.environ.get("ZSCRGAN_FUZZ_EXAMPLES", "60"))

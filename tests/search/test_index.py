@@ -20,7 +20,7 @@ from zscrgan.cli import main as cli  # noqa: E402
 from zscrgan.errors import DataError, UserError  # noqa: E402
 from zscrgan.search import photostore as ps  # noqa: E402
 from zscrgan.search.index import build_index  # noqa: E402
-from zscrgan.search.query import IndexReader  # noqa: E402
+from zscrgan.search.reader import IndexReader  # noqa: E402
 
 CLASSES = ("hard-leaved_pocket_orchid", "daffodil")
 
@@ -181,7 +181,7 @@ def test_refusals_are_one_line(setup, photos, tmp_path):
     for argv, pattern in (([str(out), "   "], "empty query"), ([str(out), "x", "-k", "0"], "1..1000"),
                           ([str(out), "x", "-k", "1001"], "1..1000"), ([str(tmp_path), "x"], "not an index folder")):
         with pytest.raises(DataError, match=pattern):
-            from zscrgan.search.query import main as search_main
+            from zscrgan.search.reader import main as search_main
             search_main(argv)
 
 

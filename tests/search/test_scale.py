@@ -17,7 +17,7 @@ from zscrgan.cli import main as cli  # noqa: E402
 from zscrgan.errors import DataError  # noqa: E402
 from zscrgan.evaluation.metrics import unit  # noqa: E402
 from zscrgan.search import diskindex as di  # noqa: E402
-from zscrgan.search import shards as sh  # noqa: E402
+from zscrgan.search import shardfolder as sf  # noqa: E402
 from zscrgan.search.gallery import GalleryIndex, recall_at_k  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def test_plan_prints_every_kind_and_refuses_beyond_the_disk(tmp_path, capsys):
 
 
 def test_ray_address_that_does_not_answer_fails_fast():
-    from zscrgan.search.distribute import check_address
+    from zscrgan.search.shard import check_address
 
     start = time.monotonic()
     with pytest.raises(DataError, match="no Ray head answers there within 0.5 s"):
@@ -130,7 +130,7 @@ def test_ray_address_that_does_not_answer_fails_fast():
 
 
 def test_a_failing_shard_is_retried_then_named():
-    from zscrgan.search.distribute import _attempts
+    from zscrgan.search.shard import _attempts
 
     calls = []
 
@@ -169,7 +169,7 @@ def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    finished, total = len(list(out.glob("*.done.json"))), sh.read_plan(out)["shards"]
+    finished, total = len(list(out.glob("*.done.json"))), sf.read_plan(out)["shards"]
     assert 3 <= finished < total, f"{finished} of {total} shards finished before the kill"
     again = subprocess.run(shard_argv(run, photos, out), capture_output=True, text=True, env=env, timeout=180)
     assert again.returncode == 0, again.stderr
@@ -200,7 +200,7 @@ def test_killed_shard_run_resumes_then_index_and_serve_ivfpq(tmp_path, capsys):
     from fastapi.testclient import TestClient
     from flowerkit import ORCHID
 
-    from zscrgan.search.query import IndexReader
+    from zscrgan.search.reader import IndexReader
     from zscrgan.search.serve import create_app
 
     with TestClient(create_app(IndexReader(index)), raise_server_exceptions=False) as client:
@@ -222,8 +222,8 @@ def test_bad_shard_files_are_refused_in_one_line(tmp_path):
     shutil.copytree(photos / "daffodil", few / "daffodil")
     out = tmp_path / "shards"
     assert cli(["shard", "--run", str(run), "--images", str(few), "--out", str(out), "--shard-size", "4"]) == 0
-    plan = sh.read_plan(out)
-    rows, emb = sh.load_shard(out, 0, plan["key"])
+    plan = sf.read_plan(out)
+    rows, emb = sf.load_shard(out, 0, plan["key"])
     assert len(rows) == 4 and emb.shape == (4, 128)
     npy = out / "shard-00001.npy"
     good = npy.read_bytes()
@@ -237,11 +237,11 @@ def test_bad_shard_files_are_refused_in_one_line(tmp_path):
     record = json.loads(done.read_text())
     done.write_text(json.dumps({**record, "key": "0123456789abcdef"}))  # from another run
     with pytest.raises(DataError, match="shard-00000.done.json: from another run"):
-        sh.load_shard(out, 0, plan["key"])
+        sf.load_shard(out, 0, plan["key"])
     other = tmp_path / "other"
     shutil.copytree(photos / "sweet_pea", other / "sweet_pea")
     with pytest.raises(DataError, match="shards of another run"):
-        from zscrgan.search.distribute import build_shards
+        from zscrgan.search.shard import build_shards
         build_shards(run, other, out)
     if __import__("importlib").util.find_spec("ray"):  # a silent head: refused before a file is written
         with pytest.raises(DataError, match="no Ray head answers"):
@@ -256,14 +256,14 @@ def test_local_and_ray_write_identical_shards(tmp_path):
     few = tmp_path / "photos"
     for cls in ("daffodil", "hard-leaved_pocket_orchid"):
         shutil.copytree(photos / cls, few / cls)
-    from zscrgan.search.distribute import build_shards
+    from zscrgan.search.shard import build_shards
 
     local = build_shards(run, few, tmp_path / "local", shard_size=5, workers=2)
     ray = build_shards(run, few, tmp_path / "ray", shard_size=5, distributor="ray", workers=2)
     assert local["shards"] == ray["shards"] == 3 and local["photos"] == ray["photos"] == 12
     for shard in range(3):
         for suffix in (".npy", ".parquet"):
-            name = sh.name(shard) + suffix
+            name = sf.name(shard) + suffix
             assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
 
 
@@ -319,5 +319,5 @@ def test_a_two_node_ray_cluster_with_token_authentication_writes_the_local_shard
                 "--shard-size", "4", "--workers", "2"]) == 0
     for shard in range(3):
         for suffix in (".npy", ".parquet"):
-            name = sh.name(shard) + suffix
+            name = sf.name(shard) + suffix
             assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "cluster" / name).read_bytes(), name

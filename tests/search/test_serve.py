@@ -8,7 +8,7 @@ pytest.importorskip("efficientnet_lite_pytorch")
 from fastapi.testclient import TestClient  # noqa: E402
 from flowerkit import ORCHID, flower_index  # noqa: E402
 
-from zscrgan.search.query import IndexReader  # noqa: E402
+from zscrgan.search.reader import IndexReader  # noqa: E402
 from zscrgan.search.serve import create_app  # noqa: E402
 
 

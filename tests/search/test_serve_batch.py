@@ -23,7 +23,7 @@ pytest.importorskip("faiss")
 from servekit import CLASSES, DIM, N, serving, synthetic_index  # noqa: E402
 
 from zscrgan.search.batcher import Batcher, Query, Refusal  # noqa: E402
-from zscrgan.search.query import IndexReader  # noqa: E402
+from zscrgan.search.reader import IndexReader  # noqa: E402
 from zscrgan.search.serve import create_app  # noqa: E402
 
 

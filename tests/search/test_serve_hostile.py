@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 from servekit import serving, synthetic_index  # noqa: E402
 
 from zscrgan.search import photostore as ps  # noqa: E402
-from zscrgan.search.query import IndexReader  # noqa: E402
+from zscrgan.search.reader import IndexReader  # noqa: E402
 from zscrgan.search.serve import create_app  # noqa: E402
 
 
@@ -139,7 +139,7 @@ def test_an_integer_min_score_is_still_a_number(client):
 
 def test_invisible_texts_are_refused_by_the_cli_too():
     from zscrgan.errors import DataError
-    from zscrgan.search.query import check_texts
+    from zscrgan.search.reader import check_texts
 
     for text in ("\u200b", "\x00\x00", "\u200b \u2060\ufeff", "\t\n"):
         with pytest.raises(DataError, match="empty query"):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zscrgan.errors import DataError
-from zscrgan.search.query import IndexReader, check_texts
+from zscrgan.search.reader import IndexReader, check_texts
 
 WAIT_MS = 2.0  # how long the first query of a batch waits for company
 MAX_BATCH = 64

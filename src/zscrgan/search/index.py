@@ -2,7 +2,7 @@
 
     zscrgan index --model flowers --images photos/ --out photos_index     # the shipped flower model
     zscrgan index --run ckt_logs/NAME_logs --images photos/ --out photos_index [--kind exact|ivf|hnsw|ivfpq]
-    zscrgan index ... --shards SHARDS      # take the vectors `zscrgan shard` wrote (zscrgan.search.distribute)
+    zscrgan index ... --shards SHARDS      # take the vectors `zscrgan shard` wrote (zscrgan.search.shard)
     zscrgan index --plan 10000000 --dim 256 [--out DIR]   # memory and disk of each kind (zscrgan.search.sizing)
 
 Every file under PHOTOS (any depth, hidden ones excepted) is tried as an image, encoded with
@@ -34,7 +34,7 @@ from zscrgan.errors import DataError
 from zscrgan.files import LOCK_FILE
 from zscrgan.search import diskindex
 from zscrgan.search import photostore as ps
-from zscrgan.search import shards as sh
+from zscrgan.search import shardfolder as sf
 from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
 from zscrgan.search.sizing import sizing_main
 from zscrgan.search.shipped import describe_models, open_model
@@ -165,7 +165,7 @@ class Indexer:
 
     def ingest_shards(self, folder: Path, todo: list[str]) -> list[str]:
         """Commit the photos of ``todo`` that finished shards hold unchanged; returns the rest."""
-        plan = sh.read_plan(folder)
+        plan = sf.read_plan(folder)
         if plan.get("checkpoint_sha256") != self.run.checkpoint_sha256 or plan.get("images") != str(self.images.resolve()):
             raise DataError(f"{folder}: shards of {plan.get('images')} with checkpoint {str(plan.get('checkpoint_sha256'))[:12]}, "
                             f"not of {self.images.resolve()} with this run's {self.run.checkpoint_sha256[:12]}")
@@ -174,7 +174,7 @@ class Indexer:
         wanted = set(todo)
         if not wanted:
             return []  # nothing new: the shards need not be read
-        for rows, emb in sh.finished_rows(folder, plan):
+        for rows, emb in sf.finished_rows(folder, plan):
             with self.conn:
                 for r in rows:
                     st = self.files.get(r["path"])

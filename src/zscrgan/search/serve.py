@@ -50,7 +50,7 @@ from zscrgan.data.photos import IMAGE_TYPES, open_photo, shown
 from zscrgan.errors import DataError, UserError, require
 from zscrgan.search import connections
 from zscrgan.search.batcher import MAX_BATCH, STAGES, WAIT_MS, Batcher, Query, Refusal
-from zscrgan.search.query import MAX_K, MAX_TEXT, IndexReader, check_texts
+from zscrgan.search.reader import MAX_K, MAX_TEXT, IndexReader, check_texts
 
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0  # seconds to receive a whole request body

@@ -4,7 +4,7 @@
                   [--distributor local [--workers N] | ray [--workers N] [--ray_address auto|HOST:PORT]]
     zscrgan index --run RUN --images PHOTOS --out INDEX --shards SHARDS [--kind ivfpq]
 
-The distributors only schedule :class:`zscrgan.search.shards.ShardWorker` (the pure worker), so they
+The distributors only schedule :class:`zscrgan.search.shardfolder.ShardWorker` (the pure worker), so they
 write identical shards: ``local`` runs it in this process, or in ``--workers`` spawned processes
 of one thread each; ``ray`` runs it as a Ray Data ``map_batches`` actor (model loaded once per
 actor). ``--ray_address auto`` joins the cluster this machine belongs to; none starts a local
@@ -29,7 +29,7 @@ from zscrgan.data.photos import MAX_FILE_MB, scan
 from zscrgan.device import spawn_pool
 from zscrgan.errors import DataError, require
 from zscrgan.search import photostore as ps
-from zscrgan.search import shards as sh
+from zscrgan.search import shardfolder as sf
 from zscrgan.search.index import resolve_encoder
 from zscrgan.search.shipped import open_model
 from zscrgan.search.trained import class_table
@@ -62,7 +62,7 @@ _WORKER = None
 
 def _init_pool(worker_args: tuple) -> None:
     global _WORKER
-    _WORKER = sh.ShardWorker(*worker_args, threads=1)
+    _WORKER = sf.ShardWorker(*worker_args, threads=1)
 
 
 def _pool_task(folder, images, shard, paths, key, retries) -> tuple[int, int, str]:
@@ -71,7 +71,7 @@ def _pool_task(folder, images, shard, paths, key, retries) -> tuple[int, int, st
 
 def run_local(tasks, folder, images, key, worker_args, workers, retries):
     if workers == 1:
-        worker = sh.ShardWorker(*worker_args, threads=1)
+        worker = sf.ShardWorker(*worker_args, threads=1)
         for shard, paths in tasks:
             yield (shard, *_attempts(worker, folder, images, shard, paths, key, retries))
         return
@@ -89,7 +89,7 @@ class RayShardActor:
     """Ray Data actor: loads the model once, then writes one shard per batch row."""
 
     def __init__(self, worker_args, folder, images, key, retries):
-        self.worker = sh.ShardWorker(*worker_args, threads=1)
+        self.worker = sf.ShardWorker(*worker_args, threads=1)
         self.folder, self.images, self.key, self.retries = folder, images, key, retries
 
     def __call__(self, batch: dict) -> dict:
@@ -162,7 +162,7 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
     # a name that is not UTF-8 cannot be a Parquet string: zscrgan index --shards embeds it itself
     run = open_model(run_dir, model)
     encoder = resolve_encoder(run, encoder)
-    key = sh.run_key(run.checkpoint_sha256, encoder, images)
+    key = sf.run_key(run.checkpoint_sha256, encoder, images)
     about = {"checkpoint_sha256": run.checkpoint_sha256, "run": run.name, "image_encoder": encoder,
              "images": str(images.resolve()), "embed_dim": run.embed_dim}
     started = connect_ray(ray_address, workers) if distributor == "ray" else False
@@ -177,8 +177,8 @@ def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str 
 def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_megapixels,
                   distributor, workers, retries, max_file_mb) -> dict:
     with ps.folder_lock(out, "zscrgan shard"):
-        plan, groups = sh.make_plan(out, files, key, about, shard_size)
-        todo = [(s, groups[s]) for s in range(plan["shards"]) if not sh.is_finished(out, s, key)]
+        plan, groups = sf.make_plan(out, files, key, about, shard_size)
+        todo = [(s, groups[s]) for s in range(plan["shards"]) if not sf.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []
         worker_args = (run.source, encoder, int(max_megapixels * 1e6), names, int(max_file_mb * 1e6))
         runner = (run_ray(todo, out, images, key, worker_args, workers, retries) if distributor == "ray"
@@ -198,7 +198,7 @@ def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_
           f"{plan['shards'] - len(todo)} finished before; {len(failed)} failed")
     if failed:
         shard, error = sorted(failed)[0]
-        raise DataError(f"{out}: {len(failed)} shard(s) failed after {retries} retries (first: {sh.name(shard)}: "
+        raise DataError(f"{out}: {len(failed)} shard(s) failed after {retries} retries (first: {sf.name(shard)}: "
                         f"{error}); rerun the same command to redo only those")
     return {"shards": plan["shards"], "written": done, "photos": photos, "seconds": seconds, "skipped": plan["shards"] - len(todo)}
 
