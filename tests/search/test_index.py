@@ -238,7 +238,7 @@ def test_resumes_after_kill_9(setup, photos, tmp_path):
 
 
 def test_a_photo_folder_names_its_class_whatever_the_separators():
-    from zscrgan.search.index import class_lookup, known_class
+    from zscrgan.data.photos import class_lookup, known_class
 
     lookup = class_lookup(["english marigold", "hard-leaved pocket orchid", "daffodil"])
     assert known_class("english_marigold/a.jpg", lookup) == "english marigold"

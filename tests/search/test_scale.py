@@ -145,6 +145,50 @@ def test_a_failing_shard_is_retried_then_named():
     assert _attempts(lambda *a: 1 / 0, "f", "i", 3, [], "k", retries=1) == (-1, "ZeroDivisionError: division by zero")
 
 
+def test_a_row_is_stamped_with_the_file_it_read_not_a_second_look_by_path(tmp_path, monkeypatch):
+    """Index and shard stat'ed a photo by path, then read it through another descriptor: a photo swapped
+    between the two was stored with one file's size and mtime and the other's pixels and hash."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    def jpeg(side):
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side), (200, 40, 90)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    class Run:  # all ShardWorker.read needs of a model: none (the CNN is loaded at the first embed)
+        embed_dim = 4
+
+        def encoders(self, image_encoder, photo_batch):
+            return None
+
+    old, new = jpeg(16), jpeg(64)
+    (tmp_path / "daffodil").mkdir()
+    photo = tmp_path / "daffodil" / "a.jpg"
+    photo.write_bytes(old)
+    real = sf.read_photo
+
+    def swapped_first(path, *args, **kwargs):
+        tmp = path.with_name("new.tmp")
+        tmp.write_bytes(new)
+        os.replace(tmp, path)  # another file under the same name, as a sync tool writes it
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sf, "read_photo", swapped_first)
+    worker = sf.ShardWorker(Run(), "efficientnet_lite0", ["daffodil"])
+    row, pixels = worker.read(tmp_path, "daffodil/a.jpg")
+    st = photo.stat()
+    assert (row["size"], row["mtime_ns"], row["sha256"]) == (len(new), st.st_mtime_ns, hashlib.sha256(new).hexdigest())
+    assert (row["width"], row["height"], row["class"], row["skipped"]) == (64, 64, "daffodil", None)
+    assert pixels.shape == (3, 224, 224)
+    monkeypatch.setattr(sf, "read_photo", real)
+    photo.write_bytes(b"GIF89a")  # an unreadable file is remembered by the stat it was judged on, too
+    row, pixels = worker.read(tmp_path, "daffodil/a.jpg")
+    assert pixels is None and row["size"] == 6 and row["skipped"].startswith("not a readable image")
+
+
 # ---- on real photos: the flower run of tests/flowerkit.py ---------------------------------------
 def flowers():
     pytest.importorskip("efficientnet_lite_pytorch")

@@ -36,6 +36,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 THUMB_SIDE = 256  # longest side of the JPEG thumbnail an index keeps per photo
 MAX_FILE_MB = 64.0  # default size cap (--max_file_mb): larger files are skipped unread
+MAX_MEGAPIXELS = 40.0  # default pixel cap (--max_megapixels) of `zscrgan index` and `shard`
 # The formats read here, by their first bytes (Pillow's names) and the MIME type they are served as.
 # The suffixes below with no reliable signature (.tga, .pcx) or no decoder here (.heic) are refused.
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
@@ -86,6 +87,21 @@ class Photo:
     height: int
     sha256: str | None = None  # of the file's bytes (with ``keep``)
     thumb: bytes | None = None  # a JPEG of at most THUMB_SIDE pixels a side (with ``keep``)
+    stat: os.stat_result | None = None  # of the descriptor the bytes were read from
+
+
+class Skipped(str):
+    """Why a file is not read, in one line (a str: printed and compared as one), and the stat of the
+    descriptor it was judged on (None when it would not open): what an index remembers it by, so it
+    is retried only when it changes."""
+
+    stat: os.stat_result | None = None
+
+    @classmethod
+    def because(cls, reason: str, st: os.stat_result | None = None) -> "Skipped":
+        skipped = cls(reason)
+        skipped.stat = st
+        return skipped
 
 
 def image_format(head: bytes) -> str | None:
@@ -97,16 +113,17 @@ def image_format(head: bytes) -> str | None:
     return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
 
 
-def open_photo(path: Path, max_bytes: int | None = None) -> tuple[BinaryIO, os.stat_result, str] | str:
+def open_photo(path: Path, max_bytes: int | None = None) -> tuple[BinaryIO, os.stat_result, str] | Skipped:
     """(the file open for reading at offset 0, its stat, its image format), or a one-line reason not
-    to read it: not a regular file, empty, over ``max_bytes``, no image header.
+    to read it (:class:`Skipped`): not a regular file, empty, over ``max_bytes``, no image header.
 
     Opened with O_NONBLOCK and checked with fstat on the descriptor, so the file checked is the
     file read and a FIFO or device never blocks; at most HEAD_BYTES are read before the answer."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        return f"cannot open ({exc.strerror})"
+        return Skipped.because(f"cannot open ({exc.strerror})")
+    st = None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -123,7 +140,7 @@ def open_photo(path: Path, max_bytes: int | None = None) -> tuple[BinaryIO, os.s
     except OSError as exc:
         reason = f"cannot read ({exc.strerror})"
     os.close(fd)
-    return reason
+    return Skipped.because(reason, st)
 
 
 def file_kind(mode: int) -> str:
@@ -134,9 +151,10 @@ def file_kind(mode: int) -> str:
 
 
 def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False,
-               max_bytes: int | None = int(MAX_FILE_MB * 1e6)) -> Photo | str:
+               max_bytes: int | None = int(MAX_FILE_MB * 1e6)) -> Photo | Skipped:
     """The decoded photo, or a one-line reason to skip the file (see :func:`open_photo`; too many
-    pixels; not decodable as the format its header announces).
+    pixels; not decodable as the format its header announces). Either carries the stat of the
+    descriptor read (where it opened), never a second stat by path that could be of another file.
 
     ``keep``: also the file's SHA-256 and a JPEG thumbnail, for an index's photo table.
     """
@@ -144,18 +162,19 @@ def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False,
     opened = open_photo(path, max_bytes)
     if isinstance(opened, str):
         return opened
-    fh, _, fmt = opened
+    fh, st, fmt = opened
     try:
         with fh:
             raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
         if max_bytes is not None and len(raw) > max_bytes:
-            return f"grew past --max_file_mb {max_bytes / 1e6:g} while being read"
+            return Skipped.because(f"grew past --max_file_mb {max_bytes / 1e6:g} while being read", st)
         with Image.open(io.BytesIO(raw), formats=[fmt]) as image:  # decoded as the header says, nothing else
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
-                return f"{width}x{height} is {width * height / 1e6:.0f} MP, over --max_megapixels {max_pixels / 1e6:g}"
+                return Skipped.because(f"{width}x{height} is {width * height / 1e6:.0f} MP, over --max_megapixels "
+                                       f"{max_pixels / 1e6:g}", st)
             image.load()
-            photo = Photo(preprocess(image), width, height)
+            photo = Photo(preprocess(image), width, height, stat=st)
             if keep:
                 thumb = image.convert("RGB")
                 thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
@@ -164,7 +183,7 @@ def read_photo(path: Path, max_pixels: int | None = None, keep: bool = False,
                 photo.thumb, photo.sha256 = buf.getvalue(), hashlib.sha256(raw).hexdigest()
     except Exception as exc:  # PIL raises many types on malformed files; all mean "skip it"
         said = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", " ".join(str(exc).split()))  # PIL names its buffer
-        return f"not a readable image ({type(exc).__name__}: {said[:200]})"
+        return Skipped.because(f"not a readable image ({type(exc).__name__}: {said[:200]})", st)
     return photo
 
 

@@ -20,7 +20,6 @@ each and remembered, so they are retried only when they change.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from zscrgan.console import Parser, positive_int, progress, say
 from zscrgan.data.encoders import PHOTO_BATCH
-from zscrgan.data.photos import MAX_FILE_MB, Photo, class_lookup, known_class, read_photo, scan
+from zscrgan.data.photos import MAX_FILE_MB, MAX_MEGAPIXELS, scan
 from zscrgan.errors import DataError
 from zscrgan.files import LOCK_FILE
 from zscrgan.search import diskindex
@@ -70,16 +69,16 @@ def check_compatible(run: TrainedRun, out: Path, images: Path, encoder: str | No
 
 
 class Indexer:
-    """One `zscrgan index` run over an index folder it holds the lock of."""
+    """One `zscrgan index` run over an index folder it holds the lock of; photos are turned into rows
+    by the shard worker (:meth:`ShardWorker.read`), in batches of ``batch`` readable photos."""
 
-    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, max_pixels: int, batch: int = PHOTO_BATCH,
-                 max_bytes: int = int(MAX_FILE_MB * 1e6)):
-        self.run, self.images, self.out, self.max_pixels, self.batch = run, images, out, max_pixels, batch
-        self.max_bytes = max_bytes
-        self.encoders = run.encoders(image_encoder=encoder, photo_batch=batch)  # the CNN loads at the first photo
+    def __init__(self, run: TrainedRun, images: Path, out: Path, encoder: str, batch: int = PHOTO_BATCH,
+                 max_megapixels: float = MAX_MEGAPIXELS, max_file_mb: float = MAX_FILE_MB):
+        self.run, self.images, self.out, self.batch = run, images, out, batch
         self.conn = ps.connect(out)
         self.classes = class_table(run)
-        self.class_lookup = class_lookup(self.classes["names"].tolist())
+        self.worker = sf.ShardWorker(run, encoder, self.classes["names"].tolist(), max_megapixels, max_file_mb,
+                                     photo_batch=batch)
 
     def pending(self) -> tuple[list[str], int, int]:
         """(paths to (re)read, photos dropped, known-unreadable files left alone); drops deletions now.
@@ -107,57 +106,50 @@ class Indexer:
             todo.append(rel)
         return todo, dropped, unchanged_bad
 
-    def process(self, batch: list[tuple[str, os.stat_result, Photo]]) -> None:
-        """Featurize, embed and commit one batch (one transaction: all of it or none)."""
-        feats = self.encoders.encode_pixels([photo.pixels for _, _, photo in batch])
-        emb = self.run.embed_images(feats).astype(np.float32)
-        with self.conn:
-            for (rel, st, photo), vec in zip(batch, emb):
-                self._store(rel, photo.sha256, st.st_size, st.st_mtime_ns, photo.width, photo.height,
-                            known_class(rel, self.class_lookup), vec, photo.thumb)
-
-    def _store(self, rel, digest, size, mtime_ns, width, height, cls, vec: np.ndarray, thumb) -> None:
-        """Insert or update one photo's row (inside the caller's transaction)."""
-        rel = ps.stored_path(rel)
+    def _store(self, row: dict, vec: np.ndarray | None) -> None:
+        """Insert or update one photo's row, or record it as unreadable (``vec`` None), so reruns do not
+        retry it unchanged (inside the caller's transaction). A row as :meth:`ShardWorker.read` makes."""
+        rel = ps.stored_path(row["path"])
+        if vec is None:
+            self.conn.execute("DELETE FROM photos WHERE path = ?", (rel,))
+            self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                              (rel, row["size"], row["mtime_ns"], row["skipped"]))
+            return
         self.conn.execute("DELETE FROM skipped WHERE path = ?", (rel,))
         self.conn.execute(
             "INSERT INTO photos (path, sha256, size, mtime_ns, width, height, class, embedding, thumb) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, "
             "size=excluded.size, mtime_ns=excluded.mtime_ns, width=excluded.width, height=excluded.height, "
             "class=excluded.class, embedding=excluded.embedding, thumb=excluded.thumb",
-            (rel, digest, size, mtime_ns, width, height, cls, np.asarray(vec, np.float32).tobytes(), thumb))
+            (rel, row["sha256"], row["size"], row["mtime_ns"], row["width"], row["height"], row["class"],
+             np.asarray(vec, np.float32).tobytes(), row["thumb"]))
 
-    def _mark_skipped(self, rel: str, size: int, mtime_ns: int, reason: str) -> None:
-        """Record an unreadable photo (inside the caller's transaction), so reruns do not retry it unchanged."""
-        rel = ps.stored_path(rel)
-        self.conn.execute("DELETE FROM photos WHERE path = ?", (rel,))
-        self.conn.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (rel, size, mtime_ns, reason))
-
-    def skip(self, rel: str, st: os.stat_result, reason: str) -> None:
-        say(f"zscrgan index: warning: skipped {self.images / rel}: {reason}", file=sys.stderr)
+    def process(self, batch: list[tuple[dict, np.ndarray]]) -> None:
+        """Embed and commit one batch of (row, CNN input) (one transaction: all of it or none)."""
+        emb = self.worker.embed([pixels for _, pixels in batch])
         with self.conn:
-            self._mark_skipped(rel, st.st_size, st.st_mtime_ns, reason)
+            for (row, _), vec in zip(batch, emb):
+                self._store(row, vec)
 
     def embed_all(self, todo: list[str]) -> int:
         batch, added = [], 0
         with progress(len(todo), "index", "photos", every=1000) as bar:
             for rel in todo:
-                path = self.images / rel
-                try:
-                    st = path.stat()
-                except OSError:
-                    bar.update(1)
+                bar.update(1)
+                got = self.worker.read(self.images, rel)
+                if got is None:
                     continue  # deleted since the scan; the next run drops it
-                got = read_photo(path, self.max_pixels, keep=True, max_bytes=self.max_bytes)
-                if isinstance(got, str):
-                    self.skip(rel, st, got)
-                else:
-                    batch.append((rel, st, got))
+                row, pixels = got
+                if pixels is None:
+                    say(f"zscrgan index: warning: skipped {self.images / rel}: {row['skipped']}", file=sys.stderr)
+                    with self.conn:
+                        self._store(row, None)
+                    continue
+                batch.append(got)
                 if len(batch) == self.batch:
                     self.process(batch)
                     added += len(batch)
                     batch = []
-                bar.update(1)
             if batch:
                 self.process(batch)
                 added += len(batch)
@@ -169,8 +161,9 @@ class Indexer:
         if plan.get("checkpoint_sha256") != self.run.checkpoint_sha256 or plan.get("images") != str(self.images.resolve()):
             raise DataError(f"{folder}: shards of {plan.get('images')} with checkpoint {str(plan.get('checkpoint_sha256'))[:12]}, "
                             f"not of {self.images.resolve()} with this run's {self.run.checkpoint_sha256[:12]}")
-        if plan.get("image_encoder") != self.encoders.image_encoder:
-            raise DataError(f"{folder}: embedded with {plan.get('image_encoder')}, not {self.encoders.image_encoder}")
+        encoder = self.worker.encoders.image_encoder
+        if plan.get("image_encoder") != encoder:
+            raise DataError(f"{folder}: embedded with {plan.get('image_encoder')}, not {encoder}")
         wanted = set(todo)
         if not wanted:
             return []  # nothing new: the shards need not be read
@@ -181,11 +174,7 @@ class Indexer:
                     if r["path"] not in wanted or st is None or (st.st_size, st.st_mtime_ns) != (r["size"], r["mtime_ns"]):
                         continue  # changed since sharded: embedded below like any new photo
                     wanted.discard(r["path"])
-                    if r["skipped"] is not None:
-                        self._mark_skipped(r["path"], r["size"], r["mtime_ns"], r["skipped"])
-                    else:
-                        self._store(r["path"], r["sha256"], r["size"], r["mtime_ns"], r["width"], r["height"],
-                                    r["class"], emb[r["row"]], r["thumb"])
+                    self._store(r, None if r["skipped"] is not None else emb[r["row"]])
         return [p for p in todo if p in wanted]
 
     def write_derived(self, kind: str, manifest: dict, opq: bool = False, keep_vectors: bool = True) -> int:
@@ -217,7 +206,7 @@ class Indexer:
 
 
 def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None = None,
-                max_megapixels: float = 40.0, batch_size: int = PHOTO_BATCH, shards=None, opq: bool = False,
+                max_megapixels: float = MAX_MEGAPIXELS, batch_size: int = PHOTO_BATCH, shards=None, opq: bool = False,
                 keep_vectors: bool = True, model: str | None = None, max_file_mb: float = MAX_FILE_MB) -> dict:
     """Create or update the index folder ``out`` with a run folder's model or a shipped ``model``
     (``run_dir`` None); returns its manifest."""
@@ -236,7 +225,7 @@ def build_index(run_dir, images, out, kind: str = "exact", encoder: str | None =
         if (out / ps.MANIFEST).is_file():
             manifest = {**ps.read_manifest(out), **manifest}
         ps.write_manifest(out, manifest)
-        indexer = Indexer(run, images, out, encoder, int(max_megapixels * 1e6), batch_size, int(max_file_mb * 1e6))
+        indexer = Indexer(run, images, out, encoder, batch_size, max_megapixels, max_file_mb)
         todo, dropped, bad = indexer.pending()
         from_shards = 0
         if shards is not None:
@@ -273,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", type=positive_int, metavar="N", help="print memory and disk for N photos, then exit")
     parser.add_argument("--dim", type=positive_int, help="--plan: embed dim (default: the --run's)")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
-    parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
+    parser.add_argument("--max_megapixels", type=float, default=MAX_MEGAPIXELS, help="skip larger photos")
     parser.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB, help="skip larger files unread")
     parser.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zscrgan.console import Parser, positive_int, progress
-from zscrgan.data.photos import MAX_FILE_MB, scan
+from zscrgan.data.photos import MAX_FILE_MB, MAX_MEGAPIXELS, scan
 from zscrgan.device import spawn_pool
 from zscrgan.errors import DataError, require
 from zscrgan.search import photostore as ps
@@ -62,7 +62,7 @@ _WORKER = None
 
 def _init_pool(worker_args: tuple) -> None:
     global _WORKER
-    _WORKER = sf.ShardWorker(*worker_args, threads=1)
+    _WORKER = sf.ShardWorker.load(*worker_args, threads=1)
 
 
 def _pool_task(folder, images, shard, paths, key, retries) -> tuple[int, int, str]:
@@ -71,7 +71,7 @@ def _pool_task(folder, images, shard, paths, key, retries) -> tuple[int, int, st
 
 def run_local(tasks, folder, images, key, worker_args, workers, retries):
     if workers == 1:
-        worker = sf.ShardWorker(*worker_args, threads=1)
+        worker = sf.ShardWorker.load(*worker_args, threads=1)
         for shard, paths in tasks:
             yield (shard, *_attempts(worker, folder, images, shard, paths, key, retries))
         return
@@ -89,7 +89,7 @@ class RayShardActor:
     """Ray Data actor: loads the model once, then writes one shard per batch row."""
 
     def __init__(self, worker_args, folder, images, key, retries):
-        self.worker = sf.ShardWorker(*worker_args, threads=1)
+        self.worker = sf.ShardWorker.load(*worker_args, threads=1)
         self.folder, self.images, self.key, self.retries = folder, images, key, retries
 
     def __call__(self, batch: dict) -> dict:
@@ -152,7 +152,8 @@ def run_ray(tasks, folder, images, key, worker_args, workers, retries):
 # ---- the command -------------------------------------------------------------------------------
 def build_shards(run_dir, images, out, shard_size: int = 1000, distributor: str = "local", workers: int = 1,
                  ray_address: str | None = None, retries: int = 2, encoder: str | None = None,
-                 max_megapixels: float = 40.0, model: str | None = None, max_file_mb: float = MAX_FILE_MB) -> dict:
+                 max_megapixels: float = MAX_MEGAPIXELS, model: str | None = None,
+                 max_file_mb: float = MAX_FILE_MB) -> dict:
     """Write every unfinished shard of ``out`` with a run folder's model or a shipped ``model``
     (``run_dir`` None); returns counts. Refuses before any work."""
     images, out = Path(images), Path(out)
@@ -180,7 +181,7 @@ def _write_shards(out, images, files, key, about, shard_size, run, encoder, max_
         plan, groups = sf.make_plan(out, files, key, about, shard_size)
         todo = [(s, groups[s]) for s in range(plan["shards"]) if not sf.is_finished(out, s, key)]
         names = class_table(run)["names"].tolist() if todo else []
-        worker_args = (run.source, encoder, int(max_megapixels * 1e6), names, int(max_file_mb * 1e6))
+        worker_args = (run.source, encoder, names, max_megapixels, max_file_mb)
         runner = (run_ray(todo, out, images, key, worker_args, workers, retries) if distributor == "ray"
                   else run_local(todo, out, images, key, worker_args, workers, retries))
         start, photos, failed = time.perf_counter(), 0, []
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray_address", "--ray-address", dest="ray_address", help="auto: join this machine's cluster; HOST:PORT: that head")
     parser.add_argument("--retries", type=int, default=2, help="tries after the first for a failing shard")
     parser.add_argument("--encoder", help="image featurizer, for data sets without a manifest.json")
-    parser.add_argument("--max_megapixels", type=float, default=40.0, help="skip larger photos")
+    parser.add_argument("--max_megapixels", type=float, default=MAX_MEGAPIXELS, help="skip larger photos")
     parser.add_argument("--max_file_mb", type=float, default=MAX_FILE_MB, help="skip larger files unread")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

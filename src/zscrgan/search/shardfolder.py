@@ -19,13 +19,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zscrgan.data.photos import class_lookup, known_class, read_photo
+from zscrgan.data.encoders import PHOTO_BATCH
+from zscrgan.data.photos import MAX_FILE_MB, MAX_MEGAPIXELS, class_lookup, known_class, read_photo
 from zscrgan.errors import DataError, require
 from zscrgan.files import LOCK_FILE, read_json_object, sha256_file, write_atomic, write_json
 from zscrgan.search.shipped import reopen
@@ -136,21 +138,50 @@ def load_shard(folder: Path, shard: int, key: str) -> tuple[list[dict], np.ndarr
 
 
 class ShardWorker:
-    """Holds the CNN and the trained CSEM; turns one shard's photo list into its files.
+    """Holds the CNN and the trained CSEM; turns photos into rows, the one place that does:
+    `zscrgan shard` runs it over each shard (one per process or Ray actor), `zscrgan index` over its
+    pending photos.
 
-    One per process or Ray actor. ``threads`` pins torch's thread count: one per worker keeps
-    several workers from fighting over cores.
+    ``photo_batch`` (photos per CNN call) stays the fixed default for shards, so every distributor
+    computes the same vectors; an index passes its --batch_size, as it always has.
     """
 
-    def __init__(self, source: dict, encoder: str, max_pixels: int, class_names: list[str], max_bytes: int,
-                 threads: int = 1):
+    def __init__(self, run, encoder: str, class_names: list[str], max_megapixels: float = MAX_MEGAPIXELS,
+                 max_file_mb: float = MAX_FILE_MB, photo_batch: int = PHOTO_BATCH):
+        self.run = run  # a TrainedRun: a run folder or a shipped model
+        self.encoders = run.encoders(image_encoder=encoder, photo_batch=photo_batch)  # the CNN loads at the first photo
+        self.max_pixels, self.max_bytes = int(max_megapixels * 1e6), int(max_file_mb * 1e6)
+        self.class_lookup = class_lookup(class_names)
+
+    @classmethod
+    def load(cls, source: dict, encoder: str, class_names: list[str], max_megapixels: float, max_file_mb: float,
+             threads: int = 1) -> "ShardWorker":
+        """A worker in a process of its own: the model reopened from ``TrainedRun.source``, torch
+        pinned to ``threads`` (one per worker keeps several workers from fighting over cores)."""
         torch.set_num_threads(threads)
-        self.run = reopen(source)  # TrainedRun.source: a run folder or a shipped model
-        # photos per CNN call: the fixed default, so every distributor computes the same vectors
-        self.encoders = self.run.encoders(image_encoder=encoder)
-        self.max_pixels, self.max_bytes, self.class_lookup = max_pixels, max_bytes, class_lookup(class_names)
+        return cls(reopen(source), encoder, class_names, max_megapixels, max_file_mb)
+
+    def read(self, images: Path, rel: str) -> tuple[dict, np.ndarray | None] | None:
+        """(the photo's row, its CNN input), or (the row with the reason in ``skipped``, None) for a
+        file that will not read; None if it is gone since the scan (the index's next scan drops it).
+
+        A row has the columns of a shard's parquet file; ``row`` (into the embeddings) is the caller's
+        to set. Size and mtime are of the descriptor read (:func:`read_photo`)."""
+        got = read_photo(images / rel, self.max_pixels, keep=True, max_bytes=self.max_bytes)
+        st = got.stat if got.stat is not None else _stat(images / rel)  # no descriptor: it would not open
+        if st is None:
+            return None
+        row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": None, "width": None,
+               "height": None, "class": known_class(rel, self.class_lookup), "thumb": None, "row": -1,
+               "skipped": None}
+        if isinstance(got, str):
+            row["skipped"] = str(got)
+            return row, None
+        row.update(thumb=got.thumb, width=got.width, height=got.height, sha256=got.sha256)
+        return row, got.pixels
 
     def embed(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """Common-space vectors, float32 [n, embed_dim], of CNN inputs."""
         if not pixels:
             return np.zeros((0, self.run.embed_dim), np.float32)
         return self.run.embed_images(self.encoders.encode_pixels(pixels)).astype(np.float32)
@@ -161,19 +192,13 @@ class ShardWorker:
         folder, images = Path(folder), Path(images)
         meta, pixels = [], []
         for rel in paths:
-            try:
-                st = (images / rel).stat()
-            except OSError:
-                continue  # gone since the plan: the index's own scan drops it
-            got = read_photo(images / rel, self.max_pixels, keep=True, max_bytes=self.max_bytes)
-            row = {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": None, "width": None,
-                   "height": None, "class": known_class(rel, self.class_lookup), "thumb": None, "row": -1,
-                   "skipped": None}
-            if isinstance(got, str):
-                row["skipped"] = got
-            else:
-                row.update(thumb=got.thumb, width=got.width, height=got.height, sha256=got.sha256, row=len(pixels))
-                pixels.append(got.pixels)
+            got = self.read(images, rel)
+            if got is None:
+                continue
+            row, photo_pixels = got
+            if photo_pixels is not None:
+                row["row"] = len(pixels)
+                pixels.append(photo_pixels)
             meta.append(row)
         emb = self.embed(pixels)
         schema = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
@@ -189,6 +214,13 @@ class ShardWorker:
                   "files": {f: [len(p), hashlib.sha256(p).hexdigest()] for f, p in files.items()}}
         write_json(folder / f"{name(shard)}.done.json", record, indent=None)
         return len(emb)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
