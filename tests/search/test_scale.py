@@ -114,7 +114,7 @@ def test_plan_prints_every_kind_and_refuses_beyond_the_disk(tmp_path, capsys):
     assert all(f"\n{kind} " in out for kind in ("exact", "ivf", "hnsw", "ivfpq")) and "GB" in out
     assert cli(["index", "--plan", "100000000000", "--dim", "1024", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "needs" in err and "free" in err
+    assert len(err.splitlines()) == 1 and "kind exact needs" in err and "free" in err  # the default kind
     assert not (tmp_path / "i").exists()
 
 

@@ -35,7 +35,7 @@ from zscrgan.search import diskindex
 from zscrgan.search import photostore as ps
 from zscrgan.search import shardfolder as sf
 from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
-from zscrgan.search.sizing import sizing_main
+from zscrgan.search.sizing import print_plan
 from zscrgan.search.shipped import describe_models, open_model
 from zscrgan.search.trained import TrainedRun, class_table, describe_run
 
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=positive_int, default=PHOTO_BATCH, help="photos per committed batch")
     args = parser.parse_args(argv)
     if args.plan is not None:
-        return sizing_main(args)
+        return print_plan(args.plan, args.kind, args.out, args.dim, args.run, args.model)
     missing = [f"--{name}" for name in ("images", "out") if getattr(args, name) is None]
     if args.run is None and args.model is None:
         missing.insert(0, "--model or --run")

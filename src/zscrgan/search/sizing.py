@@ -60,32 +60,34 @@ def estimate(n: int, dim: int) -> dict[str, dict]:
     return rows
 
 
-def sizing_main(args) -> int:
-    dim = args.dim
-    if dim is None and (args.run or args.model):
-        dim = open_model(args.run, args.model).embed_dim
+def print_plan(n: int, kind: str = "exact", out=None, dim: int | None = None, run_dir=None,
+               model: str | None = None) -> int:
+    """Print the table of every kind for ``n`` photos of ``dim``-d vectors (or the dim of a run folder's
+    model, or of a shipped ``model``); refuse when ``kind`` does not fit the disk under ``out``."""
+    if dim is None and (run_dir or model):
+        dim = open_model(run_dir, model).embed_dim
     if dim is None:
         raise DataError("--plan needs --dim D (or --model NAME or --run RUN to read it from the model)")
-    where = Path(args.out) if args.out else Path.cwd()
+    where = Path(out) if out else Path.cwd()
     probe = where
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
-    rows = estimate(args.plan, dim)
-    print(f"zscrgan index --plan {args.plan:,} photos, dim {dim}: photos.sqlite alone is "
-          f"{human(sqlite_bytes(args.plan, dim))} (thumbnail {THUMB_BYTES // 1000} KB assumed); "
+    rows = estimate(n, dim)
+    print(f"zscrgan index --plan {n:,} photos, dim {dim}: photos.sqlite alone is "
+          f"{human(sqlite_bytes(n, dim))} (thumbnail {THUMB_BYTES // 1000} KB assumed); "
           f"{human(free)} free at {probe}")
     print(f"{'kind':7s} {'serve RAM':>10s} {'index disk':>11s} {'total disk':>11s} {'build RAM':>10s}  fits")
-    for kind in KINDS:
-        r = rows[kind]
+    for name in KINDS:
+        r = rows[name]
         fits = "yes" if r["total_disk"] <= free else "NO"
-        print(f"{kind:7s} {human(r['serve_ram']):>10s} {human(r['index_disk']):>11s} {human(r['total_disk']):>11s} "
+        print(f"{name:7s} {human(r['serve_ram']):>10s} {human(r['index_disk']):>11s} {human(r['total_disk']):>11s} "
               f"{human(r['build_ram']):>10s}  {fits}{'  (' + r['note'] + ')' if 'note' in r else ''}")
-    chosen = rows[args.kind]
+    chosen = rows[kind]
     if chosen["total_disk"] > free:
-        raise DataError(f"--plan {args.plan}: kind {args.kind} needs {human(chosen['total_disk'])} at {probe}, "
+        raise DataError(f"--plan {n}: kind {kind} needs {human(chosen['total_disk'])} at {probe}, "
                         f"only {human(free)} free; use another disk (--out) or fewer photos")
     return 0
 
 
-__all__ = ["estimate", "sizing_main"]
+__all__ = ["estimate", "print_plan"]
