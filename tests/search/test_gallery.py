@@ -140,3 +140,13 @@ def test_recall_at_k():
     approx = np.array([[3, 9, 1, 8], [5, 7, 8, 9]])
     assert recall_at_k(approx, exact, 4) == pytest.approx(3 / 6)
     assert recall_at_k(approx, exact, 2) == pytest.approx(1 / 4)
+
+
+def test_one_cell_count_rule_for_ivf_and_ivfpq():
+    """About 4 sqrt(N) cells, capped per kind; ivfpq also keeps 39 training vectors a cell."""
+    from zscrgan.search.diskindex import PQSpec, cell_count
+    from zscrgan.search.gallery import ivf_cells
+
+    assert [ivf_cells(n) for n in (0, 1, 60, 10**6, 10**8)] == [1, 1, 31, 4000, 4096]
+    assert [PQSpec.for_size(n, 32).nlist for n in (60, 10**6, 10**8, 10**10)] == [1, 4000, 40000, 65536]
+    assert cell_count(10_000, 100, 1) == 100 and cell_count(10_000, 10**6, 200) == 50

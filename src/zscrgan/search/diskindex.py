@@ -39,6 +39,14 @@ from zscrgan.files import write_atomic
 TRAINED, MERGED, IVFDATA, EXACT = "ivfpq.trained", "ivfpq.index", "ivfpq.ivfdata", "exact.f32"
 TRAIN_PER_CELL = 64  # k-means sample per coarse centroid (faiss warns below 39)
 TRAIN_PQ = 65536  # PQ codebooks learn well from this many vectors; more only costs time
+IVFPQ_MAX_CELLS = 65536  # enough for 100M vectors (faiss' guidance)
+PQ_MIN_PER_CELL = 39  # training vectors per cell below which faiss' k-means warns
+
+
+def cell_count(n: int, most: int, per_cell: int = 1) -> int:
+    """The k-means cells of an IVF index over n vectors, for every kind that has them: about
+    4 sqrt(N) (faiss' guidance), at most ``most``, at least ``per_cell`` vectors each, at least 1."""
+    return int(max(1, min(most, round(4 * n ** 0.5), n // per_cell)))
 
 
 def _faiss():
@@ -57,12 +65,12 @@ class PQSpec:
 
     @classmethod
     def for_size(cls, n: int, dim: int, opq: bool = False) -> "PQSpec":
-        """About 4 sqrt(N) cells (at most 65536), m = dim/4 sub-quantisers of 8 bits (at least 1).
+        """:func:`cell_count` cells (at most 65536, 39 vectors each), m = dim/4 sub-quantisers of 8 bits.
 
         dim/4, not dim/8: with 10,000 photos a class, dim/8 codes put only 0.49 of the true top
         10 among the 300 best PQ candidates, dim/4 codes 0.94 (docs/performance.md)."""
-        nlist = int(max(1, min(65536, round(4 * n ** 0.5), n // 39 or 1)))
-        nbits = int(min(8, max(4, np.log2(max(n, 1) / 39))))
+        nlist = cell_count(n, IVFPQ_MAX_CELLS, PQ_MIN_PER_CELL)
+        nbits = int(min(8, max(4, np.log2(max(n, 1) / PQ_MIN_PER_CELL))))
         return cls(dim, nlist, cls.default_m(dim), opq, nbits)
 
     @staticmethod
@@ -131,7 +139,7 @@ def _read(faiss, path: Path, flags: int = 0):
 
 def quiet_kmeans(faiss, index) -> None:
     """No "WARNING clustering N points to K centroids: please provide at least ..." on stderr: the
-    cell count is ours (:func:`zscrgan.search.gallery.ivf_nlist`, :meth:`PQSpec.for_size`), not a
+    cell count is ours (:func:`cell_count`), not a
     thing the user can fix, and k-means is still right. faiss reads ``min_points_per_centroid``
     only for that warning, so nothing else changes."""
     try:
@@ -294,5 +302,5 @@ def write_ivfpq(out: Path, vectors: np.ndarray, opq: bool, keep_vectors: bool):
     return spec
 
 
-__all__ = ["PQSpec", "train", "add_part", "merge", "open_merged", "open_exact", "fingerprint",
+__all__ = ["PQSpec", "cell_count", "train", "add_part", "merge", "open_merged", "open_exact", "fingerprint",
            "ExactRows", "TRAINED", "MERGED", "IVFDATA", "EXACT", "write_ivfpq"]

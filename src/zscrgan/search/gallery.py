@@ -35,7 +35,7 @@ import torch
 from zscrgan.errors import UserError, require
 from zscrgan.evaluation.metrics import ranked_topk, unit_rows
 from zscrgan.search import diskindex
-from zscrgan.search.diskindex import PQSpec
+from zscrgan.search.diskindex import PQSpec, cell_count
 
 try:  # optional (pip install 'zscrgan[search]'): without it, the torch path below
     faiss = require("faiss", "search", "FAISS indexes")
@@ -43,6 +43,7 @@ except UserError:  # pragma: no cover - depends on the environment
     faiss = None
 
 KINDS = ("exact", "ivf", "hnsw", "ivfpq")
+IVF_MAX_CELLS = 4096  # ivf: at most this many k-means cells (cell_count), enough up to about 1M vectors
 RERANK = 1000  # ivfpq: candidates re-scored exactly (docs/performance.md: 300 -> 0.94, 1000 -> 0.99 of the top 10)
 _TRAIN_PER_CELL = 256  # faiss' own k-means sample cap per centroid
 _QUERY_CHUNK = 1024  # torch path: queries scored at once
@@ -291,9 +292,9 @@ class GalleryIndex:
         return torch.cat(all_scores).cpu().numpy(), torch.cat(all_ids).cpu().numpy()
 
 
-def ivf_nlist(n: int) -> int:
-    """About 4 sqrt(N) cells (faiss' guidance), at most 4096, at least 1."""
-    return int(max(1, min(4096, round(4 * n ** 0.5), n)))
+def ivf_cells(n: int) -> int:
+    """The ivf kind's k-means cells for n vectors (:func:`diskindex.cell_count`'s rule)."""
+    return cell_count(n, IVF_MAX_CELLS)
 
 
 def recall_at_k(approx_ids, exact_ids, k: int) -> float:
@@ -312,4 +313,4 @@ def recall_at_k(approx_ids, exact_ids, k: int) -> float:
     return float(found.sum() / valid.sum())
 
 
-__all__ = ["GalleryIndex", "KINDS", "recall_at_k", "ivf_nlist"]
+__all__ = ["GalleryIndex", "KINDS", "recall_at_k", "ivf_cells"]

@@ -34,7 +34,7 @@ from zscrgan.files import LOCK_FILE
 from zscrgan.search import diskindex
 from zscrgan.search import photostore as ps
 from zscrgan.search import shardfolder as sf
-from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_nlist
+from zscrgan.search.gallery import KINDS, GalleryIndex, ivf_cells
 from zscrgan.search.sizing import print_plan
 from zscrgan.search.shipped import describe_models, open_model
 from zscrgan.search.trained import TrainedRun, class_table, describe_run
@@ -188,7 +188,7 @@ class Indexer:
                                  "exact_vectors": keep_vectors}
             blob = np.zeros(0, np.uint8)  # the index lives in ivfpq.index + ivfpq.ivfdata
         else:
-            index = GalleryIndex(self.run.embed_dim, kind, nlist=ivf_nlist(len(ids)))
+            index = GalleryIndex(self.run.embed_dim, kind, nlist=ivf_cells(len(ids)))
             index.add(vectors)
             blob = index.to_bytes()
         ps.write_npz(self.out / ps.VECTORS, index=blob, ids=ids, kind=np.array(kind))

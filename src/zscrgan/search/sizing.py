@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zscrgan.errors import DataError
 from zscrgan.search.diskindex import PQSpec
-from zscrgan.search.gallery import KINDS, ivf_nlist
+from zscrgan.search.gallery import KINDS, ivf_cells
 from zscrgan.search.shipped import open_model
 
 THUMB_BYTES = 12_000  # a 256 px JPEG at quality 80: about 8 to 15 KB (assumed, not measured per set)
@@ -40,7 +40,7 @@ def estimate(n: int, dim: int) -> dict[str, dict]:
     """{kind: {serve_ram, index_disk, total_disk, build_ram}} in bytes, for N photos of dim-d vectors."""
     vec, ids = n * dim * 4, n * 8
     sqlite = sqlite_bytes(n, dim)
-    nlist = ivf_nlist(n)
+    nlist = ivf_cells(n)
     pq = PQSpec.for_size(n, dim)
     rows = {
         "exact": {"serve_ram": vec + ids, "index_disk": vec + ids, "build_ram": 3 * vec},
