@@ -268,28 +268,35 @@ class GalleryIndex:
         return scores, ids
 
     def _torch_search(self, q: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k with ties to the lower id: a running top-k merged block by block.
-
-        Each block's top-k is tie-exact (:func:`ranked_topk`), and the running best (lower
-        ids) is placed before the block (higher ids) in a *stable* sort, so ties keep the
-        lower id across blocks too.
-        """
+        """Exact top-k with ties to the lower id, one query chunk at a time over gallery blocks."""
         all_scores, all_ids = [], []
         for chunk in q.split(_QUERY_CHUNK):
-            best_s = chunk.new_empty(len(chunk), 0)
-            best_i = torch.empty(len(chunk), 0, dtype=torch.long, device=chunk.device)
-            offset = 0
-            for block in (b for blk in self._blocks for b in blk.split(_GALLERY_BLOCK)):
-                sims = chunk @ block.T
-                idx = ranked_topk(sims, min(k, len(block)))
-                cand_s = torch.cat([best_s, sims.gather(1, idx)], dim=1)
-                cand_i = torch.cat([best_i, idx + offset], dim=1)
-                order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
-                best_s, best_i = cand_s.gather(1, order), cand_i.gather(1, order)
-                offset += len(block)
-            all_scores.append(best_s)
-            all_ids.append(best_i)
+            scores, ids = running_topk(chunk, (b for blk in self._blocks for b in blk.split(_GALLERY_BLOCK)), k)
+            all_scores.append(scores)
+            all_ids.append(ids)
         return torch.cat(all_scores).cpu().numpy(), torch.cat(all_ids).cpu().numpy()
+
+
+def running_topk(queries: torch.Tensor, blocks, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, ids) of the k largest inner products of each query over a gallery that comes as
+    blocks of rows in id order (so it need never be in memory whole), ties to the lower id.
+
+    Each block's top-k is tie-exact (:func:`ranked_topk`), and the running best (lower ids) is
+    placed before the block (higher ids) in a *stable* sort, so ties keep the lower id across
+    blocks too.
+    """
+    best_s = queries.new_empty(len(queries), 0)
+    best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    offset = 0
+    for block in blocks:
+        sims = queries @ block.T
+        idx = ranked_topk(sims, min(k, len(block)))
+        cand_s = torch.cat([best_s, sims.gather(1, idx)], dim=1)
+        cand_i = torch.cat([best_i, idx + offset], dim=1)
+        order = torch.sort(cand_s, dim=1, descending=True, stable=True).indices[:, :k]
+        best_s, best_i = cand_s.gather(1, order), cand_i.gather(1, order)
+        offset += len(block)
+    return best_s, best_i
 
 
 def ivf_cells(n: int) -> int:
@@ -313,4 +320,4 @@ def recall_at_k(approx_ids, exact_ids, k: int) -> float:
     return float(found.sum() / valid.sum())
 
 
-__all__ = ["GalleryIndex", "KINDS", "recall_at_k", "ivf_cells"]
+__all__ = ["GalleryIndex", "KINDS", "recall_at_k", "ivf_cells", "running_topk"]
