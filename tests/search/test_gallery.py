@@ -128,13 +128,6 @@ def test_search_before_add_and_bad_inputs():
         index.search(np.eye(4, dtype=np.float32), 0)
 
 
-@pytest.mark.skipif(search._faiss_gpu_available(), reason="faiss has GPU support here")
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_without_faiss_gpu():
-    with pytest.raises(RuntimeError, match="faiss-gpu"):
-        GalleryIndex(8, kind="ivf", device="cuda")
-
-
 def test_recall_at_k():
     exact = np.array([[0, 1, 2, 3], [4, 5, -1, -1]])
     approx = np.array([[3, 9, 1, 8], [5, 7, 8, 9]])

@@ -144,7 +144,7 @@ def quiet_kmeans(faiss, index) -> None:
     only for that warning, so nothing else changes."""
     try:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-    except RuntimeError:  # not an IVF index faiss can reach into (a GPU one): its warning stays
+    except RuntimeError:  # not an IVF index faiss can reach into: its warning stays
         return
     ivf.cp.min_points_per_centroid = 0
     if hasattr(ivf, "pq"):

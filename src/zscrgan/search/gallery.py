@@ -3,12 +3,12 @@
 :func:`zscrgan.evaluation.metrics.score_retrieval` materialises one similarity block per query chunk,
 which is right for the benchmark galleries (thousands of images) but not for millions:
 there the gallery is embedded once, indexed, and queried many times. :class:`GalleryIndex`
-does that with FAISS (the optional extra ``zscrgan[search]``), in three kinds:
+does that with FAISS (the optional extra ``zscrgan[search]``), on the CPU, in four kinds:
 
 * ``"exact"``: ``IndexFlatIP``, a brute-force inner product, so the same top-K as
-  ``score_retrieval`` up to the order of exactly tied scores. Without faiss (or on a GPU
-  that faiss cannot use) it falls back to a chunked torch matmul + top-K that also breaks
-  ties by lower gallery id, like the metrics;
+  ``score_retrieval`` up to the order of exactly tied scores. Without faiss it falls back to
+  a chunked torch matmul + top-K (:func:`running_topk`) that also breaks ties by lower
+  gallery id, like the metrics;
 * ``"ivf"``: ``IndexIVFFlat``, k-means cells, ``nprobe`` of them searched per query;
 * ``"hnsw"``: ``IndexHNSWFlat`` with the inner-product metric, no training;
 * ``"ivfpq"``: IVF cells holding product-quantised codes (``m`` bytes a vector, not 4 dim).
@@ -50,10 +50,6 @@ _QUERY_CHUNK = 1024  # torch path: queries scored at once
 _GALLERY_BLOCK = 16384  # torch path: gallery rows per similarity block (64 MiB at 1024 queries)
 
 
-def _faiss_gpu_available() -> bool:
-    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
 class GalleryIndex:
     """Cosine top-K over a large gallery embedded once; exact by default.
 
@@ -61,14 +57,10 @@ class GalleryIndex:
     ``hnsw_m``/``ef_search``/``ef_construction`` tune ``"hnsw"`` (graph degree, search
     beam width, widened here to at least K since a narrower beam loses much of the top K,
     and build beam width: raising it buys recall with build time).
-
-    ``device="cuda"`` runs on the GPU: faiss-gpu for all kinds but ``"hnsw"`` (faiss has
-    no GPU HNSW); without faiss-gpu, ``"exact"`` uses the torch path on the GPU and the
-    others raise.
     """
 
     def __init__(self, dim: int, kind: str = "exact", nlist: int = 1024, nprobe: int = 16,
-                 hnsw_m: int = 32, device="cpu", ef_search: int = 128, ef_construction: int = 40,
+                 hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = 40,
                  pq_m: int | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -77,11 +69,6 @@ class GalleryIndex:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.dim, self.kind, self.nlist = dim, kind, nlist
-        self.device = torch.device(device)
-        if self.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' but torch sees no CUDA GPU; use device='cpu'")
         self._size = 0
         self._pending: list[np.ndarray] = []  # ivf: chunks added before training
         self._blocks: list[torch.Tensor] = []  # torch path: the normalised gallery
@@ -94,52 +81,37 @@ class GalleryIndex:
 
     def _make_faiss_index(self, nprobe: int, hnsw_m: int, ef_construction: int):
         """The faiss index for this kind, or None where the torch path does the work."""
-        on_gpu = self.device.type == "cuda"
-        if faiss is None or (on_gpu and not _faiss_gpu_available()):
+        if faiss is None:
             if self.kind == "exact":
                 return None
-            if faiss is None:
-                raise ImportError(f"kind={self.kind!r} needs faiss: pip install 'zscrgan[search]'")
-            raise RuntimeError(f"kind={self.kind!r} on cuda needs faiss with GPU support (faiss-gpu) "
-                               "and a visible GPU; this faiss has none, so use device='cpu'")
+            raise ImportError(f"kind={self.kind!r} needs faiss: pip install 'zscrgan[search]'")
         if self.kind == "hnsw":
-            if on_gpu:
-                raise ValueError("faiss has no GPU HNSW: use kind='ivf' or 'exact' on cuda, or device='cpu'")
             index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = ef_construction
             return index
         if self.kind == "ivfpq":
-            if on_gpu:
-                raise ValueError("kind='ivfpq' runs on the CPU here: use device='cpu'")
             index = faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self._pq_m}", faiss.METRIC_INNER_PRODUCT)
             faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
             faiss.extract_index_ivf(index).nprobe = min(nprobe, self.nlist)
             return index
         if self.kind == "exact":
-            index = faiss.IndexFlatIP(self.dim)
-        else:
-            self._quantizer = faiss.IndexFlatIP(self.dim)  # the IVF index does not own it
-            index = faiss.IndexIVFFlat(self._quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
-            index.nprobe = min(nprobe, self.nlist)
-        if on_gpu:
-            self._gpu_resources = faiss.StandardGpuResources()  # must outlive the index
-            index = faiss.index_cpu_to_gpu(self._gpu_resources, self.device.index or 0, index)
-            if self.kind == "ivf":
-                index.nprobe = min(nprobe, self.nlist)
+            return faiss.IndexFlatIP(self.dim)
+        self._quantizer = faiss.IndexFlatIP(self.dim)  # the IVF index does not own it
+        index = faiss.IndexIVFFlat(self._quantizer, self.dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = min(nprobe, self.nlist)
         return index
 
     def __len__(self) -> int:
         return self._size
 
     def _unit(self, vectors, name: str) -> torch.Tensor:
-        """Validated float32 unit rows, on the device the backend computes on."""
+        """Validated float32 unit rows, on the CPU."""
         x = torch.as_tensor(vectors)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{name} must be 2-d with {self.dim} columns, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {x.dtype}")
-        x = unit_rows(x, name)
-        return x.to(self.device) if self._index is None else x.cpu()
+        return unit_rows(x, name).cpu()
 
     def add(self, vectors: torch.Tensor | np.ndarray) -> None:
         """Append vectors (L2-normalised here); ids continue from the previous call."""
@@ -180,11 +152,8 @@ class GalleryIndex:
         self.build()
         if self._index is None:
             vectors = torch.cat(self._blocks) if self._blocks else torch.zeros(0, self.dim)
-            return np.frombuffer(vectors.cpu().numpy().tobytes(), np.uint8).copy()
-        index = self._index
-        if self.device.type == "cuda":
-            index = faiss.index_gpu_to_cpu(index)
-        return faiss.serialize_index(index)
+            return np.frombuffer(vectors.numpy().tobytes(), np.uint8).copy()
+        return faiss.serialize_index(self._index)
 
     @classmethod
     def from_bytes(cls, data: np.ndarray, dim: int, kind: str = "exact", **options) -> "GalleryIndex":
@@ -209,7 +178,7 @@ class GalleryIndex:
         """A merged ivfpq index folder (:mod:`zscrgan.search.diskindex`), memory-mapped; with exact.f32
         beside it, the top ``rerank`` candidates of each query are re-scored exactly."""
         index = cls.__new__(cls)
-        index.dim, index.kind, index.device = dim, "ivfpq", torch.device("cpu")
+        index.dim, index.kind = dim, "ivfpq"
         index._pending, index._blocks, index._ef_search = [], [], 0
         index._index = diskindex.open_merged(folder, nprobe)
         if index._index.d != dim:
@@ -222,7 +191,7 @@ class GalleryIndex:
 
     def set_search(self, nprobe: int | None = None, rerank: int | None = None) -> None:
         """How much each search does from now on, for sweeps over one opened index (benchmarks/scale.py):
-        ``nprobe`` cells searched (a CPU ivf or ivfpq index; at most nlist), ``rerank`` candidates
+        ``nprobe`` cells searched (an ivf or ivfpq index; at most nlist), ``rerank`` candidates
         re-scored exactly (an index from :meth:`open_disk`)."""
         if nprobe is not None:
             faiss.extract_index_ivf(self._index).nprobe = min(nprobe, self.nlist)
@@ -274,7 +243,7 @@ class GalleryIndex:
             scores, ids = running_topk(chunk, (b for blk in self._blocks for b in blk.split(_GALLERY_BLOCK)), k)
             all_scores.append(scores)
             all_ids.append(ids)
-        return torch.cat(all_scores).cpu().numpy(), torch.cat(all_ids).cpu().numpy()
+        return torch.cat(all_scores).numpy(), torch.cat(all_ids).numpy()
 
 
 def running_topk(queries: torch.Tensor, blocks, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,7 +255,7 @@ def running_topk(queries: torch.Tensor, blocks, k: int) -> tuple[torch.Tensor, t
     blocks too.
     """
     best_s = queries.new_empty(len(queries), 0)
-    best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    best_i = torch.empty(len(queries), 0, dtype=torch.long)
     offset = 0
     for block in blocks:
         sims = queries @ block.T
