@@ -128,6 +128,11 @@ def test_search_before_add_and_bad_inputs():
         index.search(np.eye(4, dtype=np.float32), 0)
 
 
+def test_ivfpq_is_built_on_disk_not_in_memory():
+    with pytest.raises(ValueError, match="kind 'ivfpq' is built on disk .* GalleryIndex.open_disk"):
+        GalleryIndex(8, kind="ivfpq")
+
+
 def test_recall_at_k():
     exact = np.array([[0, 1, 2, 3], [4, 5, -1, -1]])
     approx = np.array([[3, 9, 1, 8], [5, 7, 8, 9]])

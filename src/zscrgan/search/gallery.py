@@ -11,11 +11,11 @@ does that with FAISS (the optional extra ``zscrgan[search]``), on the CPU, in fo
   gallery id, like the metrics;
 * ``"ivf"``: ``IndexIVFFlat``, k-means cells, ``nprobe`` of them searched per query;
 * ``"hnsw"``: ``IndexHNSWFlat`` with the inner-product metric, no training;
-* ``"ivfpq"``: IVF cells holding product-quantised codes (``m`` bytes a vector, not 4 dim).
-  Built in memory here like ``"ivf"``; at scale it is trained once, added part by part and
-  merged on disk by :mod:`zscrgan.search.diskindex`, and :meth:`GalleryIndex.open_disk` serves it
-  memory-mapped, re-ranking the top ``rerank`` candidates with the exact vectors when kept
-  (PQ distances alone find about half of the true top 10; re-ranked, over 0.9).
+* ``"ivfpq"``: IVF cells holding product-quantised codes (``m`` bytes a vector, not 4 dim),
+  built on disk only: trained once, added part by part and merged by
+  :mod:`zscrgan.search.diskindex`; :meth:`GalleryIndex.open_disk` serves it memory-mapped,
+  re-ranking the top ``rerank`` candidates with the exact vectors when kept (PQ distances alone
+  find about half of the true top 10; re-ranked, over 0.9).
 
 Vectors are L2-normalised on the way in, so inner product is cosine similarity.
 
@@ -35,7 +35,7 @@ import torch
 from zscrgan.errors import UserError, require
 from zscrgan.evaluation.metrics import ranked_topk, unit_rows
 from zscrgan.search import diskindex
-from zscrgan.search.diskindex import PQSpec, cell_count
+from zscrgan.search.diskindex import cell_count
 
 try:  # optional (pip install 'zscrgan[search]'): without it, the torch path below
     faiss = require("faiss", "search", "FAISS indexes")
@@ -43,6 +43,7 @@ except UserError:  # pragma: no cover - depends on the environment
     faiss = None
 
 KINDS = ("exact", "ivf", "hnsw", "ivfpq")
+IN_MEMORY = ("exact", "ivf", "hnsw")  # built here; ivfpq is built on disk (diskindex) and opened with open_disk
 IVF_MAX_CELLS = 4096  # ivf: at most this many k-means cells (cell_count), enough up to about 1M vectors
 RERANK = 1000  # ivfpq: candidates re-scored exactly (docs/performance.md: 300 -> 0.94, 1000 -> 0.99 of the top 10)
 _TRAIN_PER_CELL = 256  # faiss' own k-means sample cap per centroid
@@ -60,10 +61,12 @@ class GalleryIndex:
     """
 
     def __init__(self, dim: int, kind: str = "exact", nlist: int = 1024, nprobe: int = 16,
-                 hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = 40,
-                 pq_m: int | None = None):
+                 hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = 40):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
+        if kind not in IN_MEMORY:
+            raise ValueError(f"kind {kind!r} is built on disk (zscrgan.search.diskindex) and opened with "
+                             f"GalleryIndex.open_disk")
         for name, value in (("dim", dim), ("nlist", nlist), ("nprobe", nprobe), ("hnsw_m", hnsw_m),
                             ("ef_search", ef_search), ("ef_construction", ef_construction)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -74,9 +77,6 @@ class GalleryIndex:
         self._blocks: list[torch.Tensor] = []  # torch path: the normalised gallery
         self._ef_search = ef_search
         self._exact = None  # ivfpq from disk: the kept exact vectors, memory-mapped
-        self._pq_m = pq_m or PQSpec.default_m(dim)  # as the on-disk ivfpq index (diskindex.PQSpec)
-        if kind == "ivfpq" and dim % self._pq_m:
-            raise ValueError(f"pq_m={self._pq_m} must divide dim={dim}")
         self._index = self._make_faiss_index(nprobe, hnsw_m, ef_construction)
 
     def _make_faiss_index(self, nprobe: int, hnsw_m: int, ef_construction: int):
@@ -88,11 +88,6 @@ class GalleryIndex:
         if self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = ef_construction
-            return index
-        if self.kind == "ivfpq":
-            index = faiss.index_factory(self.dim, f"IVF{self.nlist},PQ{self._pq_m}", faiss.METRIC_INNER_PRODUCT)
-            faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
-            faiss.extract_index_ivf(index).nprobe = min(nprobe, self.nlist)
             return index
         if self.kind == "exact":
             return faiss.IndexFlatIP(self.dim)
@@ -120,7 +115,7 @@ class GalleryIndex:
             return
         if self._index is None:
             self._blocks.append(x)
-        elif self.kind in ("ivf", "ivfpq") and not self._index.is_trained:
+        elif self.kind == "ivf" and not self._index.is_trained:
             self._pending.append(x.numpy())
         else:
             self._index.add(x.numpy())
@@ -167,7 +162,7 @@ class GalleryIndex:
         index._index = faiss.deserialize_index(data)
         if index._index.d != dim:
             raise ValueError(f"saved index has dim {index._index.d}, expected {dim}")
-        if kind in ("ivf", "ivfpq"):
+        if kind == "ivf":
             index.nlist = faiss.extract_index_ivf(index._index).nlist
             index.set_search(nprobe=options.get("nprobe", 16))
         index._size = index._index.ntotal
@@ -289,4 +284,4 @@ def recall_at_k(approx_ids, exact_ids, k: int) -> float:
     return float(found.sum() / valid.sum())
 
 
-__all__ = ["GalleryIndex", "KINDS", "recall_at_k", "ivf_cells", "running_topk"]
+__all__ = ["GalleryIndex", "KINDS", "IN_MEMORY", "recall_at_k", "ivf_cells", "running_topk"]
