@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zscrgan.search import gallery as search
-from zscrgan.search.gallery import GalleryIndex, recall_at_k
+from zscrgan.search.gallery import IN_MEMORY, GalleryIndex, recall_at_k
 
 faiss = pytest.importorskip("faiss")
 faiss.omp_set_num_threads(1)
@@ -126,6 +126,18 @@ def test_search_before_add_and_bad_inputs():
     assert index.search(np.eye(4, dtype=np.float32), 10)[1].shape == (4, 4)  # k clamped
     with pytest.raises(ValueError, match="k must be"):
         index.search(np.eye(4, dtype=np.float32), 0)
+
+
+def test_saved_indexes_come_back_through_the_constructor():
+    gallery, queries = clustered(1000, 8, 5, seed=3), clustered(20, 8, 5, seed=4)
+    for kind in IN_MEMORY:
+        index = GalleryIndex(8, kind, nlist=8, nprobe=8)
+        index.add(gallery)
+        again = GalleryIndex.from_bytes(index.to_bytes(), 8, kind, nprobe=8)
+        assert len(again) == 1000 and again.kind == kind and (kind != "ivf" or again.nlist == 8)
+        np.testing.assert_array_equal(again.search(queries, 5)[1], index.search(queries, 5)[1])
+    with pytest.raises(ValueError, match="saved index has dim 8, expected 16"):
+        GalleryIndex.from_bytes(index.to_bytes(), 16, "hnsw")
 
 
 def test_ivfpq_is_built_on_disk_not_in_memory():

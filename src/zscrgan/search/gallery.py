@@ -58,13 +58,18 @@ class GalleryIndex:
     ``hnsw_m``/``ef_search``/``ef_construction`` tune ``"hnsw"`` (graph degree, search
     beam width, widened here to at least K since a narrower beam loses much of the top K,
     and build beam width: raising it buys recall with build time).
+
+    An index that exists already (:meth:`from_bytes`, :meth:`open_disk`) comes in as ``built``, a
+    faiss index trained and filled; ``exact`` (ivfpq from disk: the kept vectors) re-ranks its top
+    ``rerank`` candidates.
     """
 
     def __init__(self, dim: int, kind: str = "exact", nlist: int = 1024, nprobe: int = 16,
-                 hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = 40):
+                 hnsw_m: int = 32, ef_search: int = 128, ef_construction: int = 40, *, built=None,
+                 exact: diskindex.ExactRows | None = None, rerank: int = RERANK):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}: choose one of {', '.join(KINDS)}")
-        if kind not in IN_MEMORY:
+        if kind not in IN_MEMORY and built is None:
             raise ValueError(f"kind {kind!r} is built on disk (zscrgan.search.diskindex) and opened with "
                              f"GalleryIndex.open_disk")
         for name, value in (("dim", dim), ("nlist", nlist), ("nprobe", nprobe), ("hnsw_m", hnsw_m),
@@ -72,15 +77,22 @@ class GalleryIndex:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.dim, self.kind, self.nlist = dim, kind, nlist
-        self._size = 0
         self._pending: list[np.ndarray] = []  # ivf: chunks added before training
         self._blocks: list[torch.Tensor] = []  # torch path: the normalised gallery
         self._ef_search = ef_search
-        self._exact = None  # ivfpq from disk: the kept exact vectors, memory-mapped
-        self._index = self._make_faiss_index(nprobe, hnsw_m, ef_construction)
+        self._exact, self._rerank = exact, rerank  # ivfpq from disk: the kept exact vectors
+        if built is None:
+            self._index, self._size = self._make_faiss_index(nprobe, hnsw_m, ef_construction), 0
+            return
+        if built.d != dim:
+            raise ValueError(f"saved index has dim {built.d}, expected {dim}")
+        self._index, self._size = built, int(built.ntotal)
+        if kind in ("ivf", "ivfpq"):
+            self.nlist = faiss.extract_index_ivf(built).nlist
+            self.set_search(nprobe=nprobe)
 
     def _make_faiss_index(self, nprobe: int, hnsw_m: int, ef_construction: int):
-        """The faiss index for this kind, or None where the torch path does the work."""
+        """A new empty faiss index of this kind, or None where the torch path does the work."""
         if faiss is None:
             if self.kind == "exact":
                 return None
@@ -152,37 +164,24 @@ class GalleryIndex:
 
     @classmethod
     def from_bytes(cls, data: np.ndarray, dim: int, kind: str = "exact", **options) -> "GalleryIndex":
-        """An index saved by :meth:`to_bytes` with the same dim and kind (CPU only)."""
-        index = cls(dim, kind, **options)
+        """An index saved by :meth:`to_bytes` with the same dim and kind."""
         data = np.asarray(data, np.uint8)
-        if index._index is None:
-            vectors = torch.from_numpy(data.view(np.float32).reshape(-1, dim).copy())
-            index._blocks, index._size = [vectors], len(vectors)
-            return index
-        index._index = faiss.deserialize_index(data)
-        if index._index.d != dim:
-            raise ValueError(f"saved index has dim {index._index.d}, expected {dim}")
-        if kind == "ivf":
-            index.nlist = faiss.extract_index_ivf(index._index).nlist
-            index.set_search(nprobe=options.get("nprobe", 16))
-        index._size = index._index.ntotal
+        if faiss is not None:
+            return cls(dim, kind, built=faiss.deserialize_index(data), **options)
+        index = cls(dim, kind, **options)  # the torch path: the saved bytes are the unit vectors
+        vectors = torch.from_numpy(data.view(np.float32).reshape(-1, dim).copy())
+        index._blocks, index._size = [vectors], len(vectors)
         return index
 
     @classmethod
     def open_disk(cls, folder, dim: int, nprobe: int = 128, rerank: int = RERANK) -> "GalleryIndex":
         """A merged ivfpq index folder (:mod:`zscrgan.search.diskindex`), memory-mapped; with exact.f32
         beside it, the top ``rerank`` candidates of each query are re-scored exactly."""
-        index = cls.__new__(cls)
-        index.dim, index.kind = dim, "ivfpq"
-        index._pending, index._blocks, index._ef_search = [], [], 0
-        index._index = diskindex.open_merged(folder, nprobe)
-        if index._index.d != dim:
-            raise ValueError(f"{folder}: index has dim {index._index.d}, expected {dim}")
-        index.nlist = faiss.extract_index_ivf(index._index).nlist
-        index._size = int(index._index.ntotal)
-        index._exact = diskindex.open_exact(folder, dim, index._size)
-        index._rerank = rerank
-        return index
+        built = diskindex.open_merged(folder, nprobe)
+        if built.d != dim:
+            raise ValueError(f"{folder}: index has dim {built.d}, expected {dim}")
+        exact = diskindex.open_exact(folder, dim, int(built.ntotal))
+        return cls(dim, "ivfpq", nprobe=nprobe, built=built, exact=exact, rerank=rerank)
 
     def set_search(self, nprobe: int | None = None, rerank: int | None = None) -> None:
         """How much each search does from now on, for sweeps over one opened index (benchmarks/scale.py):
