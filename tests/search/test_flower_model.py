@@ -50,7 +50,7 @@ def test_search_with_the_shipped_model_needs_no_training_and_no_data(tmp_path, c
     assert captured.err.count("warning") == 0  # README.md is not a photo: not read, not counted
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run"]["model"] == "flowers" and manifest["counts"]["photos"] == 6
-    assert cli(["search", str(out), "a yellow trumpet flower", "-k", "6", "--json"]) == 0
+    assert cli(["search", str(out), "-k", "6", "--json", "a yellow trumpet flower"]) == 0  # text after flags
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted(h["path"] for h in hits) == sorted(f"{c}/{i}.jpg" for c in ("yellow", "red", "white") for i in (0, 1))
     assert all(-1 <= h["score"] <= 1 for h in hits) and hits == sorted(hits, key=lambda h: -h["score"])

@@ -57,7 +57,7 @@ def test_index_then_search_every_way(setup, photos, tmp_path, capsys):
     assert {r[2] for r in rows.values()} == set(CLASSES)
     capsys.readouterr()
 
-    assert cli(["search", str(out), ORCHID, "-k", "3", "--json"]) == 0
+    assert cli(["search", str(out), "-k", "3", "--json", ORCHID]) == 0  # flags before the text, as users type
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(hits) == 3 and [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["class"] == "hard-leaved_pocket_orchid"

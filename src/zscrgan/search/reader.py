@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per result")
     out.add_argument("--paths", action="store_true", help="paths only, for piping")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `search INDEX --json "text"`: the text may follow flags
     if not 1 <= args.k <= MAX_K:
         raise DataError(f"-k {args.k}: must be in 1..{MAX_K}")
     if sum(x is not None for x in (args.text, args.like, args.class_id)) > 1:
