@@ -2,8 +2,9 @@
 
 The package, by subsystem; each may import only those listed before it (tests/test_layers.py):
 
-    errors, console, files, device, flags, config   the shared ground: error types, terminal output,
-                                                    atomic files and locks, the Config dataclass
+    errors, console, files, device, flags,          the shared ground: error types, terminal output,
+    recipes, config                                 atomic files and locks, the recipes, the Config
+                                                    dataclass
     core/         the model: networks, losses, optimisers, the batch sampler, the reference step
     data/         data sets on disk, photos and the encoders that turn photos and texts into vectors
     evaluation/   metrics, scoring any text->photo model, selection on validation classes, baselines

@@ -4,7 +4,7 @@ import csv
 import pytest
 
 from zscrgan.cli import main
-from zscrgan.config import RECIPES
+from zscrgan.recipes import RECIPES
 
 TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "3",
         "--m_steps", "3", "--n_critic", "2", "--batch_size", "8", "--epochs", "1"]

@@ -25,14 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from zscrgan.config import (
-    DEFAULT_K,
-    RECIPES,
-    Config,
-    parse_config,
-    parse_seeds,
-    run_name,
-)
+from zscrgan.config import DEFAULT_K, Config, parse_config, parse_seeds, run_name
 from zscrgan.console import comma_list, positive_int, say
 from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
@@ -45,6 +38,7 @@ from zscrgan.experiments.runfolder import mean_sd, view_figures
 from zscrgan.experiments.splits import CELLS_FILE, Cells, by_split, make_splits, paired_markdown, splits_csv
 from zscrgan.experiments.splits import plot as plot_splits
 from zscrgan.files import check_writable, write_atomic
+from zscrgan.recipes import RECIPES
 
 METHODS = (*BASELINES, *RECIPES)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from zscrgan.config import Config, parse_config, parse_seeds, recipe_warnings, run_name
+from zscrgan.config import Config, parse_config, parse_seeds, run_name
 from zscrgan.console import Parser, progress, say
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
 from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset_dir, split_validation
@@ -56,6 +56,7 @@ from zscrgan.experiments.runfolder import (
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 from zscrgan.files import read_json_object, write_json
 from zscrgan.flags import add_dataclass_flags, flag
+from zscrgan.recipes import recipe_warnings
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 

@@ -9,9 +9,10 @@ import json
 import typing
 from pathlib import Path
 
-from zscrgan.config import RECIPES, RUN_CONTROL, Config, check_config, choice_problems
+from zscrgan.config import RUN_CONTROL, Config, check_config, choice_problems
 from zscrgan.errors import DataError, require
 from zscrgan.flags import flag_type
+from zscrgan.recipes import RECIPES
 
 # The default search space: flag name -> Optuna distribution, as plain data (--space FILE edits it).
 SPACE = {

@@ -6,15 +6,8 @@ from pathlib import Path
 import pytest
 
 from zscrgan.cli import main
-from zscrgan.config import (
-    RECIPES,
-    TUNED_WIDTHS,
-    Config,
-    check_config,
-    choice_problems,
-    parse_config,
-    recipe_warnings,
-)
+from zscrgan.config import Config, check_config, choice_problems, parse_config
+from zscrgan.recipes import RECIPES, TUNED_WIDTHS, recipe_warnings
 
 
 def test_original_keeps_upstreams_values():
@@ -78,7 +71,7 @@ def test_tuned_warns_away_from_the_widths_it_was_measured_at(tmp_path, capsys):
 def test_shipped_config_files_give_the_settings_they_document(name):
     """examples/*.json are what docs/results.md says they are: `tuned` at 256/256/256/64, selected
     on validation classes; flo_cap.json with the 1,000 E-steps a round that pass the baselines."""
-    path = Path(__file__).resolve().parents[2] / "examples" / name
+    path = Path(__file__).resolve().parents[1] / "examples" / name
     cfg = parse_config(["--config", str(path)])[0].resolved()
     assert check_config(cfg) == []
     assert (cfg.recipe, cfg.select, cfg.epochs, cfg.gf_dim, cfg.df_dim, cfg.embed_dim, cfg.z_dim) == \
