@@ -3,6 +3,7 @@
     python benchmarks/speed.py                               # FLO from ../shared, default sizes
     python benchmarks/speed.py --synthetic 200,100,1024,2048 # classes, images/class, text dim, image dim
     python benchmarks/speed.py --device cuda --rounds 3
+    python benchmarks/speed.py --recipe tuned --gf_dim 256 --df_dim 256   # any zscrgan train flag, --config too
 
 Prints seconds per EM round, optimizer steps per second, evaluation milliseconds, peak
 memory, the FLOPs of a round counted from the layer sizes, the peak matrix-product rate
@@ -12,7 +13,6 @@ the baseline.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import resource
 import sys
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from zscrgan.config import Config
+from zscrgan.config import Config, parse_config
 from zscrgan.core import reference
-from zscrgan.data.dataset import load_dataset
 from zscrgan.data.synthetic import make_builtin_dataset
-from zscrgan.device import add_device_flag, pick_device
+from zscrgan.device import pick_device
 from zscrgan.evaluation.scoring import evaluate_classes
-from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
+from zscrgan.experiments.run import load_run_data, prepare_process
+from zscrgan.experiments.trainer import EMTrainer
 
 DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"
 
@@ -80,33 +80,29 @@ def timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
+def speed_flags(parser) -> None:
+    """The benchmark's own flags, beside every zscrgan train flag (the model, recipe and data set)."""
+    parser.add_argument("--synthetic", help="classes,images_per_class,text_dim,image_dim: generated data instead")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    parser.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--baseline_fraction", type=float, default=0.2,
+                        help="fraction of a round the plain loop runs (its time is scaled up)")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default=str(DEFAULT_FLO), help="upstream-format folder (default: ../shared/data/FLO)")
-    p.add_argument("--synthetic", help="classes,images_per_class,text_dim,image_dim: generated data instead")
-    add_device_flag(p)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
-    p.add_argument("--e_steps", type=int, default=100)
-    p.add_argument("--m_steps", type=int, default=100)
-    p.add_argument("--compile", action="store_true", help="compile the optimiser updates (zscrgan train --compile)")
-    p.add_argument("--malloc_default", action="store_true",
-                   help="leave glibc's malloc settings alone (to measure what retain_freed_memory saves)")
-    p.add_argument("--baseline_fraction", type=float, default=0.2,
-                   help="fraction of a round the plain loop runs (its time is scaled up)")
-    args = p.parse_args(argv)
-    device = pick_device(args.device)
-    if not args.malloc_default and device.type == "cpu":
-        retain_freed_memory()  # as zscrgan train does (--retain_memory)
+    cfg, args = parse_config(argv, "benchmarks/speed.py", description=__doc__.splitlines()[0], extra=speed_flags,
+                             defaults=dict(dataset=str(DEFAULT_FLO)))
+    cfg = cfg.resolved()
+    device = pick_device(cfg.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    prepare_process(cfg)  # as zscrgan train does: a fixed thread count, freed memory retained (--retain_memory)
     if args.synthetic:
         n, per, t_dim, i_dim = (int(v) for v in args.synthetic.split(","))
         data = make_builtin_dataset(n_seen=int(n * 0.8), n_unseen=n - int(n * 0.8), images_per_class=per,
                                     text_dim=t_dim, image_dim=i_dim)
     else:
-        data = load_dataset(args.dataset)
-    cfg = Config(e_steps=args.e_steps, m_steps=args.m_steps, device=str(device), compile=args.compile).resolved()
+        data = load_run_data(cfg)[0]
     torch.manual_seed(0)
     trainer = EMTrainer(cfg, data, data.seen, device)
     steps = cfg.e_steps * (cfg.n_critic + 1) + cfg.m_steps
@@ -139,8 +135,8 @@ def main(argv=None) -> int:
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"FLOPs per EM round: {flops / 1e12:.3f} TFLOP as computed ({steps} optimizer steps); "
           f"the plain loop computes {plain_round_flops(cfg, data.text_dim, data.image_dim) / 1e12:.3f}")
-    print(f"optimiser updates: {'compiled' if args.compile else 'eager'}")
-    print(f"malloc: {'glibc defaults' if args.malloc_default else 'freed memory retained (retain_freed_memory)'}")
+    print(f"optimiser updates: {'compiled' if cfg.compile else 'eager'}")
+    print(f"malloc: {'freed memory retained (retain_freed_memory)' if cfg.retain_memory else 'glibc defaults'}")
     print(f"peak matmul rate measured here: {rate / 1e9:.1f} GFLOP/s  -> FLOP floor {floor:.2f} s/round")
     print(f"fast trainer:  {fast:.2f} s/round (median of {len(round_times)}), {steps / fast:.1f} steps/s, "
           f"{flops / fast / 1e9:.1f} GFLOP/s, {fast / floor:.2f}x the floor; {faults:.0f} page faults per round")

@@ -9,8 +9,10 @@ import pytest
 from zscrgan.config import flags_given, parse_config
 from zscrgan.experiments import compare, run, tune
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "scripts"), str(REPO / "benchmarks")]
 import ablation  # noqa: E402
+import speed  # noqa: E402
 import warm_start  # noqa: E402
 
 
@@ -25,6 +27,7 @@ ENTRIES = {
     "zscrgan tune": (tune, "main", "check_validation"),
     "scripts/ablation.py": (ablation, "main", "prepare_process"),
     "scripts/warm_start.py": (warm_start, "main", "prepare_process"),
+    "benchmarks/speed.py": (speed, "main", "prepare_process"),
 }
 
 
