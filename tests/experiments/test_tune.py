@@ -18,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage  # noqa: 
 from zscrgan.cli import main  # noqa: E402
 from zscrgan.config import Config  # noqa: E402
 from zscrgan.experiments import tune  # noqa: E402
+from zscrgan.experiments.tune_space import SPACE, read_space  # noqa: E402
 
 # lrs kept low so that no tiny trial's loss goes non-finite (a failed trial would be a false alarm here)
 SAFE_SPACE = "generator_lr: {type: float, low: 0.0001, high: 0.002, log: true}\n" \
@@ -145,9 +146,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, space
 def test_space_file_yaml_replaces_and_removes_entries(tmp_path):
     (tmp_path / "s.yaml").write_text("gf_dim: {type: categorical, choices: [64, 128]}\nclip_val: null\n")
     base = {**asdict(Config()), "select": "val"}
-    space = tune.read_space(str(tmp_path / "s.yaml"), base)
+    space = read_space(str(tmp_path / "s.yaml"), base)
     assert space["gf_dim"]["choices"] == [64, 128] and "clip_val" not in space
-    assert space["generator_lr"] == tune.SPACE["generator_lr"]
+    assert space["generator_lr"] == SPACE["generator_lr"]
 
 
 def test_an_interrupted_study_still_writes_its_best_config_and_page(tmp_path, monkeypatch):

@@ -354,5 +354,5 @@ def split_validation(data: ZeroShotData, fraction: float, seed: int) -> tuple[li
     return train, val
 
 
-__all__ = ["DataError", "ZeroShotData", "load_dataset", "save_dataset", "read_pickle",
-           "write_pickle", "write_atomic", "resolve_dataset_dir", "split_validation", "draw_classes", "read_class_ids"]
+__all__ = ["ZeroShotData", "load_dataset", "save_dataset", "read_pickle",
+           "write_pickle", "resolve_dataset_dir", "split_validation", "draw_classes", "read_class_ids"]

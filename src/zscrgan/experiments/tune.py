@@ -34,12 +34,7 @@ from zscrgan.errors import DataError, UserError, require
 from zscrgan.evaluation.selection import check_select_k
 from zscrgan.experiments.run import Run, load_run_data, prepare_process, rounds_to_run
 from zscrgan.experiments.tune_report import best_trial, write_study_report
-from zscrgan.experiments.tune_space import (  # noqa: F401  (SPACE: for the tests and users)
-    SPACE,
-    STUDY_FREE,
-    read_space,
-    suggest,
-)
+from zscrgan.experiments.tune_space import STUDY_FREE, read_space, suggest
 from zscrgan.files import write_json
 
 # Left out of best_config.json, to each command's defaults (compare's --seeds 0,1,2, train's reports)
@@ -343,4 +338,4 @@ def run_jobs(job: dict, trials: int, jobs: int) -> None:
         raise DataError(f"a trial process exited with code {bad[0]} (its error is printed above)")
 
 
-__all__ = ["SPACE", "main", "read_space", "make_pruner"]
+__all__ = ["main", "make_pruner"]
