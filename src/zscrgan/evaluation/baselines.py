@@ -122,21 +122,21 @@ def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu", p
         images, labels = data.stacked_images(classes)
         texts = np.concatenate([data.texts[c][rng.integers(0, len(data.texts[c]), len(data.images[c]))]
                                 for c in classes])
-    elif pairing in ("caption", "class_mean"):
-        texts, labels = data.stacked_texts(classes)
-        if pairing == "caption":
-            images = np.concatenate([data.images[c][rng.integers(0, len(data.images[c]), len(data.texts[c]))]
-                                     for c in classes])
-        else:
-            means = np.stack([data.images[c].mean(0, dtype=np.float64) for c in classes]).astype(np.float32)
-            images = means[labels]
-    elif pairing == OWN_PHOTO:
-        if data.text_photos is None:
+    elif pairing in ("caption", "class_mean", OWN_PHOTO):
+        if pairing == OWN_PHOTO and data.text_photos is None:
             raise DataError(f"{data.name}: no caption_photos.npz, so no text's own photo is known (--photo_pairs)")
         texts, labels = data.stacked_texts(classes)
-        images = np.concatenate([data.images[c][np.where(data.text_photos[c] >= 0, data.text_photos[c],
-                                                         rng.integers(0, len(data.images[c]), len(data.texts[c])))]
-                                 for c in classes])
+        if pairing == "class_mean":
+            means = np.stack([data.images[c].mean(0, dtype=np.float64) for c in classes]).astype(np.float32)
+            images = means[labels]
+        else:
+            rows = []
+            for c in classes:
+                drawn = rng.integers(0, len(data.images[c]), len(data.texts[c]))  # a photo of the text's class
+                if pairing == OWN_PHOTO:  # the photo the text describes, where known
+                    drawn = np.where(data.text_photos[c] >= 0, data.text_photos[c], drawn)
+                rows.append(data.images[c][drawn])
+            images = np.concatenate(rows)
     else:
         raise ValueError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS + (OWN_PHOTO,))}")
     return Pairs(torch.from_numpy(texts).to(device), torch.from_numpy(np.ascontiguousarray(images)).to(device),
