@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Iterable
 
 from zscrgan.data.convert import _loadmat, _whole_numbers
 from zscrgan.data.featurize import Features, read_text
@@ -59,6 +60,16 @@ def _and_more(items: list) -> str:
     return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
 
 
+def _photo_captions(photos: Iterable[tuple[str, str, list[str]]]) -> Features:
+    """Text rows from (class, photo, its captions), in that order, each row naming its photo."""
+    classes, captions, named = [], [], []
+    for cls, rel, lines in photos:
+        classes += [cls] * len(lines)
+        captions += lines
+        named += [rel] * len(lines)
+    return Features("texts", None, classes, captions, "", images=named)
+
+
 def caption_folder_rows(folder: Path, photos: list[tuple[str, str]], images: Path,
                         encoding: str = "utf-8-sig") -> Features:
     """Each photo's captions from its file under ``folder``, as text rows naming the photo."""
@@ -79,13 +90,7 @@ def caption_folder_rows(folder: Path, photos: list[tuple[str, str]], images: Pat
     extra = sorted(files - set(wanted))
     if extra:
         raise DataError(f"{folder / extra[0]}: a caption file of no photo in {images}{_and_more(extra)}")
-    classes, captions, named = [], [], []
-    for name, (cls, rel) in wanted.items():
-        lines = _caption_lines(folder / name, encoding)
-        classes += [cls] * len(lines)
-        captions += lines
-        named += [rel] * len(lines)
-    return Features("texts", None, classes, captions, "", images=named)
+    return _photo_captions((cls, rel, _caption_lines(folder / name, encoding)) for name, (cls, rel) in wanted.items())
 
 
 def caption_csv_rows(path: Path, photos: list[tuple[str, str]], images: Path,
@@ -112,12 +117,7 @@ def caption_csv_rows(path: Path, photos: list[tuple[str, str]], images: Path,
     bare = [rel for rel, said in per_photo.items() if not said]
     if bare:
         raise DataError(f"{path}: no caption for the photo {images / bare[0]}{_and_more(bare)}")
-    classes, captions, named = [], [], []
-    for cls, rel in photos:
-        classes += [cls] * len(per_photo[rel])
-        captions += per_photo[rel]
-        named += [rel] * len(per_photo[rel])
-    return Features("texts", None, classes, captions, "", images=named)
+    return _photo_captions((cls, rel, per_photo[rel]) for cls, rel in photos)
 
 
 def caption_rows(source: Path, photos: list[tuple[str, str]], images: Path, encoding: str = "utf-8-sig") -> Features:
