@@ -209,6 +209,11 @@ def compare_splits(cfg: Config, methods: list[str], seeds: list[int], n_splits: 
     say(f"compare: {n_splits} splits x {len(methods)} methods x {len(seeds)} seeds = {total} cells"
         + (f"; {total - len(todo)} done before, kept" if len(todo) < total else "") + f"; outputs in {out}")
     data = {}  # the split whose data the baselines fit on, loaded once
+
+    def tables() -> str:
+        return write_split_tables(out, by_split(cells.done, [s.index for s in splits], methods, seeds), seeds,
+                                  cfg.select_k)
+
     try:
         for n, (k, method, seed) in enumerate(todo, 1):
             if method in BASELINES and k not in data:
@@ -218,13 +223,11 @@ def compare_splits(cfg: Config, methods: list[str], seeds: list[int], n_splits: 
             cells.add(k, method, seed, figures, seconds)
             say(f"compare: [{n}/{len(todo)}] split {k} {method} seed {seed}: done in {seconds:.1f} s, "
                 f"Prec@{cfg.select_k} {figures['test'][f'prec@{cfg.select_k}']:.4f}")
-            md = write_split_tables(out, by_split(cells.done, [s.index for s in splits], methods, seeds), seeds, cfg.select_k)
+            tables()  # after each cell, so a long compare's tables show how far it got
     except KeyboardInterrupt:
         raise Interrupted(f"rerun the same zscrgan compare command with --resume to continue; the finished cells "
                           f"are in {out / CELLS_FILE}") from None
-    if not todo:
-        md = write_split_tables(out, by_split(cells.done, [s.index for s in splits], methods, seeds), seeds, cfg.select_k)
-    print(md + f"written to {out}.md, {out}.csv, {out}.png and {out}_paired.png")
+    print(tables() + f"written to {out}.md, {out}.csv, {out}.png and {out}_paired.png")
     return 0
 
 
