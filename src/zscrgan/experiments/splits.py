@@ -62,14 +62,15 @@ class Split:
 
 
 def draw_split(classes: list, n_unseen: int, index: int, seeds: list[int], val_fraction: float,
-               name: str = "data") -> Split:
-    """Split ``index``: ``n_unseen`` of ``classes`` drawn with seed ``index`` as unseen, the rest seen,
-    and per seed the validation classes a run of that seed holds out (dataset.split_validation)."""
+               folder: Path) -> Split:
+    """Split ``index``, to be written to ``folder``: ``n_unseen`` of ``classes`` drawn with seed ``index``
+    as unseen, the rest seen, and per seed the validation classes a run of that seed holds out
+    (dataset.split_validation)."""
     unseen = draw_classes(classes, n_unseen, index)
     seen = [c for c in classes if c not in set(unseen)]
-    ids = ZeroShotData({}, {}, seen, unseen, name)
+    ids = ZeroShotData({}, {}, seen, unseen, str(folder))  # the name its errors give
     val = {seed: split_validation(ids, val_fraction, seed)[1] for seed in seeds}
-    return Split(index, Path(), seen, unseen, val)
+    return Split(index, folder, seen, unseen, val)
 
 
 def write_split(split: Split, source: Path) -> None:
@@ -100,8 +101,7 @@ def make_splits(cfg: Config, n_splits: int, seeds: list[int], folder: Path) -> l
         classes = seen + unseen
     splits = []
     for index in range(n_splits):
-        split = draw_split(classes, len(unseen), index, seeds, cfg.val_fraction, source.name)
-        split.folder = folder / f"split{index}"
+        split = draw_split(classes, len(unseen), index, seeds, cfg.val_fraction, folder / f"split{index}")
         write_split(split, source)
         splits.append(split)
     return splits
