@@ -143,6 +143,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, space
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag", ["--trials", "--jobs"])
+def test_trials_and_jobs_below_one_are_refused_by_the_parser(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_info:
+        main(tune_args(tmp_path / "TOY", tmp_path / "out", flag, "0"))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == \
+        [f"zscrgan tune: error: argument {flag}: must be at least 1, got 0 (zscrgan tune --help for the rest)"]
+
+
 def test_space_file_yaml_replaces_and_removes_entries(tmp_path):
     (tmp_path / "s.yaml").write_text("gf_dim: {type: categorical, choices: [64, 128]}\nclip_val: null\n")
     base = {**asdict(Config()), "select": "val"}

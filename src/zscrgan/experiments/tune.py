@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from zscrgan.config import PER_CALL, Config, flags_given, parse_config, run_name
+from zscrgan.console import positive_int
 from zscrgan.data.dataset import split_validation
 from zscrgan.device import SPAWN, thread_share
 from zscrgan.errors import DataError, UserError, require
@@ -226,9 +227,9 @@ def parse(argv: list[str]) -> tuple[dict, dict, set[str]]:
         group.add_argument("--study", default="", help="study NAME (default: the data set's name)")
         group.add_argument("--storage", default="", help="an RDB URL (postgresql://, mysql+pymysql://, sqlite:///) "
                            "shared by workers on several machines; default: a journal file in the study folder")
-        group.add_argument("--trials", type=int, default=20, help="trials to run in this call (over all --jobs)")
+        group.add_argument("--trials", type=positive_int, default=20, help="trials to run in this call (over all --jobs)")
         group.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-        group.add_argument("--jobs", type=int, default=1, help="parallel trial processes, threads split between them")
+        group.add_argument("--jobs", type=positive_int, default=1, help="parallel trial processes, threads split between them")
         group.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
         group.add_argument("--space", default="", help="YAML or JSON file: flag -> range replacing the default "
                            "search space's entry (null removes it)")
@@ -246,14 +247,8 @@ def main(argv: list[str]) -> int:
     values, tune, given = parse(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = {**values, "select": "val", "track_test": False, "report": False, "resume": False, "workers": 1}
-    problems = []  # parse_config has checked the settings; these are tune's own
-    if values["seeds"]:
-        problems.insert(0, "--seeds: a trial trains one seed (--seed); rerun the best config with --seeds")
-    for flag in ("trials", "jobs"):
-        if tune[flag] < 1:
-            problems.insert(0, f"--{flag} must be at least 1, got {tune[flag]}")
-    if problems:
-        raise DataError(problems[0])
+    if values["seeds"]:  # parse_config has checked the settings; this is tune's own
+        raise DataError("--seeds: a trial trains one seed (--seed); rerun the best config with --seeds")
     check_validation(Config(**base))
     space = {n: s for n, s in read_space(tune["space"], base).items() if n not in given}
     if not space:
