@@ -13,8 +13,10 @@ Four things, written as one Markdown table (and JSON beside it):
    the best cosine per photo, and the runner-up, so a unique match is visible;
 2. for each ``--index`` (a `zscrgan index` folder), precision@K of every description: its class's
    photos among the top K of the index's answer, through the same search path as `zscrgan search`;
-3. ridge regression fitted on the data set's seen classes (lambda and pairing chosen on validation
-   classes, as `zscrgan compare` does), ranking the same photos by cosine: the linear baseline;
+3. a baseline (``--baseline``: ridge regression, or DeViSE or CCA) fitted on the data set's seen
+   classes (its setting and pairing chosen on validation classes, as `zscrgan compare` does; with
+   ``--refit`` fitted again at that setting on the training and validation classes together),
+   ranking the same photos by cosine;
 4. for every model, precision@K when the query is one of the data set's own captions of the
    descriptions' classes (every one of them, averaged per class, then over classes): how far one
    sentence of the kind the models were trained on gets on these photos, the figure the
@@ -35,10 +37,17 @@ from zscrgan.data.dataset import class_key, load_dataset, split_validation
 from zscrgan.data.encoders import Encoders
 from zscrgan.data.featurize import encode_texts, featurize_images, read_texts
 from zscrgan.data.photos import preprocess
-from zscrgan.evaluation.baselines import fit_baseline
+from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.evaluation.metrics import unit
 from zscrgan.files import write_atomic, write_json
 from zscrgan.search.reader import IndexReader
+
+
+def described(name: str, model, refit: bool) -> str:
+    """'ridge (class_mean, lambda 0.01)': a baseline's row, with the pairing and setting validation chose."""
+    chosen = [f"{'lambda' if key == 'lam' else key} {value:.3g}" for key, value in model.params.items()
+              if key not in ("pairs", "val_prec")]
+    return f"{name} ({', '.join([model.params['pairs'], *chosen])}{', refitted' if refit else ''})"
 
 
 def precision_at(ranked_classes: list[list[str]], wanted: list[str], k: int) -> tuple[float, dict]:
@@ -105,7 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dataset", type=Path, required=True, help="the data set the models were trained on")
     parser.add_argument("--index", action="append", default=[], help="a zscrgan index folder (repeatable)")
     parser.add_argument("-k", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0, help="the validation split ridge chooses lambda on")
+    parser.add_argument("--seed", type=int, default=0, help="the validation split the baseline chooses its setting on")
+    parser.add_argument("--baseline", default="ridge", choices=BASELINES, help="the baseline scored beside the indexes")
+    parser.add_argument("--refit", action="store_true",
+                        help="fit the baseline again on the training and validation classes at the setting "
+                             "validation chose (docs/results.md, 'Over seeds')")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file; JSON written beside it")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -132,16 +145,16 @@ def main(argv: list[str] | None = None) -> dict:
         on_captions[name] = precision_at(search_index(reader, reader.text_run().embed_text_vectors(captions), args.k),
                                          caption_classes, args.k)[1]
     train, val = split_validation(data, 0.2, args.seed)
-    ridge = fit_baseline("ridge", data, train, val, seed=args.seed)
-    gallery = unit(ridge.embed_images(torch.from_numpy(photos.features)).numpy())
+    baseline = fit_baseline(args.baseline, data, train, val, seed=args.seed, refit=args.refit)
+    gallery = unit(baseline.embed_images(torch.from_numpy(photos.features)).numpy())
 
-    def ridge_ranking(vectors: np.ndarray) -> list[list[str]]:
-        sims = unit(ridge.embed_texts(torch.from_numpy(vectors)).numpy()) @ gallery.T
+    def baseline_ranking(vectors: np.ndarray) -> list[list[str]]:
+        sims = unit(baseline.embed_texts(torch.from_numpy(vectors)).numpy()) @ gallery.T
         return [[photos.classes[i] for i in row] for row in np.argsort(-sims, axis=1, kind="stable")[:, :args.k]]
 
-    name = f"ridge ({ridge.params['pairs']}, lambda {ridge.params['lam']:.3g})"
-    rows[name] = precision_at(ridge_ranking(texts.features), texts.classes, args.k)
-    on_captions[name] = precision_at(ridge_ranking(captions), caption_classes, args.k)[1]
+    name = described(args.baseline, baseline, args.refit)
+    rows[name] = precision_at(baseline_ranking(texts.features), texts.classes, args.k)
+    on_captions[name] = precision_at(baseline_ranking(captions), caption_classes, args.k)[1]
     caption_mean = {n: float(np.mean([per[c] for c in classes])) for n, per in on_captions.items()}
 
     md = [f"Precision@{args.k} of {len(texts.sources)} descriptions ({args.descriptions.name}) of {len(classes)} "

@@ -6,7 +6,7 @@
     zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.experiments.compare)
     zscrgan tune      --dataset FLO --trials 40   hyperparameter search on validation classes (zscrgan.experiments.tune)
     zscrgan featurize images|texts ...       photos / descriptions to vectors (zscrgan.data.featurize)
-    zscrgan data      build|split|check|convert   make and validate data sets (zscrgan.data.tools)
+    zscrgan data      build|split|check|convert   make and validate data sets (zscrgan.data.command)
     zscrgan models                           the models shipped with zscrgan (zscrgan.search.shipped)
     zscrgan index     --model flowers --images DIR --out INDEX   make photos searchable (zscrgan.search.index)
     zscrgan shard     --run RUN --images DIR --out SHARDS  embed photos in shards, local or Ray (zscrgan.search.shard)
@@ -30,7 +30,7 @@ COMMANDS = {
     "compare": ("zscrgan.experiments.compare", "main"),
     "tune": ("zscrgan.experiments.tune", "main"),
     "featurize": ("zscrgan.data.featurize", "main"),
-    "data": ("zscrgan.data.tools", "main"),
+    "data": ("zscrgan.data.command", "main"),
     "models": ("zscrgan.search.shipped", "main"),
     "index": ("zscrgan.search.index", "main"),
     "shard": ("zscrgan.search.shard", "main"),

@@ -16,7 +16,7 @@ from zscrgan import cli
 from zscrgan.data.convert import GAZSL_FILES, convert_gazsl, text_pca
 from zscrgan.data.dataset import load_dataset, read_pickle
 from zscrgan.data.featurize import Features, read_description_rows
-from zscrgan.data.tools import build_dataset
+from zscrgan.data.command import build_dataset
 from zscrgan.errors import DataError
 
 TEXT_ROWS, TEXT_DIM, IMAGE_DIM = 6, 9, 4
@@ -289,7 +289,7 @@ def test_convert_flags_belong_to_their_source(tmp_path, capsys):
 
 def test_memory_estimate_names_long_texts():
     from zscrgan.data.dataset import ZeroShotData
-    from zscrgan.data.tools import run_memory
+    from zscrgan.data.command import run_memory
 
     def line(text_dim):
         texts = {c: np.zeros((1, text_dim), np.float32) for c in (1, 2)}

@@ -41,7 +41,7 @@ from zscrgan.device import add_device_flag
 from zscrgan.errors import DataError
 from zscrgan.files import check_writable, read_json_object, write_json
 
-__all__ = ["build_dataset", "check_dataset", "choose_unseen", "split_dataset", "convert_gazsl", "convert_xlsa17", "main"]
+__all__ = ["build_dataset", "check_dataset", "choose_unseen", "split_dataset", "main"]
 
 
 # ---------------------------------------------------------------- build

@@ -11,7 +11,8 @@ from helpers import small_tree
 from zscrgan import cli
 from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, write_pickle
 from zscrgan.data.featurize import read_description_rows
-from zscrgan.data.tools import build_dataset, choose_unseen, convert_xlsa17
+from zscrgan.data.command import build_dataset, choose_unseen
+from zscrgan.data.convert import convert_xlsa17
 from zscrgan.errors import DataError
 
 # Three descriptions per class, shipped with the repo for the README's flower-photo commands.
