@@ -5,7 +5,7 @@ The package, by subsystem; each may import only those listed before it (tests/te
     errors, console, files, device, flags,          the shared ground: error types, terminal output,
     recipes, config                                 atomic files and locks, the recipes, the Config
                                                     dataclass
-    core/         the model: networks, losses, optimisers, the batch sampler, the reference step
+    core/         the model: networks, losses, optimisers, the batch sampler, checkpoints
     data/         data sets on disk, photos and the encoders that turn photos and texts into vectors
     evaluation/   metrics, scoring any text->photo model, selection on validation classes, baselines
     experiments/  training runs (the EM trainer, run folders), compare, tune, reports

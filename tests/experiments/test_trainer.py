@@ -4,10 +4,10 @@ import resource
 import sys
 
 import pytest
+import reference
 import torch
 
 from zscrgan.config import Config
-from zscrgan.core import reference
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.experiments import trainer as trainer_module
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory

@@ -3,7 +3,7 @@
 Each step is written the obvious way: one generator forward per critic step, three
 separate critic calls, the encoder run on the wrong text itself. It consumes noise laid
 out exactly as the fast trainer draws it, so tests/experiments/test_trainer.py can demand equal
-parameters, and benchmarks/speed.py times it as the baseline.
+parameters. A test oracle, so it lives with the tests, not in the model package.
 """
 from __future__ import annotations
 
