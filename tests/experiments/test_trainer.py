@@ -92,13 +92,24 @@ def test_run_round_is_reproducible_from_seed():
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_building_a_trainer_leaves_the_process_malloc_settings_alone(monkeypatch):
-    """retain_freed_memory changes the whole process: only the training command calls it."""
-    def refuse():
-        raise AssertionError("EMTrainer called retain_freed_memory")
-    monkeypatch.setattr(trainer_module, "retain_freed_memory", refuse)
+    """retain_freed_memory changes the whole process: only the training command calls it. Every
+    mallopt call is recorded (none made yet in this process, as far as the trainer knows)."""
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append(param)
+            return 1
+
+    monkeypatch.setattr(trainer_module, "_retained", False)
+    monkeypatch.setattr(trainer_module.ctypes, "CDLL", lambda name: Libc())
     data = make_builtin_dataset()
-    EMTrainer(Config(gf_dim=32, df_dim=32, embed_dim=16, z_dim=8).resolved(), data, data.seen, "cpu")
+    trainer = EMTrainer(Config(gf_dim=32, df_dim=32, embed_dim=16, z_dim=8).resolved(), data, data.seen, "cpu")
+    trainer.run_round()
+    assert calls == []
+    assert retain_freed_memory() is True and calls == [-4, -1, -2]  # what a call would have left behind
 
 
 @pytest.mark.slow
