@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 
-from zscrgan.data.dataset import save_dataset
+from zscrgan.data.dataset import ZeroShotData, save_dataset
 from zscrgan.data.synthetic import make_builtin_dataset
 
 TINY = ["--gf_dim", "32", "--df_dim", "32", "--embed_dim", "16", "--z_dim", "8", "--e_steps", "4",
@@ -55,3 +55,18 @@ def tied_captions_set(tied: bool = True, n_seen: int = 30, n_unseen: int = 10, p
         ties[c] = own if tied else rng.permutation(own)
     return ZeroShotData(texts, images, list(range(1, n_seen + 1)), list(range(n_seen + 1, n_seen + n_unseen + 1)),
                         "tied", text_photos=ties)
+
+
+def caption_data(texts_per_class=(7, 3, 5, 9, 4, 6), images_per_class=8, unseen=2, seed=0) -> ZeroShotData:
+    """Classes with different caption counts and equal photo counts; captions and photos are
+    noisy linear maps of a class latent, so a linear fit has something to find."""
+    rng = np.random.default_rng(seed)
+    n = len(texts_per_class)
+    latent = rng.normal(size=(n, 4))
+    to_text, to_image = rng.normal(size=(4, 6)), rng.normal(size=(4, 5))
+    texts = {c: (latent[c] @ to_text + 0.5 * rng.normal(size=(k, 6))).astype(np.float32)
+             for c, k in enumerate(texts_per_class)}
+    images = {c: (latent[c] @ to_image + 0.5 * rng.normal(size=(images_per_class, 5))).astype(np.float32)
+              for c in range(n)}
+    ids = list(range(n))
+    return ZeroShotData(texts, images, ids[unseen:], ids[:unseen], name="captions")

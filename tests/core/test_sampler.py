@@ -1,6 +1,7 @@
 """The batch sampler: class slicing, round-robin images, full batches only."""
 from collections import Counter
 
+import numpy as np
 import torch
 
 from zscrgan.core.sampler import BatchSampler
@@ -70,3 +71,20 @@ def test_state_dict_resumes_the_same_stream():
     got = b.sample(6)
     for key in expected:
         assert torch.equal(expected[key], got[key])
+
+
+def test_the_e_step_draws_every_caption_of_a_class_about_equally_often():
+    counts = [40, 7, 25]  # captions per class
+    sampler = BatchSampler([5, 5, 5], batch_size=6, seed=0, texts_per_class=counts)
+    drawn = sampler.sample(3000)  # 18,000 rows, 6,000 a class
+    rows, classes = drawn["texts"].reshape(-1), drawn["classes"].reshape(-1)
+    offsets = np.cumsum([0] + counts)
+    for c, k in enumerate(counts):
+        mine = rows[classes == c].numpy() - offsets[c]
+        assert mine.min() >= 0 and mine.max() < k  # always a caption of the row's own class
+        hist = np.bincount(mine, minlength=k)
+        assert (hist > 0).all()  # every caption is drawn
+        # uniform: chi-square with k-1 degrees of freedom, far below its 0.999 quantile
+        expected = len(mine) / k
+        chi2 = ((hist - expected) ** 2 / expected).sum()
+        assert chi2 < k - 1 + 6 * np.sqrt(2 * (k - 1)), (c, chi2)

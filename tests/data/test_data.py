@@ -4,7 +4,9 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import caption_data
 
+from zscrgan.data import dataset as data_module
 from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, split_validation
 from zscrgan.errors import DataError
 
@@ -176,3 +178,27 @@ def test_flo_loads(flo_dir):
     assert (len(data.seen), len(data.unseen), data.image_dim, data.text_dim) == (82, 20, 1280, 1024)
     assert sum(len(v) for v in data.images.values()) == 8189
     assert data.classnames[1] == "pink primrose"
+
+
+def test_texts_that_would_not_fit_in_memory_are_refused_in_one_line(tmp_path, monkeypatch):
+    data = caption_data()
+    folder = write_set(tmp_path / "big", data.texts, data.images, data.seen, data.unseen)
+    need = 4 * sum(t.size for t in data.texts.values())
+    monkeypatch.setattr(data_module, "available_memory", lambda: need - 1)
+    with pytest.raises(DataError, match=r"txt_embed_dict.pkl: the text vectors need .* GiB as float32, more than"):
+        load_dataset(folder)
+    monkeypatch.setattr(data_module, "available_memory", lambda: 10 * need)
+    assert load_dataset(folder).many_texts
+
+
+def test_caption_rows_of_different_width_or_with_nan_are_refused(tmp_path):
+    data = caption_data()
+    texts = dict(data.texts)
+    texts[3] = np.zeros((4, 7), np.float32)
+    with pytest.raises(DataError, match="txt_embed_dict.pkl: class 3 has text vectors of length 7, others have 6"):
+        load_dataset(write_set(tmp_path / "wide", texts, data.images, data.seen, data.unseen))
+    texts = dict(data.texts)
+    texts[4] = texts[4].copy()
+    texts[4][2, 1] = np.nan
+    with pytest.raises(DataError, match="txt_embed_dict.pkl: class 4 has NaN or infinite text values"):
+        load_dataset(write_set(tmp_path / "nan", texts, data.images, data.seen, data.unseen))

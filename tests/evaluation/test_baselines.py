@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from helpers import caption_data
 
 from zscrgan.data.dataset import ZeroShotData, load_dataset, split_validation
 from zscrgan.evaluation.baselines import (
@@ -188,3 +189,39 @@ def _ridge_at(data, train, lam):
     from zscrgan.evaluation.baselines import _fit_ridge
 
     return _fit_ridge(training_pairs(data, train, seed=0), [{"lam": lam}], None)
+
+
+def test_class_mean_pairing_is_ridge_on_every_caption_photo_pair_of_a_class():
+    """Pairing each caption with its class's mean photo is the closed form of pairing it with
+    every photo of its class (equal photo counts): checked against numpy on the explicit pairs."""
+    data = caption_data()
+    model = fit_baseline("ridge", data, data.seen, None, pairing="class_mean")
+    lam = model.params["lam"]
+    a = np.concatenate([np.repeat(data.texts[c], len(data.images[c]), 0) for c in data.seen]).astype(np.float64)
+    b = np.concatenate([np.tile(data.images[c], (len(data.texts[c]), 1)) for c in data.seen]).astype(np.float64)
+    a_c, b_c = a - a.mean(0), b - b.mean(0)
+    gram = a_c.T @ a_c / len(a)
+    weights = np.linalg.solve(gram + lam * np.trace(gram) / len(gram) * np.eye(len(gram)), a_c.T @ b_c / len(a))
+    np.testing.assert_allclose(model.text_map.numpy(), weights, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.image_mean.numpy(), b.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.text_mean.numpy(), a.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_caption_pairings_use_every_caption_and_the_pairing_is_chosen_on_validation():
+    data = caption_data()
+    for pairing in ("caption", "class_mean"):
+        pairs = training_pairs(data, data.seen, seed=3, pairing=pairing)
+        assert len(pairs.texts) == sum(len(data.texts[c]) for c in data.seen)
+        for pos, c in enumerate(data.seen):
+            got = pairs.images[pairs.labels == pos].numpy()
+            if pairing == "class_mean":
+                np.testing.assert_allclose(got, np.broadcast_to(data.images[c].mean(0), got.shape), rtol=1e-6)
+            else:  # each a photo of its own class
+                assert ((got[:, None] == data.images[c][None]).all(-1)).any(1).all()
+    model = fit_baseline("ridge", data, data.seen[:2], data.seen[2:])
+    assert model.params["pairs"] in ("photo", "caption", "class_mean")
+    best = max(fit_baseline("ridge", data, data.seen[:2], data.seen[2:], pairing=p).params["val_prec"]
+               for p in ("photo", "caption", "class_mean"))
+    assert model.params["val_prec"] == best
+    one = ZeroShotData({c: t[:1] for c, t in data.texts.items()}, data.images, data.seen, data.unseen)
+    assert fit_baseline("ridge", one, one.seen[:2], one.seen[2:]).params["pairs"] == "photo"

@@ -8,7 +8,8 @@ from helpers import TINY, read_jsonl
 
 from zscrgan.cli import main
 from zscrgan.evaluation.metrics import collapse_stats, is_collapsed
-from zscrgan.evaluation.selection import Selector
+from zscrgan.errors import UserError
+from zscrgan.evaluation.selection import Selector, check_select_k
 
 
 def rec(round_, val=None, test=None, collapsed=False, k=10):
@@ -175,3 +176,9 @@ def test_config_file_value_outside_a_flags_choices_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == \
         f"zscrgan train: error: {path}: --optimizer must be one of tf1, torch, got adam"
     assert not (tmp_path / "ckt_logs").exists()
+
+
+def test_one_validation_class_is_refused_and_two_warn():
+    with pytest.raises(UserError, match="--select val holds out only 1 validation class: its gallery holds only"):
+        check_select_k("val", 5, [40])
+    assert any("only 2 validation classes" in w for w in check_select_k("val", 5, [40, 40]))

@@ -6,6 +6,7 @@ import sys
 import pytest
 import reference
 import torch
+from helpers import caption_data
 
 from zscrgan.config import Config
 from zscrgan.data.synthetic import make_builtin_dataset
@@ -129,3 +130,13 @@ def test_generator_steps_reuse_freed_memory_instead_of_page_faulting():
         trainer.generator_step(rows["images"][i], rows["texts"][i], trainer.draw_noise(2 * cfg.batch_size))
     per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
     assert per_step < grad_pages / 2, f"{per_step:.0f} page faults per step; the gradients are {grad_pages} pages"
+
+
+def test_original_trains_on_each_class_s_first_caption_only():
+    data = caption_data()
+    tiny = dict(gf_dim=8, df_dim=8, embed_dim=4, z_dim=2, e_steps=2, m_steps=2, batch_size=4)
+    for recipe, first_only in (("original", True), ("improved", False)):
+        trainer = EMTrainer(Config(recipe=recipe, **tiny).resolved(), data, data.seen, "cpu")
+        rows = trainer.round_batches()["texts"].reshape(-1)
+        firsts = set(trainer.sampler.text_offsets.tolist())
+        assert set(rows.tolist()) <= firsts if first_only else not set(rows.tolist()) <= firsts

@@ -25,7 +25,7 @@ Training pairs (``PAIRINGS``; texts and images of a class are only tied by their
 * ``caption``    -- every text with ONE image of its class, drawn per text: all captions used,
   the photos' variation kept.
 * ``class_mean`` -- every text with the mean image of its class. For ridge this is the
-  closed form of pairing each text with every image of its class (tests/experiments/test_captions.py).
+  closed form of pairing each text with every image of its class (tests/evaluation/test_baselines.py).
 * ``own_photo``  -- every text with the photo it describes (caption_photos.npz of a set built
   with ``zscrgan data build --captions``; a text tied to no photo gets one of its class drawn,
   as ``caption``). Only with ``own_photo=True`` (``--photo_pairs``), off by default: the project
