@@ -88,3 +88,24 @@ def test_the_e_step_draws_every_caption_of_a_class_about_equally_often():
         expected = len(mine) / k
         chi2 = ((hist - expected) ** 2 / expected).sum()
         assert chi2 < k - 1 + 6 * np.sqrt(2 * (k - 1)), (c, chi2)
+
+
+def test_the_sampler_draws_each_rows_text_among_its_photos_captions():
+    photos_of_texts = [np.array([0, 0, 1, 1, 1, 2, -1]), np.array([1, 0, -1])]  # class 0: 3 images, class 1: 2
+    plain = BatchSampler([3, 2], 4, seed=5, texts_per_class=[7, 3])
+    own = BatchSampler([3, 2], 4, seed=5, texts_per_class=[7, 3], text_photos=photos_of_texts)
+    a, b = plain.sample(200), own.sample(200)
+    assert torch.equal(a["classes"], b["classes"]) and torch.equal(a["images"], b["images"])  # same stream
+    captions_of = {0: {0, 1}, 1: {2, 3, 4}, 2: {5}, 3: {8}, 4: {7}}  # global image row -> its texts' global rows
+    drawn = {}
+    for image, text in zip(b["images"].flatten().tolist(), b["texts"].flatten().tolist()):
+        drawn.setdefault(image, set()).add(text)
+    assert drawn == captions_of  # every caption of each photo drawn, and only those
+    assert not torch.equal(a["texts"], b["texts"])
+
+
+def test_a_photo_without_captions_falls_back_to_its_class():
+    own = BatchSampler([2], 2, seed=0, texts_per_class=[3], text_photos=[np.array([0, 0, -1])])
+    batch = own.sample(100)
+    texts_of_image_1 = set(batch["texts"][batch["images"] == 1].tolist())
+    assert texts_of_image_1 == {0, 1, 2} and set(batch["texts"][batch["images"] == 0].tolist()) == {0, 1}

@@ -1,20 +1,17 @@
-"""Captions tied to their photos, used: the baselines' own_photo pairing (--photo_pairs) and the
-E-step's own captions (--own_captions). Both off by default; the project has no real tied data, so
-these show the mechanics, and on synthetic captions that describe their photo (tests/helpers.py),
-that validation picks the pairing where it helps and leaves it where it does not."""
+"""Captions tied to their photos, used by the baselines: the own_photo pairing (--photo_pairs). Off by
+default; the project has no real tied data, so these show the mechanics, and on synthetic captions
+that describe their photo (tests/helpers.py), that validation picks the pairing where it helps and
+leaves it where it does not. (The E-step's own captions, --own_captions: tests/core/test_sampler.py,
+tests/experiments/test_trainer.py and test_run.py.)"""
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, small_set, tied_captions_set
+from helpers import tied_captions_set
 
-from zscrgan.cli import main
-from zscrgan.config import Config
-from zscrgan.core.sampler import BatchSampler
-from zscrgan.data.dataset import ZeroShotData, save_dataset, split_validation
+from zscrgan.data.dataset import ZeroShotData, split_validation
 from zscrgan.errors import DataError
 from zscrgan.evaluation.baselines import OWN_PHOTO, fit_baseline, training_pairs
 from zscrgan.evaluation.scoring import score_classes
-from zscrgan.experiments.trainer import EMTrainer
 
 
 def test_own_photo_pairs_each_text_with_the_photo_it_describes():
@@ -60,48 +57,3 @@ def test_without_validation_classes_photo_pairs_means_own_photo():
     data = tied_captions_set(tied=True)
     assert fit_baseline("ridge", data, data.seen, None, own_photo=True).params["pairs"] == OWN_PHOTO
     assert fit_baseline("ridge", data, data.seen, None).params["pairs"] == "photo"
-
-
-def test_the_sampler_draws_each_rows_text_among_its_photos_captions():
-    photos_of_texts = [np.array([0, 0, 1, 1, 1, 2, -1]), np.array([1, 0, -1])]  # class 0: 3 images, class 1: 2
-    plain = BatchSampler([3, 2], 4, seed=5, texts_per_class=[7, 3])
-    own = BatchSampler([3, 2], 4, seed=5, texts_per_class=[7, 3], text_photos=photos_of_texts)
-    a, b = plain.sample(200), own.sample(200)
-    assert torch.equal(a["classes"], b["classes"]) and torch.equal(a["images"], b["images"])  # same stream
-    captions_of = {0: {0, 1}, 1: {2, 3, 4}, 2: {5}, 3: {8}, 4: {7}}  # global image row -> its texts' global rows
-    drawn = {}
-    for image, text in zip(b["images"].flatten().tolist(), b["texts"].flatten().tolist()):
-        drawn.setdefault(image, set()).add(text)
-    assert drawn == captions_of  # every caption of each photo drawn, and only those
-    assert not torch.equal(a["texts"], b["texts"])
-
-
-def test_a_photo_without_captions_falls_back_to_its_class():
-    own = BatchSampler([2], 2, seed=0, texts_per_class=[3], text_photos=[np.array([0, 0, -1])])
-    batch = own.sample(100)
-    texts_of_image_1 = set(batch["texts"][batch["images"] == 1].tolist())
-    assert texts_of_image_1 == {0, 1, 2} and set(batch["texts"][batch["images"] == 0].tolist()) == {0, 1}
-
-
-@pytest.mark.parametrize("recipe", ["original", "tuned"])  # original: the first text of a class, unless own captions
-def test_the_e_step_trains_on_each_photos_own_captions(recipe):
-    data = tied_captions_set(tied=True, n_seen=6, n_unseen=2)
-    cfg = Config(recipe=recipe, own_captions=True, gf_dim=32, df_dim=32, embed_dim=16, z_dim=8, batch_size=8,
-                 e_steps=2, m_steps=2, n_critic=1).resolved()
-    trainer = EMTrainer(cfg, data, data.seen, "cpu")
-    rows = trainer.round_batches()
-    ties = np.concatenate([data.text_photos[c] + sum(len(data.images[k]) for k in data.seen[:i])
-                           for i, c in enumerate(data.seen)])  # each text's global image row
-    assert torch.equal(torch.from_numpy(ties)[rows["texts"]], rows["images"])
-
-
-def test_training_with_own_captions_and_photo_pairs(tmp_path, capsys):
-    data = tied_captions_set(tied=True, n_seen=8, n_unseen=3)
-    save_dataset(data, tmp_path / "tied")
-    argv = ["train", "--dataset", str(tmp_path / "tied"), "--out_dir", str(tmp_path), "--epochs", "1",
-            "--recipe", "tuned", "--select", "val", "--select_k", "5", *TINY]
-    assert main(argv + ["--own_captions", "--photo_pairs"]) == 0
-    small_set(tmp_path / "untied")
-    assert main(["train", "--dataset", str(tmp_path / "untied"), "--own_captions", "--out_dir", str(tmp_path)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"{tmp_path / 'untied' / 'caption_photos.npz'}: not found; --own_captions needs which photo" in err

@@ -6,9 +6,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, read_jsonl, small_set
+from helpers import TINY, read_jsonl, small_set, tied_captions_set
 
 from zscrgan.cli import main
+from zscrgan.data.dataset import save_dataset
 
 
 def test_train_writes_upstreams_outputs(tmp_path, capsys):
@@ -215,3 +216,15 @@ def test_a_full_disk_names_the_file_and_the_resume_and_metrics_match_last_pt(tmp
     monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
     assert main([*args, "--resume"]) == 0
     assert [h["round"] for h in read_jsonl(logs / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_training_with_own_captions_and_photo_pairs(tmp_path, capsys):
+    data = tied_captions_set(tied=True, n_seen=8, n_unseen=3)
+    save_dataset(data, tmp_path / "tied")
+    argv = ["train", "--dataset", str(tmp_path / "tied"), "--out_dir", str(tmp_path), "--epochs", "1",
+            "--recipe", "tuned", "--select", "val", "--select_k", "5", *TINY]
+    assert main(argv + ["--own_captions", "--photo_pairs"]) == 0
+    small_set(tmp_path / "untied")
+    assert main(["train", "--dataset", str(tmp_path / "untied"), "--own_captions", "--out_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{tmp_path / 'untied' / 'caption_photos.npz'}: not found; --own_captions needs which photo" in err

@@ -3,10 +3,11 @@ import copy
 import resource
 import sys
 
+import numpy as np
 import pytest
 import reference
 import torch
-from helpers import caption_data
+from helpers import caption_data, tied_captions_set
 
 from zscrgan.config import Config
 from zscrgan.data.synthetic import make_builtin_dataset
@@ -140,3 +141,15 @@ def test_original_trains_on_each_class_s_first_caption_only():
         rows = trainer.round_batches()["texts"].reshape(-1)
         firsts = set(trainer.sampler.text_offsets.tolist())
         assert set(rows.tolist()) <= firsts if first_only else not set(rows.tolist()) <= firsts
+
+
+@pytest.mark.parametrize("recipe", ["original", "tuned"])  # original: the first text of a class, unless own captions
+def test_the_e_step_trains_on_each_photos_own_captions(recipe):
+    data = tied_captions_set(tied=True, n_seen=6, n_unseen=2)
+    cfg = Config(recipe=recipe, own_captions=True, gf_dim=32, df_dim=32, embed_dim=16, z_dim=8, batch_size=8,
+                 e_steps=2, m_steps=2, n_critic=1).resolved()
+    trainer = EMTrainer(cfg, data, data.seen, "cpu")
+    rows = trainer.round_batches()
+    ties = np.concatenate([data.text_photos[c] + sum(len(data.images[k]) for k in data.seen[:i])
+                           for i, c in enumerate(data.seen)])  # each text's global image row
+    assert torch.equal(torch.from_numpy(ties)[rows["texts"]], rows["images"])
