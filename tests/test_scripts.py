@@ -2,6 +2,7 @@
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -66,6 +67,20 @@ def test_flower_search_scores_an_index_of_unseen_flowers_and_finds_each_photo_in
             hits = value * 5 * captions[class_key(name)]
             assert abs(hits - round(hits)) < 1e-6, (name, value)
     assert "| index index |" in (tmp_path / "fs.md").read_text()
+    # CCA refitted on training + validation classes at its chosen setting (docs/results.md, "Over seeds")
+    refit = flower_search.main(["--photos", str(photos), "--descriptions", str(examples), "--dataset",
+                                str(tmp_path / "cap"), "--baseline", "cca", "--refit", "--out", str(tmp_path / "cca.md")])
+    [(name, model)] = refit["models"].items()
+    assert name.startswith("cca (") and name.endswith(", refitted)") and 0 <= model["precision"] <= 1
+
+
+def test_flower_search_names_a_baseline_by_the_setting_validation_chose():
+    import flower_search
+
+    ridge = SimpleNamespace(params={"lam": 0.01, "pairs": "class_mean", "val_prec": 0.3})
+    assert flower_search.described("ridge", ridge, False) == "ridge (class_mean, lambda 0.01)"
+    cca = SimpleNamespace(params={"reg": 10.0, "dim": 64, "power": 0.0, "pairs": "caption", "val_prec": None})
+    assert flower_search.described("cca", cca, True) == "cca (caption, reg 10, dim 64, power 0, refitted)"
 
 
 def test_seen_curve_averages_draws_per_training_class_count(tmp_path):
