@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from zscrgan.config import Config, parse_config
+from zscrgan.console import positive_int
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import pick_device
 from zscrgan.evaluation.scoring import evaluate_classes
@@ -73,7 +74,7 @@ def speed_flags(parser) -> None:
     """The benchmark's own flags, beside every zscrgan train flag (the model, recipe and data set)."""
     parser.add_argument("--synthetic", help="classes,images_per_class,text_dim,image_dim: generated data instead")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="timed rounds (after one warm-up round)")
 
 
 def main(argv=None) -> int:
