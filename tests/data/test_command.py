@@ -1,17 +1,18 @@
 """data build / check / convert: real photos end to end, xlsa17 .mat files, checks of bad sets."""
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io as sio
 from conftest import shared_path
-from helpers import small_tree
+from helpers import TINY, small_tree
 
 from zscrgan import cli
 from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, write_pickle
-from zscrgan.data.featurize import read_description_rows
-from zscrgan.data.command import build_dataset, choose_unseen
+from zscrgan.data.command import build_dataset, choose_unseen, run_memory
+from zscrgan.data.featurize import Features, read_description_rows
 from zscrgan.data.convert import convert_xlsa17
 from zscrgan.errors import DataError
 
@@ -250,3 +251,79 @@ def test_split_moves_the_named_classes_to_unseen_and_records_the_encoders(tmp_pa
                      "--out", str(tmp_path / "small")]) == 0
     small = load_dataset(tmp_path / "small")
     assert (small.seen, small.unseen, sorted(small.texts)) == ([1, 5], [4], [1, 4, 5])
+
+
+# ---------------------------------------------------------------- texts per image (WIKI)
+
+PHOTOS = {"art": ["a1.jpg", "a2.jpg", "a3.jpg"], "bio": ["b1.jpg", "b2.jpg"], "geo": ["g1.jpg", "g2.jpg"]}
+ARTICLES = [("art", "article a1", "a1"), ("art", "article a2", "art/a2.jpg"), ("art", "article a3", "a3.jpg"),
+            ("bio", "article b2", "b2"), ("bio", "article b1", "b1"),
+            ("geo", "article g2", "g2"), ("geo", "a geo text of no photo", "")]
+
+
+def wiki_npz(tmp_path, articles=ARTICLES):
+    rng = np.random.default_rng(4)
+    sources = [f"{cls}/{name}" for cls, names in PHOTOS.items() for name in names]
+    images = Features("images", rng.normal(size=(len(sources), 5)).astype(np.float32),
+                      [s.split("/")[0] for s in sources], sources, "test-encoder", "/photos")
+    texts = Features("texts", rng.normal(size=(len(articles), 3)).astype(np.float32), [a[0] for a in articles],
+                     [a[1] for a in articles], "test-text", images=[a[2] for a in articles])
+    images.save(tmp_path / "images.npz")
+    texts.save(tmp_path / "texts.npz")
+    return images, texts
+
+
+def test_texts_per_image_each_query_as_its_own_item(tmp_path):
+    images, texts = wiki_npz(tmp_path)
+    assert Features.load(tmp_path / "texts.npz", "texts").images == [a[2] for a in ARTICLES]
+    out = tmp_path / "WIKI"
+    assert cli.main(["data", "build", "--images", str(tmp_path / "images.npz"), "--texts", str(tmp_path / "texts.npz"),
+                     "--out", str(out), "--unseen", "geo"]) == 0
+    data = load_dataset(out)
+    assert data.classnames == {1: "art", 2: "bio", 3: "geo"} and data.unseen == [3]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["texts"]) == len(ARTICLES)
+    for entry in manifest["texts"]:
+        n = texts.sources.index(entry["text"])
+        np.testing.assert_array_equal(data.texts[entry["class"]][entry["row"]], texts.features[n])
+        if ARTICLES[n][2]:  # the text's photo is recorded, and is that photo's row of its class
+            photo = images.sources.index(entry["image"])
+            assert entry["image"].split("/")[0] == data.classnames[entry["class"]]
+            assert Path(entry["image"]).stem == Path(ARTICLES[n][2]).stem
+            np.testing.assert_array_equal(data.images[entry["class"]][entry["image_row"]], images.features[photo])
+        else:
+            assert entry["image"] is None and entry["image_row"] is None
+    # every text of an unseen class is one query: 2 geo texts -> 2 retrieval lists
+    assert cli.main(["train", "--dataset", str(out), "--out_dir", str(tmp_path / "run"), *TINY, "--eval_k", "2",
+                     "--epochs", "1", "--select", "last"]) == 0
+    (result,) = (tmp_path / "run" / "retrieved_res" / "WIKI_res").glob("acc*.pkl")
+    lists = pickle.loads(result.read_bytes())
+    assert [list(q) for q in lists] == [[3], [3]] and all(len(v) == 2 for q in lists for v in q.values())
+
+
+@pytest.mark.parametrize("cell,message", [
+    ("bio/b1.jpg", "text 1 is of class 'art' but names bio/b1.jpg, a photo of 'bio'"),
+    ("a9", "text 1 ('art') names 'a9', and {images} has no photo of that name in class 'art'"),
+    ("x", "text 1 ('art') names 'x', and {images} has 2 photos (art/x.jpg, art/x.png) of that name in class 'art'"),
+])
+def test_a_text_naming_a_wrong_photo_is_refused_before_any_photo_is_encoded(tmp_path, cell, message):
+    photos = tmp_path / "photos"
+    for cls, names in {**PHOTOS, "art": PHOTOS["art"] + ["x.jpg", "x.png"]}.items():
+        (photos / cls).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (photos / cls / name).write_bytes(b"not decoded: the check runs on names only")
+    wiki_npz(tmp_path, [("art", "article", cell)] + ARTICLES[3:])
+    with pytest.raises(DataError) as err:
+        build_dataset(photos, tmp_path / "texts.npz", tmp_path / "out", unseen="geo", device="cpu")
+    assert str(err.value) == f"{tmp_path / 'texts.npz'}: " + message.format(images=photos)
+    assert not (tmp_path / "out").exists()
+
+
+def test_memory_estimate_names_long_texts():
+    def line(text_dim):
+        texts = {c: np.zeros((1, text_dim), np.float32) for c in (1, 2)}
+        return run_memory(ZeroShotData(texts, {c: np.zeros((3, 8), np.float32) for c in (1, 2)}, [1], [2]))
+
+    assert "texts take" not in line(300) and "M model parameters" in line(300)
+    # the encoder's text layer (7551 x 2 x 1024) and the critic's text half (7551 x 1024) of 34.3 M parameters
+    assert "34.3 M model parameters" in line(7551) and "the 7551-d texts take 68%" in line(7551)

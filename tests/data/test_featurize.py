@@ -117,3 +117,11 @@ def test_text_vectors_are_normalised_rows_that_keep_every_sentence(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(feats.features, axis=1), 1.0, atol=1e-5)
     sim = feats.features @ feats.features.T
     assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[1, 2]  # same flower, closer sentences
+
+
+def test_csv_image_column_is_optional(tmp_path):
+    (tmp_path / "with.csv").write_text('class,text,image\nart,"an article",a1\nbio,"no photo",\n')
+    (tmp_path / "without.csv").write_text('class,text\nart,"an article"\n')
+    rows = [("art", "an article", "a1"), ("bio", "no photo", "")]
+    assert read_description_rows(tmp_path / "with.csv") == (rows, True)
+    assert read_description_rows(tmp_path / "without.csv") == ([("art", "an article", "")], False)
