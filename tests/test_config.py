@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zscrgan.config import flags_given, parse_config
-from zscrgan.experiments import compare, run, tune
+from zscrgan.experiments import compare, train, tune
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "scripts"), str(REPO / "benchmarks")]
@@ -22,7 +22,7 @@ class Parsed(Exception):
 
 # each entry point: its module, its main, and the function it first hands the parsed Config to
 ENTRIES = {
-    "zscrgan train": (run, "train_main", "prepare_process"),
+    "zscrgan train": (train, "train_main", "prepare_process"),
     "zscrgan compare": (compare, "main", "prepare_process"),
     "zscrgan tune": (tune, "main", "check_validation"),
     "scripts/ablation.py": (ablation, "main", "prepare_process"),

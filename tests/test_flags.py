@@ -6,7 +6,7 @@ import pytest
 
 from zscrgan.config import Config, build_parser
 from zscrgan.console import Parser
-from zscrgan.experiments.run import EvaluateArgs
+from zscrgan.experiments.evaluate import EvaluateArgs
 from zscrgan.flags import add_dataclass_flags, flag, flag_type
 
 

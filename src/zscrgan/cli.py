@@ -1,7 +1,7 @@
 """The `zscrgan` command: one subcommand per job, each owned by its own module.
 
-    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.experiments.run)
-    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.experiments.run)
+    zscrgan train     --dataset FLO ...      train and evaluate (zscrgan.experiments.train)
+    zscrgan evaluate  CHECKPOINT             recompute metrics from a checkpoint (zscrgan.experiments.evaluate)
     zscrgan report    RUN_DIR                plots and an HTML page of a run (zscrgan.experiments.report)
     zscrgan compare   --dataset FLO          baselines vs ZSCRGAN recipes (zscrgan.experiments.compare)
     zscrgan tune      --dataset FLO --trials 40   hyperparameter search on validation classes (zscrgan.experiments.tune)
@@ -24,8 +24,8 @@ from zscrgan import __version__
 from zscrgan.errors import Interrupted, UserError
 
 COMMANDS = {
-    "train": ("zscrgan.experiments.run", "train_main"),
-    "evaluate": ("zscrgan.experiments.run", "evaluate_main"),
+    "train": ("zscrgan.experiments.train", "train_main"),
+    "evaluate": ("zscrgan.experiments.evaluate", "evaluate_main"),
     "report": ("zscrgan.experiments.report", "main"),
     "compare": ("zscrgan.experiments.compare", "main"),
     "tune": ("zscrgan.experiments.tune", "main"),

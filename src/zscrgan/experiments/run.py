@@ -1,12 +1,7 @@
-"""`zscrgan train` and `zscrgan evaluate`: a run's data, loop, outputs and checkpoints.
+"""One training run (one --seed) of `zscrgan train`: its data, its EM loop, its outputs and checkpoints.
 
-    zscrgan train                          # built-in demo data, about 2 minutes on 2 cores
-    zscrgan train --dataset FLO --data_root ../shared/data --epochs 20
-    zscrgan train --dataset FLO --select val --seeds 0,1,2
-    zscrgan evaluate ckt_logs/FLO_logs/best.pt
-
-Outputs (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>``
-with --seeds), as upstream's plus machine-readable records:
+:class:`Run` trains and scores round after round and writes, as upstream did plus machine-readable
+records (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>`` with --seeds):
     retrieved_res/NAME_res/acc<Prec@50>.pkl   retrieval lists of the selected round
     ckt_logs/NAME_logs/args.txt, config.json  the arguments of the run
     ckt_logs/NAME_logs/best.pt, last.pt       checkpoints (plain dicts, weights_only-loadable)
@@ -14,48 +9,44 @@ with --seeds), as upstream's plus machine-readable records:
     ckt_logs/NAME_logs/summary.json           the selected and best-on-test figures
 Every file is written atomically; --resume continues from last.pt after a crash or Ctrl-C.
 A run holds a lock on its folders and never mixes its outputs with another run's (runfolder.py).
+The command itself, several seeds included, is experiments.train; `zscrgan evaluate` is
+experiments.evaluate.
 """
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from zscrgan.config import Config, parse_config, parse_seeds, run_name
-from zscrgan.console import Parser, progress, say
-from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
+from zscrgan.config import DEFAULT_K, Config, run_name
+from zscrgan.console import progress, say
+from zscrgan.core.checkpoint import load_checkpoint
 from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset_dir, split_validation
 from zscrgan.data.synthetic import make_builtin_dataset
-from zscrgan.device import DEVICE_HELP, DEVICES, pick_device, spawn_pool, thread_share
+from zscrgan.device import pick_device
 from zscrgan.errors import DataError, Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
-from zscrgan.evaluation.scoring import common_space_centre, evaluate_views, training_centre
+from zscrgan.evaluation.scoring import common_space_centre, evaluate_views
 from zscrgan.evaluation.selection import Selector, check_select_k
 from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    PER_CLASS_FORMS,
     RECORD_VIEWS,
     SUMMARY_FILE,
     RunFolder,
-    aggregate,
     config_differences,
-    describe,
     per_class_table,
-    precisions,
-    projection,
     view_figures,
 )
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
-from zscrgan.files import read_json_object, write_json
-from zscrgan.flags import add_dataclass_flags, flag
 from zscrgan.recipes import recipe_warnings
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
@@ -88,6 +79,39 @@ def load_run_data(cfg: Config, splits=("seen", "unseen")):
         raise DataError(f"{missing}; --{'photo_pairs' if cfg.photo_pairs else 'own_captions'} needs which photo "
                         f"each caption describes (a set built with zscrgan data build --captions)")
     return data, folder
+
+
+def projection(record: dict, remaining: int) -> str:
+    """After round 1 of a run left at upstream's 5000 rounds: what the rest costs, and how to bound it."""
+    seconds = (record["seconds"] + record["eval_seconds"]) * remaining
+    span = f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{seconds / 60:.0f} minutes"
+    return (f"note: --epochs was not given, so {remaining + 1} rounds run (upstream's default): about {span} more at "
+            f"this pace; bound it with --epochs N, or stop on a plateau with --patience P")
+
+
+def precisions(figures: dict) -> str:
+    """'Prec@10 0.1234 Prec@50 0.2345' for every K scored (small galleries need small K)."""
+    ks = sorted(int(key[5:]) for key in figures if key.startswith("prec@"))
+    return " ".join(f"Prec@{k} {figures[f'prec@{k}']:.4f}" for k in ks)
+
+
+def describe(summary: dict) -> str:
+    """The run's result in two lines: the honest figure and upstream's optimistic one."""
+    lines = []
+    sel = summary["selected"]["test"]
+    how = {"val": "validation-selected", "last": "final round, no selection"}.get(
+        summary["select"], "best-on-test (optimistic: chosen on the test classes)")
+    k = summary.get("select_k", DEFAULT_K)  # runs older than --select_k selected on 50
+    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
+                 f"at round {summary['selected_round']} [{how}]")
+    for form, what in PER_CLASS_FORMS.items():
+        per = summary["selected"].get(f"test_{form}")
+        if per:
+            lines.append(f"  per class (one query a class, {what}): {precisions(per)}, mAP@{k} {per[f'map@{k}']:.4f}")
+    if summary["select"] == "val" and "best_on_test" in summary:
+        b = summary["best_on_test"]["test"]
+        lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
+    return "\n".join(lines)
 
 
 def run_folder(cfg: Config) -> RunFolder:
@@ -315,95 +339,3 @@ class Run:
         lists = self.folder.retrieval_path(self.cfg.select_k, selected["test"]) if "test" in selected else None
         return (f"outputs: {self.run_dir}/ ({', '.join(files)})" +
                 (f"; retrieval lists: {lists}" if lists is not None and lists.is_file() else ""))
-
-
-def _train_one(cfg: Config, threads: int) -> dict:
-    """A worker process's run (train_in_processes)."""
-    torch.set_num_threads(threads)
-    prepare_process(cfg)
-    return Run(cfg).train()
-
-
-def train_in_processes(configs: list[Config], workers: int) -> list[dict]:
-    """Train the runs ``workers`` at a time in fresh processes, splitting this process's threads.
-
-    Each run is the same as on its own with that many threads (same seeds, same outputs);
-    docs/performance.md has the throughput measured on 2 cores.
-    """
-    with spawn_pool(workers) as pool:
-        return list(pool.map(_train_one, configs, [thread_share(workers)] * len(configs)))
-
-
-def preflight(configs: list[Config]) -> None:
-    """Before any round: every run's folders writable, unlocked and not another run's."""
-    for cfg in configs:
-        run_folder(cfg).check()
-
-
-def train_main(argv: list[str]) -> int:
-    cfg = parse_config(argv)[0].resolved()
-    prepare_process(cfg)
-    if not cfg.seeds:
-        preflight([cfg])
-        Run(cfg).train()
-        return 0
-    seeds = parse_seeds(cfg.seeds)
-    configs = [replace(cfg, seed=s) for s in seeds]
-    preflight(configs)
-    if cfg.workers > 1 and len(seeds) > 1:
-        summaries = train_in_processes(configs, min(cfg.workers, len(seeds)))
-    else:
-        summaries = [Run(c).train() for c in configs]
-    table = aggregate(summaries)
-    base = run_name(replace(cfg, seeds=""))
-    write_json(Path(cfg.out_dir) / "ckt_logs" / f"{base}_seeds.json", {"seeds": seeds, "mean_sd": table, "runs": summaries})
-    print(f"over seeds {seeds}:")
-    for view, figures in table.items():
-        print(f"  {view}: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in figures.items()))
-    return 0
-
-
-@dataclass
-class EvaluateArgs:
-    """``zscrgan evaluate``'s flags; None: the checkpoint's setting."""
-
-    checkpoint: str = flag("", "a best.pt or last.pt written by zscrgan train", positional=True)
-    dataset: str | None = flag(None, "data set NAME or folder (default: the checkpoint's)")
-    data_root: str | None = flag(None, "folder holding data sets by NAME (default: the checkpoint's)")
-    device: str = flag("auto", DEVICE_HELP, choices=DEVICES)
-    eval_k: str | None = flag(None, "comma list of K (default: the checkpoint's)")
-    eval_samples: int | None = flag(None, "noise draws averaged per query")
-    eval_mean: bool | None = flag(None, "use mu and z = 0")
-
-
-def evaluate_main(argv: list[str]) -> int:
-    parser = Parser(prog="zscrgan evaluate", description="Recompute every metric from a checkpoint.")
-    args = add_dataclass_flags(parser, EvaluateArgs).parse_args(argv)
-    device = pick_device(args.device)
-    state = load_checkpoint(Path(args.checkpoint))
-    overrides = {k: v for k, v in vars(args).items() if k not in ("checkpoint", "device") and v is not None}
-    cfg = replace(checkpoint_config(state["config"]), **overrides)
-    data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
-    model = model_from_weights(state["trainer"]["model"], cfg).to(device)
-    centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
-    scores, _, per_class = evaluate_views(model, data, data.unseen, cfg.scored_ks(), cfg, state["round"], device,
-                                          centre)
-    result = {"checkpoint": str(args.checkpoint), "round": state["round"],
-              **view_figures("test", scores, per_class)}
-    print(json.dumps(result, indent=1))
-    return 0
-
-
-def checkpoint_data(cfg: Config, checkpoint: Path, given: bool):
-    """The checkpoint's data set; runs of older versions stored a path relative to where they were
-    started, so the run's summary.json (an absolute data_dir) is tried next, then a hint."""
-    try:
-        return load_run_data(cfg)[0]
-    except DataError as exc:
-        if given:
-            raise
-        data_dir = read_json_object(checkpoint.parent / SUMMARY_FILE).get("data_dir")
-        if isinstance(data_dir, str) and Path(data_dir).is_dir():
-            return load_run_data(replace(cfg, dataset=data_dir))[0]
-        raise DataError(f"{exc}; the checkpoint names a data set path relative to where the run was started: "
-                        "run from there, or give --dataset PATH") from None

@@ -166,40 +166,6 @@ def config_differences(saved: dict, asked: dict) -> str:
     return "; ".join(changed)
 
 
-# ---- what a run prints -----------------------------------------------------------------
-def projection(record: dict, remaining: int) -> str:
-    """After round 1 of a run left at upstream's 5000 rounds: what the rest costs, and how to bound it."""
-    seconds = (record["seconds"] + record["eval_seconds"]) * remaining
-    span = f"{seconds / 3600:.1f} hours" if seconds >= 5400 else f"{seconds / 60:.0f} minutes"
-    return (f"note: --epochs was not given, so {remaining + 1} rounds run (upstream's default): about {span} more at "
-            f"this pace; bound it with --epochs N, or stop on a plateau with --patience P")
-
-
-def precisions(figures: dict) -> str:
-    """'Prec@10 0.1234 Prec@50 0.2345' for every K scored (small galleries need small K)."""
-    ks = sorted(int(key[5:]) for key in figures if key.startswith("prec@"))
-    return " ".join(f"Prec@{k} {figures[f'prec@{k}']:.4f}" for k in ks)
-
-
-def describe(summary: dict) -> str:
-    """The run's result in two lines: the honest figure and upstream's optimistic one."""
-    lines = []
-    sel = summary["selected"]["test"]
-    how = {"val": "validation-selected", "last": "final round, no selection"}.get(
-        summary["select"], "best-on-test (optimistic: chosen on the test classes)")
-    k = summary.get("select_k", DEFAULT_K)  # runs older than --select_k selected on 50
-    lines.append(f"{summary['run_name']}: unseen {precisions(sel)}, mAP@{k} {sel[f'map@{k}']:.4f} "
-                 f"at round {summary['selected_round']} [{how}]")
-    for form, what in PER_CLASS_FORMS.items():
-        per = summary["selected"].get(f"test_{form}")
-        if per:
-            lines.append(f"  per class (one query a class, {what}): {precisions(per)}, mAP@{k} {per[f'map@{k}']:.4f}")
-    if summary["select"] == "val" and "best_on_test" in summary:
-        b = summary["best_on_test"]["test"]
-        lines.append(f"  best-on-test (optimistic) {precisions(b)} at round {summary['best_on_test_round']}")
-    return "\n".join(lines)
-
-
 def view_figures(view: str, scores, per_class: dict) -> dict:
     """One scored view as metrics.jsonl and summary.json record it (scoring.score_views' result):
     ``view`` (every text a query) and ``{view}_{form}`` for each per-class form."""
