@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
+from zscrgan.core.embedding import QueryEmbedder, training_centre
 from zscrgan.data.dataset import load_dataset
 from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.config import DEFAULT_K
-from zscrgan.evaluation.scoring import Retriever, score_views, training_centre
+from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.compare import write_split_tables
 from zscrgan.experiments.runfolder import BEST_CHECKPOINT, view_figures
 from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells
@@ -60,7 +61,7 @@ def blend_cell(run_dir: Path, baseline: str, device: torch.device) -> tuple[dict
     train, val = state["classes"]["train"], state["classes"]["val"]
     model = model_from_weights(state["trainer"]["model"], cfg).to(device)
     centre = training_centre(model, data, train, device) if cfg.eval_centre else None
-    zscrgan = Retriever.for_round(model, cfg, state["round"], device, centre)
+    zscrgan = QueryEmbedder.for_round(model, cfg, state["round"], device, centre)
     other = fit_baseline(baseline, data, train, val, seed=cfg.seed, device=device, select_k=cfg.select_k,
                          own_photo=cfg.photo_pairs)  # the baseline as compare fitted it
     ks, key = cfg.scored_ks(), f"prec@{cfg.select_k}"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from zscrgan.core.embedding import evaluating
 from zscrgan.data.dataset import load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline, training_pairs, validation_scorer
-from zscrgan.evaluation.scoring import evaluating
 from zscrgan.files import write_json
 
 SETTINGS = [  # (learning rate, weight decay, hidden width, target pairing)

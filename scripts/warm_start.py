@@ -24,10 +24,11 @@ import torch
 from matplotlib.figure import Figure
 
 from zscrgan.config import DEFAULT_K, Config, parse_config, parse_seeds
+from zscrgan.core.embedding import common_space_centre
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import split_validation
 from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
-from zscrgan.evaluation.scoring import common_space_centre, evaluate_classes
+from zscrgan.evaluation.scoring import evaluate_classes
 from zscrgan.experiments.run import load_run_data, prepare_process
 from zscrgan.experiments.trainer import EMTrainer
 from zscrgan.files import write_atomic, write_json

@@ -1,24 +1,17 @@
-"""Scoring: the metrics against torchmetrics, query embedding settings, one scorer for every model."""
+"""Scoring: the metrics against torchmetrics, one scorer for every model."""
 import numpy as np
 import pytest
 import torch
 from helpers import caption_data
 
 from zscrgan.config import Config
+from zscrgan.core.embedding import QueryEmbedder, class_prototypes, embed_queries, eval_rng
 from zscrgan.core.networks import ZSCRGAN, truncated_normal
 from zscrgan.data.dataset import ZeroShotData
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import score_retrieval
-from zscrgan.evaluation.scoring import (
-    Retriever,
-    class_prototypes,
-    embed_queries,
-    eval_rng,
-    evaluate_classes,
-    score_classes,
-    score_views,
-)
+from zscrgan.evaluation.scoring import evaluate_classes, score_classes, score_views
 
 
 def tiny_model(data, seed=0):
@@ -53,46 +46,15 @@ def test_metrics_agree_with_torchmetrics_where_the_definitions_agree():
     assert ours[f"map@{gallery_size}"] == pytest.approx(class_mean(tm.retrieval_average_precision, gallery_size), abs=1e-6)
 
 
-# ---- ZSCRGAN's query embedding ----------------------------------------------------------------------
-def test_embed_queries_with_eval_mean_uses_mu_and_no_noise():
-    data = make_builtin_dataset()
-    model = tiny_model(data)
-    texts = torch.from_numpy(data.stacked_texts(data.unseen)[0])
-    got = embed_queries(model, texts, use_mean=True, rng=torch.Generator().manual_seed(1))
-    mu, _ = model.encoder.stats(texts)
-    expected = model.csem(model.generator(mu, torch.zeros(len(texts), model.z_dim)))
-    torch.testing.assert_close(got, expected.detach())
-    again = embed_queries(model, texts, use_mean=True, rng=torch.Generator().manual_seed(99))
-    assert torch.equal(got, again)  # no noise drawn: the rng is irrelevant
-
-
-def test_embed_queries_averages_eval_samples_draws_from_the_rng():
-    data = make_builtin_dataset()
-    model = tiny_model(data)
-    texts = torch.from_numpy(data.stacked_texts(data.unseen)[0])
-    got = embed_queries(model, texts, samples=3, rng=torch.Generator().manual_seed(7))
-    rng = torch.Generator().manual_seed(7)  # the same draws, made by hand: eps then z, per sample
-    mu, log_sigma = model.encoder.stats(texts)
-    draws = []
-    for _ in range(3):
-        eps = truncated_normal(mu.shape, rng=rng)
-        z = torch.randn(len(texts), model.z_dim, generator=rng)
-        draws.append(model.csem(model.generator(model.encoder.sample(mu, log_sigma, eps), z)))
-    torch.testing.assert_close(got, (sum(draws) / 3).detach())
-    one = embed_queries(model, texts, samples=1, rng=torch.Generator().manual_seed(7))
-    assert not torch.allclose(got, one)  # averaging changed something
-    assert torch.equal(got, embed_queries(model, texts, samples=3, rng=torch.Generator().manual_seed(7)))
-
-
 # ---- one scorer for every model -------------------------------------------------------------------
-def test_evaluate_classes_is_score_classes_through_a_retriever_with_the_run_settings():
+def test_evaluate_classes_is_score_classes_through_a_query_embedder_with_the_run_settings():
     data = make_builtin_dataset()
     model = tiny_model(data)
     cfg = Config(seed=4, eval_samples=2, eval_mean=False).resolved()
     centre = torch.randn(16)
     scores, lists = evaluate_classes(model, data, data.unseen, (5, 50), cfg, 3, "cpu", centre)
-    retriever = Retriever(model, 2, False, eval_rng(4, 3, "cpu"), centre)
-    same, same_lists = score_classes(retriever, data, data.unseen, (5, 50), "cpu")
+    embedder = QueryEmbedder(model, 2, False, eval_rng(4, 3, "cpu"), centre)
+    same, same_lists = score_classes(embedder, data, data.unseen, (5, 50), "cpu")
     assert scores.as_dict() == same.as_dict() and lists == same_lists
     assert model.training  # embedding put the model in eval mode only while it ran
 

@@ -6,7 +6,7 @@ from helpers import TINY, small_set
 
 from zscrgan.cli import main
 from zscrgan.data.dataset import load_dataset
-from zscrgan.evaluation.scoring import common_space_centre, embed_gallery, embed_queries
+from zscrgan.core.embedding import common_space_centre, embed_gallery, embed_queries
 from zscrgan.search.trained import open_run
 
 

@@ -2,7 +2,7 @@
 
 ZSCRGAN's figures mean little without cheap linear baselines fitted on the same data and
 split, so these three sit behind the same two-method interface the trained model offers
-(:class:`zscrgan.evaluation.scoring.Retriever`): ``embed_texts`` and ``embed_images``, compared by cosine
+(:class:`zscrgan.core.embedding.QueryEmbedder`): ``embed_texts`` and ``embed_images``, compared by cosine
 similarity and scored by the one function that scores every model, :func:`zscrgan.evaluation.scoring.score_classes`. Every baseline here is an
 affine map on each side, ``(v - mean) @ W``, so they share :class:`AffineBaseline` and differ
 only in how the two ``W`` are fitted:

@@ -13,9 +13,10 @@ from pathlib import Path
 from zscrgan.config import Config
 from zscrgan.console import Parser
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
+from zscrgan.core.embedding import training_centre
 from zscrgan.device import DEVICE_HELP, DEVICES, pick_device
 from zscrgan.errors import DataError
-from zscrgan.evaluation.scoring import evaluate_views, training_centre
+from zscrgan.evaluation.scoring import evaluate_views
 from zscrgan.experiments.run import load_run_data
 from zscrgan.experiments.runfolder import SUMMARY_FILE, view_figures
 from zscrgan.files import read_json_object

@@ -26,12 +26,13 @@ import torch
 from zscrgan.config import DEFAULT_K, Config, run_name
 from zscrgan.console import progress, say
 from zscrgan.core.checkpoint import load_checkpoint
+from zscrgan.core.embedding import common_space_centre
 from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset_dir, split_validation
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import pick_device
 from zscrgan.errors import DataError, Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
-from zscrgan.evaluation.scoring import common_space_centre, evaluate_views
+from zscrgan.evaluation.scoring import evaluate_views
 from zscrgan.evaluation.selection import Selector, check_select_k
 from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (

@@ -19,13 +19,13 @@ import torch
 
 from zscrgan.config import Config
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
+from zscrgan.core.embedding import QueryEmbedder, training_centre
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.convert import MANIFEST_FILE
 from zscrgan.data.dataset import load_dataset, resolve_dataset_dir
 from zscrgan.data.encoders import DEFAULT_ENCODER, PHOTO_BATCH, TEXT_ENCODER, Encoders
 from zscrgan.errors import DataError
 from zscrgan.evaluation.metrics import unit
-from zscrgan.evaluation.scoring import embed_gallery, embed_queries, eval_rng, training_centre
 from zscrgan.files import read_json_object
 
 CHECKPOINT = "best.pt"
@@ -78,27 +78,19 @@ class TrainedRun:
     def load_data(self):
         return load_dataset(self.dataset_dir)
 
-    @torch.no_grad()
+    @property
+    def embedder(self) -> QueryEmbedder:
+        """The run's query embedder as search uses it: noise seeded as the run's round-0 evaluation,
+        each row's drawn afresh (``independent_rows``), so a query's embedding does not depend on its batch."""
+        return QueryEmbedder.for_round(self.model, self.cfg, 0, "cpu", self.centre, independent_rows=True)
+
     def embed_images(self, features: np.ndarray) -> np.ndarray:
         """Featurizer vectors -> common-space gallery vectors."""
-        return self._centred(embed_gallery(self.model, torch.from_numpy(np.asarray(features, np.float32)))).numpy()
+        return self.embedder.embed_images(torch.from_numpy(np.asarray(features, np.float32))).numpy()
 
-    def _centred(self, emb: torch.Tensor) -> torch.Tensor:
-        return emb if self.centre is None else emb - self.centre
-
-    @torch.no_grad()
     def embed_text_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        """Text vectors -> query embeddings, as the run's recipe evaluates them.
-
-        With noise (``eval_mean`` off) each row gets its own generator seeded like the
-        run's round-0 evaluation, so a query's embedding does not depend on its batch.
-        """
-        t = torch.from_numpy(np.asarray(vectors, np.float32))
-        if self.cfg.eval_mean:
-            return self._centred(embed_queries(self.model, t, use_mean=True)).numpy()
-        rows = [embed_queries(self.model, row[None], self.cfg.eval_samples, False,
-                              eval_rng(self.cfg.seed, 0, "cpu")) for row in t]
-        return self._centred(torch.cat(rows)).numpy() if rows else np.zeros((0, self.embed_dim), np.float32)
+        """Text vectors -> query embeddings, as the run's recipe evaluates them."""
+        return self.embedder.embed_texts(torch.from_numpy(np.asarray(vectors, np.float32))).numpy()
 
     def encoders(self, precision: str = "fp32", image_encoder: str | None = None, photo_batch: int = PHOTO_BATCH) -> Encoders:
         """The encoders that made the run's data set, so new photos and free text are encoded as its
@@ -147,6 +139,8 @@ def class_table(run: TrainedRun) -> dict:
 
     Stored in an index so explanations and ``--class_id`` need neither the data set nor a
     text featurizer at query time. A shipped model carries its own (its seen classes only).
+    The mean of unit queries is core.embedding.class_prototypes' in numpy: the two differ in the
+    last bit (1.5e-8 measured), and indexes built so far hold this arithmetic's vectors.
     """
     if run.classes is not None:
         return run.classes
