@@ -22,9 +22,10 @@ import torch
 
 from zscrgan.config import Config, parse_config
 from zscrgan.console import positive_int
+from zscrgan.core.embedding import QueryEmbedder
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import pick_device
-from zscrgan.evaluation.scoring import evaluate_classes
+from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.run import load_run_data, prepare_process
 from zscrgan.experiments.trainer import EMTrainer
 
@@ -106,8 +107,9 @@ def main(argv=None) -> int:
     fast = sorted(round_times)[len(round_times) // 2]
 
     ks = (10, 50, 100)
-    evaluate_classes(trainer.model, data, data.unseen, ks, cfg, 1, device)
-    eval_ms = 1000 * timed(lambda: evaluate_classes(trainer.model, data, data.unseen, ks, cfg, 1, device), device)
+    embedder = QueryEmbedder.for_round(trainer.model, cfg, 1, device)
+    score_views(embedder, data, data.unseen, ks, device)
+    eval_ms = 1000 * timed(lambda: score_views(embedder, data, data.unseen, ks, device), device)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     floor = flops / rate

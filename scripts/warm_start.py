@@ -24,11 +24,11 @@ import torch
 from matplotlib.figure import Figure
 
 from zscrgan.config import DEFAULT_K, Config, parse_config, parse_seeds
-from zscrgan.core.embedding import common_space_centre
+from zscrgan.core.embedding import QueryEmbedder, common_space_centre
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import split_validation
 from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
-from zscrgan.evaluation.scoring import evaluate_classes
+from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.run import load_run_data, prepare_process
 from zscrgan.experiments.trainer import EMTrainer
 from zscrgan.files import write_atomic, write_json
@@ -67,7 +67,8 @@ def one_seed(cfg: Config, data) -> dict:
             trainer.run_round()
         model = trainer.model
         centre = common_space_centre(model, trainer.images) if cfg.eval_centre else None
-        scores, _ = evaluate_classes(model, data, val, (DEFAULT_K,), cfg, round_, "cpu", centre)
+        embedder = QueryEmbedder.for_round(model, cfg, round_, "cpu", centre)
+        scores = score_views(embedder, data, val, (DEFAULT_K,), "cpu")[0]
         curves["common space"].append(float(scores.mean[f"prec@{DEFAULT_K}"]))
         generator = ImageSpaceRetriever(model, image_centre)
         curves["generator in image space"].append(score_val(generator))

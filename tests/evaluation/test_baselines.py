@@ -14,7 +14,7 @@ from zscrgan.evaluation.baselines import (
     ridge_solutions,
     training_pairs,
 )
-from zscrgan.evaluation.scoring import score_classes
+from zscrgan.evaluation.scoring import score_views
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def planted_data(n_classes=40, n_unseen=10, per_class=60, texts_per_class=2, see
 
 
 def unseen_scores(model, data):
-    return score_classes(model, data, data.unseen, (50,), "cpu")[0].mean
+    return score_views(model, data, data.unseen, (50,), "cpu")[0].mean
 
 
 def test_ridge_solutions_matches_numpy_solve_and_lstsq():

@@ -11,7 +11,7 @@ from helpers import tied_captions_set
 from zscrgan.data.dataset import ZeroShotData, split_validation
 from zscrgan.errors import DataError
 from zscrgan.evaluation.baselines import OWN_PHOTO, fit_baseline, training_pairs
-from zscrgan.evaluation.scoring import score_classes
+from zscrgan.evaluation.scoring import score_views
 
 
 def test_own_photo_pairs_each_text_with_the_photo_it_describes():
@@ -31,7 +31,7 @@ def test_own_photo_pairs_each_text_with_the_photo_it_describes():
 
 
 def unseen_prec(model, data) -> float:
-    return float(score_classes(model, data, data.unseen, (5,), "cpu", details=False)[0].mean["prec@5"])
+    return float(score_views(model, data, data.unseen, (5,), "cpu", details=False)[0].mean["prec@5"])
 
 
 @pytest.mark.parametrize("name", ["ridge", "cca"])

@@ -4,14 +4,13 @@ import pytest
 import torch
 from helpers import caption_data
 
-from zscrgan.config import Config
-from zscrgan.core.embedding import QueryEmbedder, class_prototypes, embed_queries, eval_rng
-from zscrgan.core.networks import ZSCRGAN, truncated_normal
+from zscrgan.core.embedding import class_prototypes
+from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import ZeroShotData
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import score_retrieval
-from zscrgan.evaluation.scoring import evaluate_classes, score_classes, score_views
+from zscrgan.evaluation.scoring import score_views
 
 
 def tiny_model(data, seed=0):
@@ -47,22 +46,10 @@ def test_metrics_agree_with_torchmetrics_where_the_definitions_agree():
 
 
 # ---- one scorer for every model -------------------------------------------------------------------
-def test_evaluate_classes_is_score_classes_through_a_query_embedder_with_the_run_settings():
-    data = make_builtin_dataset()
-    model = tiny_model(data)
-    cfg = Config(seed=4, eval_samples=2, eval_mean=False).resolved()
-    centre = torch.randn(16)
-    scores, lists = evaluate_classes(model, data, data.unseen, (5, 50), cfg, 3, "cpu", centre)
-    embedder = QueryEmbedder(model, 2, False, eval_rng(4, 3, "cpu"), centre)
-    same, same_lists = score_classes(embedder, data, data.unseen, (5, 50), "cpu")
-    assert scores.as_dict() == same.as_dict() and lists == same_lists
-    assert model.training  # embedding put the model in eval mode only while it ran
-
-
 def test_retrieval_lists_are_ordered_best_first():
     data = make_builtin_dataset()
     model = fit_baseline("ridge", data, list(data.seen), None)
-    _, lists = score_classes(model, data, data.unseen, (50,), "cpu")
+    _, lists, _ = score_views(model, data, data.unseen, (50,), "cpu")
     texts, _ = data.stacked_texts(data.unseen)
     images, g_labels = data.stacked_images(data.unseen)
     q = torch.nn.functional.normalize(model.embed_texts(torch.from_numpy(texts)), dim=1)
@@ -80,15 +67,15 @@ def test_the_two_protocols_agree_with_one_text_per_class_and_differ_with_many():
     one = ZeroShotData({c: t[:1] for c, t in many.texts.items()}, many.images, many.seen, many.unseen)
     assert not one.many_texts and many.many_texts
     model = fit_baseline("ridge", many, many.seen, None)
-    per_text = score_classes(model, one, one.seen, (5,), "cpu")[0].mean
-    per_class = score_classes(model, one.class_mean_texts(), one.seen, (5,), "cpu")[0].mean
+    per_text = score_views(model, one, one.seen, (5,), "cpu")[0].mean
+    per_class = score_views(model, one.class_mean_texts(), one.seen, (5,), "cpu")[0].mean
     assert per_text == per_class
     means = many.class_mean_texts()
     for c, t in many.texts.items():
         np.testing.assert_allclose(means.texts[c], t.mean(0, keepdims=True), rtol=1e-6)
-    ranked = score_classes(model, means, many.seen, (5,), "cpu")[0].topk
+    ranked = score_views(model, means, many.seen, (5,), "cpu")[0].topk
     assert len(ranked) == len(many.seen)  # one query per class
-    per_caption = score_classes(model, many, many.seen, (5,), "cpu")[0].topk
+    per_caption = score_views(model, many, many.seen, (5,), "cpu")[0].topk
     assert len(per_caption) == sum(len(many.texts[c]) for c in many.seen)  # every caption a query
 
 
@@ -120,7 +107,7 @@ def test_prototype_protocol_brute_force_and_agrees_with_per_text_on_one_text_a_c
     assert len(got.topk) == len(many.seen)  # one query per class
     one = ZeroShotData({c: t[:1] for c, t in many.texts.items()}, many.images, many.seen, many.unseen)
     assert score_prototypes(model, one, one.seen, (5,), "cpu").as_dict() == pytest.approx(
-        score_classes(model, one, one.seen, (5,), "cpu")[0].as_dict())
+        score_views(model, one, one.seen, (5,), "cpu")[0].as_dict())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -3,7 +3,7 @@
 ZSCRGAN's figures mean little without cheap linear baselines fitted on the same data and
 split, so these three sit behind the same two-method interface the trained model offers
 (:class:`zscrgan.core.embedding.QueryEmbedder`): ``embed_texts`` and ``embed_images``, compared by cosine
-similarity and scored by the one function that scores every model, :func:`zscrgan.evaluation.scoring.score_classes`. Every baseline here is an
+similarity and scored by the one function that scores every model, :func:`zscrgan.evaluation.scoring.score_views`. Every baseline here is an
 affine map on each side, ``(v - mean) @ W``, so they share :class:`AffineBaseline` and differ
 only in how the two ``W`` are fitted:
 
@@ -55,7 +55,7 @@ import torch
 from zscrgan.config import DEFAULT_K
 from zscrgan.data.dataset import ZeroShotData
 from zscrgan.errors import DataError
-from zscrgan.evaluation.scoring import score_classes
+from zscrgan.evaluation.scoring import score_views
 
 BASELINES = ("ridge", "devise", "cca")
 PAIRINGS = ("photo", "caption", "class_mean")  # the first is the default without validation classes
@@ -144,9 +144,9 @@ def training_pairs(data: ZeroShotData, classes: list, seed: int, device="cpu", p
 
 
 def validation_scorer(data: ZeroShotData, val_classes: list, device="cpu", k: int = DEFAULT_K) -> Callable:
-    """A function model -> mean Prec@``k`` of val texts querying val images (:func:`zscrgan.evaluation.scoring.score_classes`)."""
+    """A function model -> mean Prec@``k`` of val texts querying val images (:func:`zscrgan.evaluation.scoring.score_views`)."""
     def score(model: Baseline) -> float:
-        scores = score_classes(model, data, val_classes, (k,), device, details=False)[0]
+        scores = score_views(model, data, val_classes, (k,), device, details=False)[0]
         return float(scores.mean[f"prec@{k}"])
 
     return score

@@ -8,15 +8,13 @@ same checkpoint scores the same on the same device).
 Every text of a class is a query; the gallery is every image of the classes scored; cosine
 similarity ranks the gallery. Where a class has many texts, the per-class protocol adds one query
 per class in two forms, from the same embeddings: the query of its mean text and the mean of its
-texts' queries (:func:`zscrgan.core.embedding.class_prototypes`). :func:`score_classes` is the
-per-text part alone.
+texts' queries (:func:`zscrgan.core.embedding.class_prototypes`).
 """
 from __future__ import annotations
 
 import torch
 
-from zscrgan.core.embedding import QueryEmbedder, class_prototypes
-from zscrgan.core.networks import ZSCRGAN
+from zscrgan.core.embedding import class_prototypes
 from zscrgan.evaluation.metrics import RetrievalScores, collapse_stats, score_retrieval
 
 # Each query's retrieval list keeps its top 50 gallery classes: upstream's pickle format (acc*.pkl),
@@ -62,27 +60,6 @@ def score_views(model, data, classes: list, ks, device, details: bool = True,
     top = g_labels[scores.topk[:, :RETRIEVAL_DEPTH].cpu().numpy()]
     lists = [{_plain(classes[q]): [_plain(classes[i]) for i in row]} for q, row in zip(q_labels, top)]
     return scores, lists, forms
-
-
-def score_classes(model, data, classes: list, ks, device, details: bool = True) -> tuple[RetrievalScores, list]:
-    """:func:`score_views`' per-text scores and retrieval lists alone (every text a query): what
-    choosing a baseline's hyperparameters scores, many times over."""
-    scores, lists, _ = score_views(model, data, classes, ks, device, details)
-    return scores, lists
-
-
-def evaluate_views(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int, device,
-                   centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list, dict[str, RetrievalScores]]:
-    """A ZSCRGAN model's :func:`score_views` among ``classes`` at round ``round_``, through a
-    :class:`QueryEmbedder` with the run's evaluation settings; the per-class forms where a class has many texts."""
-    return score_views(QueryEmbedder.for_round(model, cfg, round_, device, centre), data, classes, ks, device,
-                       per_class=data.many_texts)
-
-
-def evaluate_classes(model: ZSCRGAN, data, classes: list, ks, cfg, round_: int,
-                     device, centre: torch.Tensor | None = None) -> tuple[RetrievalScores, list]:
-    """:func:`evaluate_views`' per-text scores and retrieval lists alone."""
-    return score_classes(QueryEmbedder.for_round(model, cfg, round_, device, centre), data, classes, ks, device)
 
 
 def _plain(class_id):

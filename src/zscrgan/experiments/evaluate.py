@@ -13,10 +13,10 @@ from pathlib import Path
 from zscrgan.config import Config
 from zscrgan.console import Parser
 from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
-from zscrgan.core.embedding import training_centre
+from zscrgan.core.embedding import QueryEmbedder, training_centre
 from zscrgan.device import DEVICE_HELP, DEVICES, pick_device
 from zscrgan.errors import DataError
-from zscrgan.evaluation.scoring import evaluate_views
+from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.run import load_run_data
 from zscrgan.experiments.runfolder import SUMMARY_FILE, view_figures
 from zscrgan.files import read_json_object
@@ -46,8 +46,8 @@ def evaluate_main(argv: list[str]) -> int:
     data = checkpoint_data(cfg, Path(args.checkpoint), given=bool(args.dataset or args.data_root))
     model = model_from_weights(state["trainer"]["model"], cfg).to(device)
     centre = training_centre(model, data, state["classes"]["train"], device) if cfg.eval_centre else None
-    scores, _, per_class = evaluate_views(model, data, data.unseen, cfg.scored_ks(), cfg, state["round"], device,
-                                          centre)
+    embedder = QueryEmbedder.for_round(model, cfg, state["round"], device, centre)
+    scores, _, per_class = score_views(embedder, data, data.unseen, cfg.scored_ks(), device, per_class=data.many_texts)
     result = {"checkpoint": str(args.checkpoint), "round": state["round"],
               **view_figures("test", scores, per_class)}
     print(json.dumps(result, indent=1))

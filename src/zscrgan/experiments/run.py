@@ -26,13 +26,13 @@ import torch
 from zscrgan.config import DEFAULT_K, Config, run_name
 from zscrgan.console import progress, say
 from zscrgan.core.checkpoint import load_checkpoint
-from zscrgan.core.embedding import common_space_centre
+from zscrgan.core.embedding import QueryEmbedder, common_space_centre
 from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset_dir, split_validation
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import pick_device
 from zscrgan.errors import DataError, Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
-from zscrgan.evaluation.scoring import evaluate_views
+from zscrgan.evaluation.scoring import score_views
 from zscrgan.evaluation.selection import Selector, check_select_k
 from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (
@@ -200,6 +200,12 @@ class Run:
         """The training images' mean common-space embedding under --eval_centre, else None."""
         return common_space_centre(self.trainer.model, self.trainer.images) if self.cfg.eval_centre else None
 
+    def score(self, classes: list, round_: int, centre: torch.Tensor | None):
+        """The model scored among ``classes`` as round ``round_`` (its noise seed) evaluates: the
+        per-text scores, retrieval lists and, where a class has many texts, the per-class forms."""
+        embedder = QueryEmbedder.for_round(self.trainer.model, self.cfg, round_, self.device, centre)
+        return score_views(embedder, self.data, classes, self.ks, self.device, per_class=self.data.many_texts)
+
     def train_round(self, r: int) -> dict | None:
         """Train and score round ``r``; None (nothing written) when a loss went non-finite."""
         cfg, data = self.cfg, self.data
@@ -215,13 +221,11 @@ class Run:
         start = time.perf_counter()
         collapse, centre = {}, self.centre()
         if self.val_classes:
-            val, _, per_class = evaluate_views(self.trainer.model, data, self.val_classes, self.ks, cfg, r,
-                                               self.device, centre)
+            val, _, per_class = self.score(self.val_classes, r, centre)
             record.update(view_figures("val", val, per_class))
             collapse["val"] = val.collapse
         if self.scores_test:
-            test, lists, per_class = evaluate_views(self.trainer.model, data, data.unseen, self.ks, cfg, r,
-                                                    self.device, centre)
+            test, lists, per_class = self.score(data.unseen, r, centre)
             record.update(view_figures("test", test, per_class))
             collapse["test"] = test.collapse
         record["eval_seconds"] = round(time.perf_counter() - start, 3)
@@ -309,8 +313,7 @@ class Run:
                 self.data.images.update({c: full.images[c] for c in full.unseen})
                 self.data.texts.update({c: full.texts[c] for c in full.unseen})
             centre = self.centre()
-            test, lists, per_class = evaluate_views(self.trainer.model, self.data, self.data.unseen, self.ks, cfg,
-                                                    sel.round, self.device, centre)
+            test, lists, per_class = self.score(self.data.unseen, sel.round, centre)
             selected.update(view_figures("test", test, per_class))
             self.per_class = per_class_table(test, self.data.unseen)
             self.folder.write_retrieval(cfg.select_k, selected["test"], lists)
