@@ -29,9 +29,10 @@ from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.config import DEFAULT_K
 from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.compare import write_split_tables
-from zscrgan.experiments.runfolder import BEST_CHECKPOINT, view_figures
+from zscrgan.experiments.runfolder import view_figures
 from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells
 from zscrgan.files import write_atomic
+from zscrgan.runs import BEST_CHECKPOINT
 
 WEIGHTS = [i / 10 for i in range(11)]
 

@@ -17,12 +17,12 @@ from matplotlib.figure import Figure
 
 from zscrgan.experiments.report import read_rounds
 from zscrgan.files import read_json_object
+from zscrgan.runs import METRICS_FILE, SUMMARY_FILE
 
 
 def read_run(folder: Path) -> tuple[list[dict], dict]:
     """A run's per-round records and its summary.json ({} before the run has ended)."""
-    summary = folder / "summary.json"
-    return read_rounds(folder / "metrics.jsonl"), (read_json_object(summary) if summary.is_file() else {})
+    return read_rounds(folder / METRICS_FILE), read_json_object(folder / SUMMARY_FILE)
 
 
 def series(rows: list[dict], split: str, key: str) -> dict[int, float]:

@@ -29,9 +29,10 @@ from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.dataset import split_validation
 from zscrgan.evaluation.baselines import fit_baseline, validation_scorer
 from zscrgan.evaluation.scoring import score_views
-from zscrgan.experiments.run import load_run_data, prepare_process
+from zscrgan.experiments.run import prepare_process
 from zscrgan.experiments.trainer import EMTrainer
 from zscrgan.files import write_atomic, write_json
+from zscrgan.runs import load_run_data
 
 VIEWS = ("common space", "generator in image space", "generator in image space, training classes")
 

@@ -22,9 +22,12 @@ RANK = {
     "zscrgan.config": 2,
     "zscrgan.core": 3,
     "zscrgan.data": 4,
-    "zscrgan.evaluation": 5,
-    "zscrgan.experiments": 6, "zscrgan.search": 6,  # siblings: neither imports the other
-    "zscrgan.cli": 7,
+    # a run folder read back (file names, data-set lookup, checkpoint and query embedder): above
+    # data, whose lookup it needs, below everything that scores, trains or searches a run
+    "zscrgan.runs": 5,
+    "zscrgan.evaluation": 6,
+    "zscrgan.experiments": 7, "zscrgan.search": 7,  # siblings: neither imports the other
+    "zscrgan.cli": 8,
 }
 # Imported only through errors.require: each belongs to an extra a plain install lacks.
 OPTIONAL = {"faiss", "PIL", "pyarrow", "ray", "optuna", "fastapi", "uvicorn", "selenium", "yaml",

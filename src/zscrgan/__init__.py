@@ -7,6 +7,7 @@ The package, by subsystem; each may import only those listed before it (tests/te
                                                     dataclass
     core/         the model: networks, losses, optimisers, the batch sampler, checkpoints
     data/         data sets on disk, photos and the encoders that turn photos and texts into vectors
+    runs          a run folder read back: its file names, data set, checkpoint and query embedder
     evaluation/   metrics, scoring any text->photo model, selection on validation classes, baselines
     experiments/  training runs (the EM trainer, run folders), compare, tune, reports
     search/       a trained model as a photo search: index, query, serve, shards

@@ -33,13 +33,14 @@ from zscrgan.errors import Interrupted
 from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.report import plot_compare
-from zscrgan.experiments.run import Run, load_run_data, prepare_process
+from zscrgan.experiments.run import Run, prepare_process
 from zscrgan.experiments.runfolder import mean_sd, view_figures
 from zscrgan.experiments.splits import CELLS_FILE, Cells, by_split, make_splits, paired_markdown, splits_csv
 from zscrgan.experiments.splits import plot as plot_splits
 from zscrgan.experiments.train import preflight
 from zscrgan.files import check_writable, write_atomic
 from zscrgan.recipes import RECIPES
+from zscrgan.runs import load_run_data
 
 METHODS = (*BASELINES, *RECIPES)
 

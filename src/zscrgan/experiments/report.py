@@ -34,14 +34,9 @@ from zscrgan.config import DEFAULT_K
 from zscrgan.console import Parser
 from zscrgan.data.dataset import read_classnames
 from zscrgan.errors import DataError
-from zscrgan.experiments.runfolder import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    PER_CLASS_FORMS,
-    REPORT_FILE,
-    SUMMARY_FILE,
-)
+from zscrgan.experiments.runfolder import PER_CLASS_FORMS
 from zscrgan.files import read_json_object, write_atomic
+from zscrgan.runs import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 
 OPTIMISTIC = "optimistic: chosen on the test classes"
 

@@ -1,7 +1,8 @@
 """One training run (one --seed) of `zscrgan train`: its data, its EM loop, its outputs and checkpoints.
 
 :class:`Run` trains and scores round after round and writes, as upstream did plus machine-readable
-records (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>`` with --seeds):
+records (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>`` with --seeds;
+the file names are zscrgan.runs'):
     retrieved_res/NAME_res/acc<Prec@50>.pkl   retrieval lists of the selected round
     ckt_logs/NAME_logs/args.txt, config.json  the arguments of the run
     ckt_logs/NAME_logs/best.pt, last.pt       checkpoints (plain dicts, weights_only-loadable)
@@ -27,21 +28,16 @@ from zscrgan.config import DEFAULT_K, Config, run_name
 from zscrgan.console import progress, say
 from zscrgan.core.checkpoint import load_checkpoint
 from zscrgan.core.embedding import QueryEmbedder, common_space_centre
-from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset_dir, split_validation
-from zscrgan.data.synthetic import make_builtin_dataset
+from zscrgan.data.dataset import split_validation
 from zscrgan.device import pick_device
-from zscrgan.errors import DataError, Interrupted, UserError
+from zscrgan.errors import Interrupted, UserError
 from zscrgan.evaluation.metrics import is_collapsed
 from zscrgan.evaluation.scoring import score_views
 from zscrgan.evaluation.selection import Selector, check_select_k
 from zscrgan.experiments.report import write_report
 from zscrgan.experiments.runfolder import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
     PER_CLASS_FORMS,
     RECORD_VIEWS,
-    SUMMARY_FILE,
     RunFolder,
     config_differences,
     per_class_table,
@@ -49,6 +45,15 @@ from zscrgan.experiments.runfolder import (
 )
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 from zscrgan.recipes import recipe_warnings
+from zscrgan.runs import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    load_run_data,
+    run_dirs,
+)
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 
@@ -69,17 +74,6 @@ def prepare_process(cfg: Config) -> None:
     torch.set_num_threads(torch.get_num_threads())
     if cfg.retain_memory and pick_device(cfg.device).type == "cpu":
         retain_freed_memory()
-
-
-def load_run_data(cfg: Config, splits=("seen", "unseen")):
-    """The run's data set and its folder (None for the built-in data)."""
-    folder = resolve_dataset_dir(cfg.dataset, cfg.data_root) if cfg.dataset else None
-    data = load_dataset(folder, splits=splits) if folder else make_builtin_dataset()
-    if data.text_photos is None and (cfg.photo_pairs or cfg.own_captions):
-        missing = f"{folder / TEXT_PHOTOS_FILE}: not found" if folder else "the built-in data ties no text to a photo"
-        raise DataError(f"{missing}; --{'photo_pairs' if cfg.photo_pairs else 'own_captions'} needs which photo "
-                        f"each caption describes (a set built with zscrgan data build --captions)")
-    return data, folder
 
 
 def projection(record: dict, remaining: int) -> str:
@@ -117,10 +111,8 @@ def describe(summary: dict) -> str:
 
 def run_folder(cfg: Config) -> RunFolder:
     """The run's output folders, opened as --resume / --overwrite say."""
-    name = run_name(cfg)
     mode = "resume" if cfg.resume else "overwrite" if cfg.overwrite else "new"
-    return RunFolder(Path(cfg.out_dir) / "ckt_logs" / f"{name}_logs", Path(cfg.out_dir) / "retrieved_res" / f"{name}_res",
-                     mode)
+    return RunFolder(*run_dirs(cfg.out_dir, run_name(cfg)), mode)
 
 
 def checkpoint_bytes(payload: dict) -> bytes:
@@ -339,7 +331,7 @@ class Run:
     def outputs_line(self, selected: dict) -> str:
         """Where the run wrote what the next command needs: the folder, its files, and the retrieval
         lists of the selected round (named by its figures, whichever process wrote them)."""
-        files = [BEST_CHECKPOINT, SUMMARY_FILE] + (["report.html"] if self.cfg.report else [])
+        files = [BEST_CHECKPOINT, SUMMARY_FILE] + ([REPORT_FILE] if self.cfg.report else [])
         lists = self.folder.retrieval_path(self.cfg.select_k, selected["test"]) if "test" in selected else None
         return (f"outputs: {self.run_dir}/ ({', '.join(files)})" +
                 (f"; retrieval lists: {lists}" if lists is not None and lists.is_file() else ""))

@@ -25,14 +25,8 @@ from zscrgan.config import DEFAULT_K, RESUMABLE
 from zscrgan.data.dataset import resolve_dataset_dir, write_pickle
 from zscrgan.errors import UserError
 from zscrgan.files import LOCK_FILE, FolderLock, check_writable, write_atomic
+from zscrgan.runs import ARGS_FILE, CONFIG_FILE, LAST_CHECKPOINT, RUN_FILES
 
-# What a run writes into ckt_logs/NAME_logs/ (besides its plots, *.png)
-METRICS_FILE = "metrics.jsonl"  # one JSON object per EM round
-SUMMARY_FILE = "summary.json"  # the selected and best-on-test figures, written at the end
-CONFIG_FILE, ARGS_FILE = "config.json", "args.txt"  # the run's settings, as JSON and as upstream's lines
-BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # the selected round's, and the latest round's
-REPORT_FILE = "report.html"
-RUN_FILES = (METRICS_FILE, SUMMARY_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT, ARGS_FILE, CONFIG_FILE, REPORT_FILE)
 # a round's scored views (metrics.jsonl keys, summary.json's "selected"): every text a query, on the
 # validation and the unseen classes; on data with many texts a class, one query per class too, in two
 # forms: the mean text's query (_class) and the mean of the texts' queries (_prototype)
@@ -107,7 +101,7 @@ class RunFolder:
         write_atomic(self.run_dir / name, payload)
 
     def write_json(self, name: str, value, lines: bool = False) -> None:
-        """``lines``: one JSON object per line (:data:`METRICS_FILE`), else one indented document."""
+        """``lines``: one JSON object per line (:data:`zscrgan.runs.METRICS_FILE`), else one indented document."""
         text = "".join(json.dumps(row) + "\n" for row in value) if lines else json.dumps(value, indent=1)
         self.write(name, text.encode())
 

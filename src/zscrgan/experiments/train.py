@@ -5,12 +5,11 @@
     zscrgan train --dataset FLO --select val --seeds 0,1,2
 
 Each run is experiments.run.Run (its outputs are listed there); with --seeds the mean and sd over
-the runs go to ``ckt_logs/NAME_seeds.json``.
+the runs go to ``ckt_logs/NAME_seeds.json`` (zscrgan.runs.seeds_file).
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -19,6 +18,7 @@ from zscrgan.device import spawn_pool, thread_share
 from zscrgan.experiments.run import Run, prepare_process, run_folder
 from zscrgan.experiments.runfolder import aggregate
 from zscrgan.files import write_json
+from zscrgan.runs import seeds_file
 
 
 def _train_one(cfg: Config, threads: int) -> dict:
@@ -60,7 +60,7 @@ def train_main(argv: list[str]) -> int:
         summaries = [Run(c).train() for c in configs]
     table = aggregate(summaries)
     base = run_name(replace(cfg, seeds=""))
-    write_json(Path(cfg.out_dir) / "ckt_logs" / f"{base}_seeds.json", {"seeds": seeds, "mean_sd": table, "runs": summaries})
+    write_json(seeds_file(cfg.out_dir, base), {"seeds": seeds, "mean_sd": table, "runs": summaries})
     print(f"over seeds {seeds}:")
     for view, figures in table.items():
         print(f"  {view}: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in figures.items()))

@@ -33,10 +33,11 @@ from zscrgan.data.dataset import split_validation
 from zscrgan.device import SPAWN, thread_share
 from zscrgan.errors import DataError, UserError, require
 from zscrgan.evaluation.selection import check_select_k
-from zscrgan.experiments.run import Run, load_run_data, prepare_process, rounds_to_run
+from zscrgan.experiments.run import Run, prepare_process, rounds_to_run
 from zscrgan.experiments.tune_report import best_trial, write_study_report
 from zscrgan.experiments.tune_space import STUDY_FREE, read_space, suggest
 from zscrgan.files import write_json
+from zscrgan.runs import load_run_data
 
 # Left out of best_config.json, to each command's defaults (compare's --seeds 0,1,2, train's reports)
 NOT_IN_BEST_CONFIG = PER_CALL | {"seeds", "workers", "report", "track_test"}

@@ -10,7 +10,6 @@ recipe evaluates with.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,32 +17,15 @@ import numpy as np
 import torch
 
 from zscrgan.config import Config
-from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
-from zscrgan.core.embedding import QueryEmbedder, training_centre
+from zscrgan.core.embedding import QueryEmbedder
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.convert import MANIFEST_FILE
-from zscrgan.data.dataset import load_dataset, resolve_dataset_dir
+from zscrgan.data.dataset import load_dataset
 from zscrgan.data.encoders import DEFAULT_ENCODER, PHOTO_BATCH, TEXT_ENCODER, Encoders
 from zscrgan.errors import DataError
 from zscrgan.evaluation.metrics import unit
 from zscrgan.files import read_json_object
-
-CHECKPOINT = "best.pt"
-
-
-def _dataset_folder(run_dir: Path, cfg: Config) -> Path:
-    """Where the run's data set is: summary.json's absolute path, else the config's NAME."""
-    summary = read_json_object(run_dir / "summary.json")
-    if summary.get("data_dir") and Path(summary["data_dir"]).is_dir():
-        return Path(summary["data_dir"])
-    if not cfg.dataset:
-        raise DataError(f"{run_dir}: trained on the built-in demo data, which has no photos to index; to search "
-                        f"photos without training, use --model flowers (zscrgan models lists the shipped models)")
-    try:
-        return resolve_dataset_dir(cfg.dataset, cfg.data_root).resolve()
-    except DataError:
-        raise DataError(f"{run_dir}: its data set {cfg.dataset!r} is not found (neither summary.json's "
-                        f"data_dir nor {cfg.data_root}/{cfg.dataset}); run from the folder it was trained in") from None
+from zscrgan.runs import BEST_CHECKPOINT, SavedRun
 
 
 @dataclass
@@ -118,20 +100,16 @@ def open_run(run_dir: str | Path) -> TrainedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run folder not found (expected ckt_logs/NAME_logs from zscrgan train)")
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found (was the run deleted, or not trained to the end?)")
-    payload = path.read_bytes()
-    state = load_checkpoint(path, payload)
-    weights, cfg = state["trainer"]["model"], checkpoint_config(state["config"])
-    model = model_from_weights(weights, cfg).eval()
-    folder = _dataset_folder(run_dir, cfg)
-    manifest = read_json_object(folder / MANIFEST_FILE)
-    centre = None
-    if cfg.eval_centre:  # centred as the run evaluated: on its training classes' images
-        centre = training_centre(model, load_dataset(folder, splits=("seen",)), state["classes"]["train"])
-    return TrainedRun({"run": str(run_dir.resolve())}, path.resolve(), hashlib.sha256(payload).hexdigest(), cfg,
-                      model, folder, manifest, centre)
+    saved = SavedRun.open(run_dir / BEST_CHECKPOINT)
+    saved.model.eval()
+    folder = saved.dataset_folder()
+    if folder is None:
+        raise DataError(f"{run_dir}: trained on the built-in demo data, which has no photos to index; to search "
+                        f"photos without training, use --model flowers (zscrgan models lists the shipped models)")
+    # centred as the run evaluated: on its training classes' images
+    centre = saved.centre(load_dataset(folder, splits=("seen",))) if saved.cfg.eval_centre else None
+    return TrainedRun({"run": str(run_dir.resolve())}, saved.path.resolve(), saved.sha256, saved.cfg, saved.model,
+                      folder, read_json_object(folder / MANIFEST_FILE), centre)
 
 
 def class_table(run: TrainedRun) -> dict:
