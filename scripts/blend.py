@@ -22,17 +22,14 @@ from pathlib import Path
 
 import torch
 
-from zscrgan.core.checkpoint import checkpoint_config, load_checkpoint, model_from_weights
-from zscrgan.core.embedding import QueryEmbedder, training_centre
-from zscrgan.data.dataset import load_dataset
-from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.config import DEFAULT_K
+from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.evaluation.scoring import score_views
-from zscrgan.experiments.compare import write_split_tables
+from zscrgan.experiments.compare import split_cell_run_dir, write_split_tables
 from zscrgan.experiments.runfolder import view_figures
 from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells
 from zscrgan.files import write_atomic
-from zscrgan.runs import BEST_CHECKPOINT
+from zscrgan.runs import BEST_CHECKPOINT, SavedRun
 
 WEIGHTS = [i / 10 for i in range(11)]
 
@@ -54,19 +51,35 @@ class Blend:
         return self._join(self.first.embed_images(images), self.second.embed_images(images))
 
 
+class Embedded:
+    """A model's embeddings of one class set's texts and images, made once: what score_views asks of a
+    model for those classes (every text a query), answered from them, so eleven weights embed once."""
+
+    def __init__(self, model, data, classes: list, device: torch.device):
+        texts, _ = data.stacked_texts(classes)
+        images, _ = data.stacked_images(classes)
+        self.texts = model.embed_texts(torch.from_numpy(texts).to(device))
+        self.images = model.embed_images(torch.from_numpy(images).to(device))
+
+    def embed_texts(self, texts: torch.Tensor) -> torch.Tensor:
+        return self.texts
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.images
+
+
 def blend_cell(run_dir: Path, baseline: str, device: torch.device) -> tuple[dict, float]:
     """The blended model's figures (the compare's cell form) and its chosen weight."""
-    state = load_checkpoint(run_dir / BEST_CHECKPOINT)
-    cfg = checkpoint_config(state["config"])
-    data = load_dataset(cfg.dataset)
-    train, val = state["classes"]["train"], state["classes"]["val"]
-    model = model_from_weights(state["trainer"]["model"], cfg).to(device)
-    centre = training_centre(model, data, train, device) if cfg.eval_centre else None
-    zscrgan = QueryEmbedder.for_round(model, cfg, state["round"], device, centre)
+    saved = SavedRun.open(run_dir / BEST_CHECKPOINT)
+    cfg, data = saved.cfg, saved.load_data()
+    train, val = saved.state["classes"]["train"], saved.state["classes"]["val"]
+    saved.model.to(device)
+    zscrgan = saved.embedder(saved.centre(data, device), device)
     other = fit_baseline(baseline, data, train, val, seed=cfg.seed, device=device, select_k=cfg.select_k,
                          own_photo=cfg.photo_pairs)  # the baseline as compare fitted it
     ks, key = cfg.scored_ks(), f"prec@{cfg.select_k}"
-    on_val = {w: score_views(Blend(zscrgan, other, w), data, val, ks, device, details=False)[0].as_dict()[key]
+    on_val_sides = Embedded(zscrgan, data, val, device), Embedded(other, data, val, device)
+    on_val = {w: score_views(Blend(*on_val_sides, w), data, val, ks, device, details=False)[0].as_dict()[key]
               for w in WEIGHTS}
     weight = max(WEIGHTS, key=lambda w: (on_val[w], -w))
     test, _, per_class = score_views(Blend(zscrgan, other, weight), data, data.unseen, ks, device, details=False,
@@ -82,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     folder, device = args.compare, torch.device(args.device)
-    base = folder.name.removeprefix("compare_").removesuffix("_splits")
     done = read_cells(folder / CELLS_FILE)
     name = f"{args.method}+{args.baseline}"
     blends = folder / "blend_cells.jsonl"
@@ -90,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [json.dumps({"split": k, "method": m, "seed": s, "figures": f, "seconds": sec}) for (k, m, s), (f, sec)
              in kept.items()]
     for (k, method, seed) in sorted(c for c in done if c[1] == args.method and (c[0], name, c[2]) not in kept):
-        run_dir = folder.parent / "ckt_logs" / f"{base}_split{k}_{method}_seed{seed}_logs"
-        figures, weight = blend_cell(run_dir, args.baseline, device)
+        figures, weight = blend_cell(split_cell_run_dir(folder, k, method, seed), args.baseline, device)
         kept[(k, name, seed)] = (figures | {"weight": weight}, done[(k, method, seed)][1])
         lines.append(json.dumps({"split": k, "method": name, "seed": seed, "figures": kept[(k, name, seed)][0],
                                  "seconds": done[(k, method, seed)][1]}))

@@ -154,6 +154,37 @@ def test_a_blend_at_weight_one_or_zero_scores_as_either_model_and_between_mixes_
     assert torch.allclose(cosines(blend.Blend(a, b, 0.3)), 0.3 * cosines(a) + 0.7 * cosines(b), atol=1e-6)
 
 
+def test_blend_embeds_the_validation_classes_once_for_every_weight_with_the_same_figures():
+    import blend
+    import torch
+    from zscrgan.data.synthetic import make_builtin_dataset
+    from zscrgan.evaluation.baselines import fit_baseline
+    from zscrgan.evaluation.scoring import score_views
+
+    class Counted:
+        def __init__(self, model):
+            self.model, self.calls = model, 0
+
+        def embed_texts(self, texts):
+            self.calls += 1
+            return self.model.embed_texts(texts)
+
+        def embed_images(self, images):
+            return self.model.embed_images(images)
+
+    data = make_builtin_dataset()
+    first, second = (Counted(fit_baseline(m, data, list(data.seen), None)) for m in ("ridge", "cca"))
+    sides = blend.Embedded(first, data, data.unseen, "cpu"), blend.Embedded(second, data, data.unseen, "cpu")
+    for w in blend.WEIGHTS:
+        once = score_views(blend.Blend(*sides, w), data, data.unseen, (5, 10), "cpu", details=False)[0]
+        every_time = score_views(blend.Blend(first.model, second.model, w), data, data.unseen, (5, 10), "cpu",
+                                 details=False)[0]
+        assert once.as_dict() == every_time.as_dict(), w
+    assert (first.calls, second.calls) == (1, 1)
+    assert torch.equal(sides[0].embed_texts(None), first.model.embed_texts(torch.from_numpy(
+        data.stacked_texts(data.unseen)[0])))
+
+
 @pytest.mark.slow
 def test_blend_over_a_compare_over_splits(tmp_path):
     import blend

@@ -40,7 +40,7 @@ from zscrgan.experiments.splits import plot as plot_splits
 from zscrgan.experiments.train import preflight
 from zscrgan.files import check_writable, write_atomic
 from zscrgan.recipes import RECIPES
-from zscrgan.runs import load_run_data
+from zscrgan.runs import load_run_data, run_dirs
 
 METHODS = (*BASELINES, *RECIPES)
 
@@ -50,9 +50,29 @@ def recipe_config(method: str, cfg: Config, seed: int) -> Config:
 
     ``cfg`` is unresolved: the recipe switches left at None take the method's recipe values.
     """
-    base = run_name(replace(cfg, seeds=""))
     return replace(cfg, recipe=method, seed=seed, seeds="", select="val",
-                   name=f"{base}_{method}_seed{seed}").resolved()
+                   name=recipe_run_name(run_name(replace(cfg, seeds="")), method, seed)).resolved()
+
+
+def recipe_run_name(base: str, method: str, seed: int) -> str:
+    """NAME of the run of recipe ``method`` and ``seed`` in a compare of the runs named ``base``."""
+    return f"{base}_{method}_seed{seed}"
+
+
+def splits_folder(out_dir: str | Path, base: str) -> Path:
+    """Where ``compare --splits`` of the runs named ``base`` writes its cells and tables."""
+    return Path(out_dir) / f"compare_{base}_splits"
+
+
+def split_run_name(base: str, split: int) -> str:
+    """NAME of the runs on split ``split`` of a compare --splits of the runs named ``base``."""
+    return f"{base}_split{split}"
+
+
+def split_cell_run_dir(folder: Path, split: int, method: str, seed: int) -> Path:
+    """The run folder (ckt_logs/NAME_logs) of a recipe's cell in the compare --splits ``folder``."""
+    base = folder.name.removeprefix("compare_").removesuffix("_splits")
+    return run_dirs(folder.parent, recipe_run_name(split_run_name(base, split), method, seed))[0]
 
 
 # the query protocols (docs/results.md, "Caption-level flowers"): every text a query (the figures every
@@ -200,11 +220,11 @@ def compare_splits(cfg: Config, methods: list[str], seeds: list[int], n_splits: 
     """The comparison over ``n_splits`` draws of the unseen classes (zscrgan.experiments.splits): every
     (split, method, seed) cell trained and recorded in turn, the tables rewritten after each."""
     base = run_name(replace(cfg, seeds=""))
-    out = Path(cfg.out_dir) / f"compare_{base}_splits"
+    out = splits_folder(cfg.out_dir, base)
     check_writable(out.parent, create=False)
     cells = Cells(out, cfg)
     splits = make_splits(cfg, n_splits, seeds, out)
-    configs = {s.index: replace(cfg, dataset=str(s.folder), name=f"{base}_split{s.index}") for s in splits}
+    configs = {s.index: replace(cfg, dataset=str(s.folder), name=split_run_name(base, s.index)) for s in splits}
     todo = [(s.index, m, seed) for s in splits for m in methods for seed in seeds if (s.index, m, seed) not in cells.done]
     preflight([recipe_config(m, configs[k], seed) for k, m, seed in todo if m in RECIPES])
     total = n_splits * len(methods) * len(seeds)
