@@ -41,6 +41,7 @@ from zscrgan.data.dataset import load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import unit
 from zscrgan.files import write_json
+from zscrgan.runs import SUMMARY_FILE, run_dirs
 from zscrgan.search.shipped import MODELS_DIR, export_model, shipped_models
 from zscrgan.search.trained import open_run
 
@@ -125,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in comma_list(args.candidates):
         for seed in seeds:
             run_name = f"{name}_s{seed}"
-            run_dir = args.work / "ckt_logs" / f"{run_name}_logs"
-            if not (run_dir / "summary.json").is_file():
+            run_dir = run_dirs(args.work, run_name)[0]
+            if not (run_dir / SUMMARY_FILE).is_file():
                 zscrgan("train", "--dataset", str(dataset), *BASE, *CANDIDATES[name], "--seed", str(seed),
                         "--name", run_name, "--out_dir", str(args.work), "--overwrite")
             table[run_name] = {"setting": name, "seed": seed, **score_run(open_run(run_dir), data)}
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
              for name in comma_list(args.candidates)}
     setting = max(means, key=means.get)
     best = max((r for r in table.values() if r["setting"] == setting), key=lambda r: r["photo_p5"])
-    chosen = args.work / "ckt_logs" / f"{setting}_s{best['seed']}_logs"
+    chosen = run_dirs(args.work, f"{setting}_s{best['seed']}")[0]
     print(f"chosen on validation: {setting} (mean photo P@5 {means[setting]:.4f}), seed {best['seed']}", flush=True)
     write_json(args.work / "validation.json", {"runs": table, "means": means, "chosen": str(chosen.name)})
 
