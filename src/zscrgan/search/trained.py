@@ -17,13 +17,12 @@ import numpy as np
 import torch
 
 from zscrgan.config import Config
-from zscrgan.core.embedding import QueryEmbedder
+from zscrgan.core.embedding import QueryEmbedder, class_prototypes
 from zscrgan.core.networks import ZSCRGAN
 from zscrgan.data.convert import MANIFEST_FILE
 from zscrgan.data.dataset import load_dataset
 from zscrgan.data.encoders import DEFAULT_ENCODER, PHOTO_BATCH, TEXT_ENCODER, Encoders
 from zscrgan.errors import DataError
-from zscrgan.evaluation.metrics import unit
 from zscrgan.files import read_json_object
 from zscrgan.runs import BEST_CHECKPOINT, SavedRun
 
@@ -113,25 +112,23 @@ def open_run(run_dir: str | Path) -> TrainedRun:
 
 
 def class_table(run: TrainedRun) -> dict:
-    """Per class of the data set: id, name, seen flag and its query embedding (mean over its texts).
+    """Per class of the data set: id, name, seen flag and its query embedding, the class's prototype
+    (core.embedding.class_prototypes: the mean of its texts' unit queries, as scoring's per-class form).
 
     Stored in an index so explanations and ``--class_id`` need neither the data set nor a
     text featurizer at query time. A shipped model carries its own (its seen classes only).
-    The mean of unit queries is core.embedding.class_prototypes' in numpy: the two differ in the
-    last bit (1.5e-8 measured), and indexes built so far hold this arithmetic's vectors.
     """
     if run.classes is not None:
         return run.classes
     data = run.load_data()
     ids = list(data.seen) + list(data.unseen)
-    embeddings = []
-    for c in ids:
-        q = run.embed_text_vectors(data.texts[c])
-        embeddings.append(unit(q).mean(axis=0))
+    texts, _ = data.stacked_texts(ids)
+    queries = torch.from_numpy(run.embed_text_vectors(texts))
+    embeddings = class_prototypes(queries, [len(data.texts[c]) for c in ids]).numpy()
     return {"ids": np.array([str(c) for c in ids]),
             "names": np.array([str(data.classnames.get(c, c)) for c in ids]),
             "seen": np.array([c in set(data.seen) for c in ids]),
-            "embeddings": np.stack(embeddings).astype(np.float32)}
+            "embeddings": embeddings.astype(np.float32)}
 
 
 def describe_run(run: TrainedRun) -> dict:
