@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zscrgan.runfiles import run_dirs
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ZSCRGAN_SHARED", ROOT.parent / "shared"))
 DOC = ROOT / "docs" / "performance.md"
@@ -67,7 +69,7 @@ def flower_index(work: Path) -> Path:
             "--device", "cpu")
     zscrgan("train", "--dataset", str(work / "flowers"), "--out_dir", str(work), "--device", "cpu",
             "--config", str(ROOT / "examples" / "flowers_tiny.json"))
-    zscrgan("index", "--run", str(work / "ckt_logs" / "flowers_logs"), "--images", str(photos), "--out", str(out))
+    zscrgan("index", "--run", str(run_dirs(work, "flowers")[0]), "--images", str(photos), "--out", str(out))
     return out
 
 

@@ -29,7 +29,8 @@ from zscrgan.experiments.compare import split_cell_run_dir, write_split_tables
 from zscrgan.experiments.runfolder import view_figures
 from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells
 from zscrgan.files import write_atomic
-from zscrgan.runs import BEST_CHECKPOINT, SavedRun
+from zscrgan.runfiles import BEST_CHECKPOINT
+from zscrgan.runs import SavedRun
 
 WEIGHTS = [i / 10 for i in range(11)]
 

@@ -41,7 +41,7 @@ from zscrgan.data.dataset import load_dataset, split_validation
 from zscrgan.evaluation.baselines import fit_baseline
 from zscrgan.evaluation.metrics import unit
 from zscrgan.files import write_json
-from zscrgan.runs import SUMMARY_FILE, run_dirs
+from zscrgan.runfiles import SUMMARY_FILE, run_dirs
 from zscrgan.search.shipped import MODELS_DIR, export_model, shipped_models
 from zscrgan.search.trained import open_run
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from zscrgan.experiments.report import read_rounds
 from zscrgan.files import read_json_object
-from zscrgan.runs import METRICS_FILE, SUMMARY_FILE
+from zscrgan.runfiles import METRICS_FILE, SUMMARY_FILE
 
 
 def read_run(folder: Path) -> tuple[list[dict], dict]:

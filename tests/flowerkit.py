@@ -13,6 +13,7 @@ from pathlib import Path
 from conftest import shared_path
 
 from zscrgan.cli import main as cli
+from zscrgan.runfiles import run_dirs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 UNSEEN = "canterbury_bells,daffodil,pink_primrose,sweet_pea,sword_lily"
@@ -29,7 +30,7 @@ def _build(photos: str) -> tuple[Path, Path]:
     assert cli(["data", "build", "--images", photos, "--texts", str(EXAMPLES / "flower_descriptions.csv"), "--out", str(root / "flowers"),
                 "--unseen", UNSEEN, "--device", "cpu"]) == 0
     assert cli(["train", "--dataset", str(root / "flowers"), "--out_dir", str(root), "--device", "cpu", *TRAIN]) == 0
-    return root / "flowers", root / "ckt_logs" / "flowers_logs"
+    return root / "flowers", run_dirs(root, "flowers")[0]
 
 
 def flower_run() -> tuple[Path, Path, Path]:

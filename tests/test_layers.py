@@ -18,7 +18,7 @@ SRC = Path(zscrgan.__file__).parent
 # Rank of each subsystem: a module may import only lower ranks, or modules of its own subpackage.
 RANK = {
     "zscrgan.errors": 0,
-    "zscrgan.files": 1, "zscrgan.console": 1, "zscrgan.device": 1, "zscrgan.flags": 1, "zscrgan.recipes": 1,
+    "zscrgan.files": 1, "zscrgan.runfiles": 1, "zscrgan.console": 1, "zscrgan.device": 1, "zscrgan.flags": 1, "zscrgan.recipes": 1,
     "zscrgan.config": 2,
     "zscrgan.core": 3,
     "zscrgan.data": 4,

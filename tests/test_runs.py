@@ -10,18 +10,8 @@ from zscrgan.cli import main
 from zscrgan.config import Config
 from zscrgan.core.embedding import embed_queries, eval_rng
 from zscrgan.errors import DataError
-from zscrgan.runs import (
-    ARGS_FILE,
-    BEST_CHECKPOINT,
-    CONFIG_FILE,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-    SUMMARY_FILE,
-    SavedRun,
-    dataset_folder,
-    run_dirs,
-    seeds_file,
-)
+from zscrgan.runfiles import ARGS_FILE, BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, SUMMARY_FILE, run_dirs, seeds_file
+from zscrgan.runs import SavedRun, dataset_folder
 
 
 def test_a_run_writes_the_files_this_module_names(tmp_path):

@@ -19,6 +19,7 @@ from zscrgan.errors import UserError
 from zscrgan.files import read_json_object
 from zscrgan.flags import DefaultsHelpFormatter, add_dataclass_flags, flag
 from zscrgan.recipes import RECIPES
+from zscrgan.runfiles import CONFIG_FILE, run_dirs
 
 BUILTIN = "builtin"  # name of the generated demo data set used when --dataset is empty
 DEFAULT_K = 50  # upstream's K: Prec@50 is the figure the paper reports, so every run scores it (parse_ks)
@@ -166,11 +167,12 @@ def choice_problems(values: dict) -> list[str]:
 
 def find_run_config(run: str, out_dir: str) -> tuple[Path, dict]:
     """``--resume RUN``: the run folder (a path, or NAME under <out_dir>/ckt_logs) and its settings."""
-    tried = [Path(run), Path(out_dir) / "ckt_logs" / f"{run}_logs", Path(out_dir) / "ckt_logs" / run]
+    records = run_dirs(out_dir, run)[0]
+    tried = [Path(run), records, records.parent / run]
     for folder in tried:
-        if (folder / "config.json").is_file():
-            return folder, read_config_file(str(folder / "config.json"))
-    raise UserError(f"--resume {run}: no run there (no config.json in {', '.join(map(str, dict.fromkeys(tried)))})")
+        if (folder / CONFIG_FILE).is_file():
+            return folder, read_config_file(str(folder / CONFIG_FILE))
+    raise UserError(f"--resume {run}: no run there (no {CONFIG_FILE} in {', '.join(map(str, dict.fromkeys(tried)))})")
 
 
 def parse_config(argv: list[str] | None, prog: str = "zscrgan train", *, description: str = "Train and evaluate ZSCRGAN.",

@@ -1,11 +1,11 @@
-"""A training run's folder read back, one way for every command: its file names, its data set, its
-checkpoint opened as networks and a query embedder.
+"""A training run's folder read back, one way for every command: its data set, its checkpoint
+opened as networks and a query embedder.
 
-``zscrgan train`` writes ``OUT/ckt_logs/NAME_logs/`` (the files named here) and
+``zscrgan train`` writes ``OUT/ckt_logs/NAME_logs/`` (the files named in zscrgan.runfiles) and
 ``OUT/retrieved_res/NAME_res/`` (experiments.runfolder writes both, under a lock). ``zscrgan
 evaluate``, ``compare``, the search commands (search.trained) and the scripts read them through
 this module, which sits below evaluation, experiments and search (tests/test_layers.py) so that
-none of them spells a file name or a lookup order again.
+none of them writes a lookup order again (the file names: zscrgan.runfiles, below config).
 """
 from __future__ import annotations
 
@@ -23,25 +23,7 @@ from zscrgan.data.dataset import TEXT_PHOTOS_FILE, load_dataset, resolve_dataset
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.errors import DataError
 from zscrgan.files import read_json_object
-
-# What a run writes into ckt_logs/NAME_logs/ (besides its plots, *.png)
-METRICS_FILE = "metrics.jsonl"  # one JSON object per EM round
-SUMMARY_FILE = "summary.json"  # the selected and best-on-test figures, written at the end
-CONFIG_FILE, ARGS_FILE = "config.json", "args.txt"  # the run's settings, as JSON and as upstream's lines
-BEST_CHECKPOINT, LAST_CHECKPOINT = "best.pt", "last.pt"  # the selected round's, and the latest round's
-REPORT_FILE = "report.html"
-RUN_FILES = (METRICS_FILE, SUMMARY_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT, ARGS_FILE, CONFIG_FILE, REPORT_FILE)
-
-
-def run_dirs(out_dir: str | Path, name: str) -> tuple[Path, Path]:
-    """The run NAME's two folders under ``out_dir``: its records and checkpoints, its retrieval lists."""
-    return Path(out_dir) / "ckt_logs" / f"{name}_logs", Path(out_dir) / "retrieved_res" / f"{name}_res"
-
-
-def seeds_file(out_dir: str | Path, name: str) -> Path:
-    """Where ``--seeds`` writes the mean and sd over the runs NAME_seed<S>."""
-    return Path(out_dir) / "ckt_logs" / f"{name}_seeds.json"
-
+from zscrgan.runfiles import SUMMARY_FILE
 
 def load_run_data(cfg: Config, splits=("seen", "unseen")):
     """The run's data set (``cfg.dataset``: a NAME under ``cfg.data_root``, or a folder; "" for the
@@ -126,5 +108,4 @@ class SavedRun:
                                        device, centre, independent_rows)
 
 
-__all__ = ["METRICS_FILE", "SUMMARY_FILE", "CONFIG_FILE", "ARGS_FILE", "BEST_CHECKPOINT", "LAST_CHECKPOINT",
-           "REPORT_FILE", "RUN_FILES", "run_dirs", "seeds_file", "load_run_data", "dataset_folder", "SavedRun"]
+__all__ = ["load_run_data", "dataset_folder", "SavedRun"]

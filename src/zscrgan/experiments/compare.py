@@ -40,7 +40,8 @@ from zscrgan.experiments.splits import plot as plot_splits
 from zscrgan.experiments.train import preflight
 from zscrgan.files import check_writable, write_atomic
 from zscrgan.recipes import RECIPES
-from zscrgan.runs import load_run_data, run_dirs
+from zscrgan.runfiles import run_dirs
+from zscrgan.runs import load_run_data
 
 METHODS = (*BASELINES, *RECIPES)
 

@@ -36,7 +36,7 @@ from zscrgan.data.dataset import read_classnames
 from zscrgan.errors import DataError
 from zscrgan.experiments.runfolder import PER_CLASS_FORMS
 from zscrgan.files import read_json_object, write_atomic
-from zscrgan.runs import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
+from zscrgan.runfiles import CONFIG_FILE, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 
 OPTIMISTIC = "optimistic: chosen on the test classes"
 

@@ -45,15 +45,8 @@ from zscrgan.experiments.runfolder import (
 )
 from zscrgan.experiments.trainer import EMTrainer, retain_freed_memory
 from zscrgan.recipes import recipe_warnings
-from zscrgan.runs import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-    REPORT_FILE,
-    SUMMARY_FILE,
-    load_run_data,
-    run_dirs,
-)
+from zscrgan.runfiles import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, REPORT_FILE, SUMMARY_FILE, run_dirs
+from zscrgan.runs import load_run_data
 
 BUILTIN_EPOCHS, UPSTREAM_EPOCHS = 5, 5000
 

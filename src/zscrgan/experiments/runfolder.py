@@ -25,7 +25,7 @@ from zscrgan.config import DEFAULT_K, RESUMABLE
 from zscrgan.data.dataset import resolve_dataset_dir, write_pickle
 from zscrgan.errors import UserError
 from zscrgan.files import LOCK_FILE, FolderLock, check_writable, write_atomic
-from zscrgan.runs import ARGS_FILE, CONFIG_FILE, LAST_CHECKPOINT, RUN_FILES
+from zscrgan.runfiles import ARGS_FILE, CONFIG_FILE, LAST_CHECKPOINT, RUN_FILES
 
 # a round's scored views (metrics.jsonl keys, summary.json's "selected"): every text a query, on the
 # validation and the unseen classes; on data with many texts a class, one query per class too, in two

@@ -18,7 +18,7 @@ from zscrgan.device import spawn_pool, thread_share
 from zscrgan.experiments.run import Run, prepare_process, run_folder
 from zscrgan.experiments.runfolder import aggregate
 from zscrgan.files import write_json
-from zscrgan.runs import seeds_file
+from zscrgan.runfiles import seeds_file
 
 
 def _train_one(cfg: Config, threads: int) -> dict:

@@ -24,7 +24,8 @@ from zscrgan.data.dataset import load_dataset
 from zscrgan.data.encoders import DEFAULT_ENCODER, PHOTO_BATCH, TEXT_ENCODER, Encoders
 from zscrgan.errors import DataError
 from zscrgan.files import read_json_object
-from zscrgan.runs import BEST_CHECKPOINT, SavedRun
+from zscrgan.runfiles import BEST_CHECKPOINT
+from zscrgan.runs import SavedRun
 
 
 @dataclass
