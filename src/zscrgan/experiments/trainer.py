@@ -9,7 +9,7 @@ CSEM steps; every step on a fresh batch. Savings that change no result:
 - the wrong text is the batch rolled by one and the encoder acts row by row, so the wrong
   pair's (mu, log_sigma) is the rolled (mu, log_sigma): one encoder pass, not two;
 - losses are summed on the device and read once per round (no per-step syncs).
-tests/experiments/test_trainer.py checks these against the plain loop of reference.py.
+tests/experiments/test_trainer.py checks these against the plain loop of tests/reference.py.
 
 On the CPU, glibc serves large blocks by mmap and unmaps them on free (and trims free space
 at the heap top), so each step's fresh generator gradients (tens of MB at upstream's widths)
