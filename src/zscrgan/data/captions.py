@@ -21,7 +21,7 @@ import io
 from pathlib import Path
 from typing import Iterable
 
-from zscrgan.data.convert import _loadmat, _whole_numbers
+from zscrgan.data.convert import read_mat, whole_numbers
 from zscrgan.data.featurize import Features, read_text
 from zscrgan.data.photos import scan
 from zscrgan.errors import DataError
@@ -32,7 +32,7 @@ CAPTION_SUFFIX = ".txt"
 
 def labelled_photos(folder: Path, labels_file: Path) -> list[tuple[str, str]]:
     """(class, file name) of every photo directly in ``folder``, its class from ``labels_file``."""
-    labels = _whole_numbers(_loadmat(Path(labels_file), ["labels"])["labels"], "labels", labels_file)
+    labels = whole_numbers(read_mat(Path(labels_file), ["labels"])["labels"], "labels", labels_file)
     photos = sorted(rel for rel in scan(folder).files if "/" not in rel)
     if len(labels) != len(photos):
         raise DataError(f"{labels_file}: {len(labels)} labels for the {len(photos)} photos in {folder} "

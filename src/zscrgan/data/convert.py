@@ -42,7 +42,7 @@ SPLIT_NAMES = {"easy": "SCS", "hard": "SCE"}  # super-category shared / exclusiv
 
 # ---------------------------------------------------------------- shared helpers
 
-def _loadmat(path: Path, keys: list[str]) -> dict:
+def read_mat(path: Path, keys: list[str]) -> dict:
     from scipy.io import loadmat
 
     if not path.is_file():
@@ -58,7 +58,7 @@ def _loadmat(path: Path, keys: list[str]) -> dict:
     return mat
 
 
-def _whole_numbers(values, key: str, path: Path) -> np.ndarray:
+def whole_numbers(values, key: str, path: Path) -> np.ndarray:
     """Any MATLAB shape ([N,1], [1,N], doubles) as a flat int64 vector, or a DataError."""
     values = np.asarray(values).ravel()
     if values.size and (values.dtype.kind not in "iuf" or np.any(values != np.round(values))):
@@ -68,7 +68,7 @@ def _whole_numbers(values, key: str, path: Path) -> np.ndarray:
 
 def _one_based(mat: dict, key: str, path: Path, upper: int, of: str = "") -> np.ndarray:
     """A 1-based index vector as 0-based ints, checked to lie in 1..upper."""
-    values = _whole_numbers(mat[key], key, path)
+    values = whole_numbers(mat[key], key, path)
     if values.size and (values.min() < 1 or values.max() > upper):
         raise DataError(f"{path}: {key} must lie in 1..{upper} (1-based{of}), found {values.min()}..{values.max()}")
     return values - 1
@@ -157,8 +157,8 @@ def convert_xlsa17(folder, out, text_key: str = "att") -> ZeroShotData:
     """Seen = classes of trainval_loc (with their test_seen_loc images), unseen = classes of test_unseen_loc."""
     folder, out = Path(folder), Path(out)
     res_path, split_path = folder / "res101.mat", folder / "att_splits.mat"
-    res = _loadmat(res_path, ["features", "labels"])
-    splits = _loadmat(split_path, [text_key, "trainval_loc", "test_seen_loc", "test_unseen_loc"])
+    res = read_mat(res_path, ["features", "labels"])
+    splits = read_mat(split_path, [text_key, "trainval_loc", "test_seen_loc", "test_unseen_loc"])
     features = np.asarray(res["features"], dtype=np.float32)
     if features.ndim != 2:
         raise DataError(f"{res_path}: features must be a [D, N] matrix, got shape {features.shape}")
@@ -211,10 +211,10 @@ def _class_ids(split: dict, key: str, split_path: Path, n_rows: int, text_path: 
 
 def _images_by_class(feat_path: Path, labels_path: Path, cids: list[int], key: str, split_path: Path) -> dict:
     """{class id: its pfc_feat rows}, from one feature file and its label pickle (positions into ``cids``)."""
-    features = _matrix(_loadmat(feat_path, ["pfc_feat"])["pfc_feat"], "pfc_feat", feat_path)
+    features = _matrix(read_mat(feat_path, ["pfc_feat"])["pfc_feat"], "pfc_feat", feat_path)
     raw = read_pickle(labels_path)
     try:
-        labels = _whole_numbers(raw, "labels", labels_path)
+        labels = whole_numbers(raw, "labels", labels_path)
     except (TypeError, ValueError):
         raise DataError(f"{labels_path}: expected a vector of whole numbers, got {type(raw).__name__}") from None
     if labels.size and (labels.min() < 0 or labels.max() >= len(cids)):
@@ -238,8 +238,8 @@ def convert_gazsl(folder, out, bird: str, split: str, classnames=None, pca: int 
         raise DataError(f"--bird {bird} --split {split}: choose --bird CUB|NAB and --split easy|hard")
     paths = [folder / name for name in GAZSL_FILES[bird, split]]
     text_path, split_path, feat_train, feat_test, labels_train, labels_test = paths
-    text_matrix = _matrix(_loadmat(text_path, ["PredicateMatrix"])["PredicateMatrix"], "PredicateMatrix", text_path)
-    split_mat = _loadmat(split_path, ["train_cid", "test_cid"])
+    text_matrix = _matrix(read_mat(text_path, ["PredicateMatrix"])["PredicateMatrix"], "PredicateMatrix", text_path)
+    split_mat = read_mat(split_path, ["train_cid", "test_cid"])
     seen = _class_ids(split_mat, "train_cid", split_path, len(text_matrix), text_path)
     unseen = _class_ids(split_mat, "test_cid", split_path, len(text_matrix), text_path)
     both = sorted(set(seen) & set(unseen))
