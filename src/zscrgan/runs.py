@@ -25,6 +25,7 @@ from zscrgan.errors import DataError
 from zscrgan.files import read_json_object
 from zscrgan.runfiles import SUMMARY_FILE
 
+
 def load_run_data(cfg: Config, splits=("seen", "unseen")):
     """The run's data set (``cfg.dataset``: a NAME under ``cfg.data_root``, or a folder; "" for the
     built-in demo data) and its folder (None for the built-in data)."""
