@@ -39,8 +39,6 @@ def tied_captions_set(tied: bool = True, n_seen: int = 30, n_unseen: int = 10, p
     'white' rose), each photo shows one, and its captions describe it; texts and images see the
     class and the variety through fixed random linear maps. With ``tied`` caption_photos names each
     caption's photo; without, the ties are shuffled within each class (no photo-level signal left)."""
-    from zscrgan.data.dataset import ZeroShotData
-
     rng = np.random.default_rng(seed)
     dim = 8
     text_map, image_map = rng.normal(size=(2 * dim, 24)), rng.normal(size=(2 * dim, 32))
