@@ -293,6 +293,9 @@ def test_texts_per_image_each_query_as_its_own_item(tmp_path):
             np.testing.assert_array_equal(data.images[entry["class"]][entry["image_row"]], images.features[photo])
         else:
             assert entry["image"] is None and entry["image_row"] is None
+        # caption_photos.npz holds the same tie, -1 for a text naming no photo
+        tied = data.text_photos[entry["class"]][entry["row"]]
+        assert tied == (-1 if entry["image_row"] is None else entry["image_row"])
     # every text of an unseen class is one query: 2 geo texts -> 2 retrieval lists
     assert cli.main(["train", "--dataset", str(out), "--out_dir", str(tmp_path / "run"), *TINY, "--eval_k", "2",
                      "--epochs", "1", "--select", "last"]) == 0
