@@ -4,8 +4,8 @@ import io
 import numpy as np
 import pytest
 
-from zscrgan.data.dataset import TEXT_PHOTOS_FILE, ZeroShotData, load_dataset, save_dataset
 from zscrgan.data.command import split_dataset
+from zscrgan.data.dataset import TEXT_PHOTOS_FILE, ZeroShotData, load_dataset, save_dataset
 from zscrgan.errors import DataError
 
 

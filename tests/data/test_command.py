@@ -10,10 +10,10 @@ from conftest import shared_path
 from helpers import TINY, small_tree
 
 from zscrgan import cli
-from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, write_pickle
 from zscrgan.data.command import build_dataset, choose_unseen, run_memory
-from zscrgan.data.featurize import Features, read_description_rows
 from zscrgan.data.convert import convert_xlsa17
+from zscrgan.data.dataset import ZeroShotData, load_dataset, save_dataset, write_pickle
+from zscrgan.data.featurize import Features, read_description_rows
 from zscrgan.errors import DataError
 
 # Three descriptions per class, shipped with the repo for the README's flower-photo commands.
