@@ -29,7 +29,7 @@ import torch
 from zscrgan.data.encoders import PHOTO_BATCH
 from zscrgan.data.photos import MAX_FILE_MB, MAX_MEGAPIXELS, class_lookup, known_class, read_photo
 from zscrgan.errors import DataError, require
-from zscrgan.files import LOCK_FILE, read_json_object, sha256_file, write_atomic, write_json
+from zscrgan.files import LOCK_FILE, read_json_object, write_atomic, write_json
 from zscrgan.search.shipped import reopen
 
 FORMAT = "zscrgan-shards/1"
@@ -126,14 +126,22 @@ def load_shard(folder: Path, shard: int, key: str) -> tuple[list[dict], np.ndarr
     if record.get("key") != key:
         raise DataError(f"{done}: from another run (key {record.get('key')}, this plan's {key}); rerun zscrgan shard "
                         f"into a new folder")
+    payloads = {}  # each file read once: the bytes checked are the bytes parsed
     for file, (size, digest) in record["files"].items():
         path = folder / file
-        if not path.is_file() or path.stat().st_size != size or sha256_file(path) != digest:
-            got = path.stat().st_size if path.is_file() else "no"
+        try:
+            payloads[file] = data = path.read_bytes()
+        except OSError:
+            data = None
+        if data is None or len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+            got = "no" if data is None else len(data)
             raise DataError(f"{path}: truncated or changed since written ({got} bytes, recorded {size}); "
                             f"delete {done.name} and rerun zscrgan shard to redo it")
-    rows = pq.read_table(folder / f"{name(shard)}.parquet").to_pylist()
-    emb = np.load(folder / f"{name(shard)}.npy", allow_pickle=False)
+    parquet, npy = (payloads.get(f"{name(shard)}{suffix}") for suffix in (".parquet", ".npy"))
+    if parquet is None or npy is None:
+        raise DataError(f"{done}: does not record both data files; delete it and rerun zscrgan shard to redo it")
+    rows = pq.read_table(io.BytesIO(parquet)).to_pylist()
+    emb = np.load(io.BytesIO(npy), allow_pickle=False)
     return rows, emb
 
 
