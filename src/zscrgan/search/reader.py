@@ -61,6 +61,7 @@ class IndexReader:
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: index folder not found")
         self.manifest = ps.read_manifest(self.folder)
+        self.root = Path(self.manifest["images"]).resolve()  # the photo folder, resolved once, not per /photo
         saved = ps.read_npz(self.folder / ps.VECTORS)
         self.kind = str(saved["kind"])
         self.dim = int(self.manifest["run"]["embed_dim"])
@@ -132,16 +133,14 @@ class IndexReader:
         meta = self.photo(photo_id)
         if meta is None:
             return None
-        root = Path(self.manifest["images"]).resolve()
-        path = (root / ps.file_path(meta["path"])).resolve()
-        return path if path.is_relative_to(root) else None
+        path = (self.root / ps.file_path(meta["path"])).resolve()
+        return path if path.is_relative_to(self.root) else None
 
     def id_of_path(self, path: str | Path) -> int:
-        path = Path(path)
-        root = Path(self.manifest["images"]).resolve()
-        candidates = [path.as_posix()]
-        if path.resolve().is_relative_to(root):
-            candidates.append(path.resolve().relative_to(root).as_posix())
+        path, root = Path(path), self.root
+        candidates, resolved = [path.as_posix()], path.resolve()
+        if resolved.is_relative_to(root):
+            candidates.append(resolved.relative_to(root).as_posix())
         for rel in candidates:
             row = self.db().execute("SELECT id FROM photos WHERE path = ?", (ps.stored_path(rel),)).fetchone()
             if row:
