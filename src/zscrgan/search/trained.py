@@ -122,13 +122,13 @@ def class_table(run: TrainedRun) -> dict:
     if run.classes is not None:
         return run.classes
     data = run.load_data()
-    ids = list(data.seen) + list(data.unseen)
+    ids, seen = list(data.seen) + list(data.unseen), set(data.seen)
     texts, _ = data.stacked_texts(ids)
     queries = torch.from_numpy(run.embed_text_vectors(texts))
     embeddings = class_prototypes(queries, [len(data.texts[c]) for c in ids]).numpy()
     return {"ids": np.array([str(c) for c in ids]),
             "names": np.array([str(data.classnames.get(c, c)) for c in ids]),
-            "seen": np.array([c in set(data.seen) for c in ids]),
+            "seen": np.array([c in seen for c in ids]),
             "embeddings": embeddings.astype(np.float32)}
 
 
