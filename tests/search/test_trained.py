@@ -41,6 +41,7 @@ def test_the_class_table_holds_each_class_prototype_computed_row_by_row(tmp_path
     assert not run.cfg.eval_mean  # noise drawn: the case where batching could change a row
     table, loaded = class_table(run), load_dataset(data)
     assert list(table["ids"]) == [str(c) for c in list(loaded.seen) + list(loaded.unseen)]
+    assert table["seen"].tolist() == [True] * len(loaded.seen) + [False] * len(loaded.unseen)
     for c, got in zip(list(loaded.seen) + list(loaded.unseen), table["embeddings"]):
         rows = np.concatenate([run.embed_text_vectors(v[None]) for v in loaded.texts[c]])
         expected = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).mean(axis=0)
