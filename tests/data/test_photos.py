@@ -121,3 +121,11 @@ def test_every_format_with_a_signature_is_read_and_typed(tmp_path, fmt, suffix):
     assert found == fmt and fmt in IMAGE_TYPES
     photo = read_photo(path)
     assert isinstance(photo, Photo) and photo.width >= 16, photo  # ICNS holds its largest size too
+
+
+def test_a_missing_class_folder_root_is_one_line(tmp_path):
+    from zscrgan.data.photos import class_files
+    from zscrgan.errors import DataError
+
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'nope'}: image folder not found$"):
+        class_files(tmp_path / "nope")

@@ -260,9 +260,7 @@ def class_files(root: Path) -> list[tuple[str, str]]:
     """(class name, path relative to root) of every file inside a class folder ``root/<class>/``,
     in path order; files directly in ``root`` belong to no class and are left out."""
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found")
-    rels = sorted((Path(rel) for rel in scan(root).files if "/" in rel))  # Path order: folder by folder
+    rels = sorted((Path(rel) for rel in scan(root, what="image").files if "/" in rel))  # Path order: folder by folder
     found = [(rel.parts[0], rel.as_posix()) for rel in rels]
     classes = {cls for cls, _ in found}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
