@@ -15,7 +15,6 @@ method, paired against the best baseline, as ``<compare folder>_blend.md/.csv/.p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -27,8 +26,7 @@ from zscrgan.evaluation.baselines import BASELINES, fit_baseline
 from zscrgan.evaluation.scoring import score_views
 from zscrgan.experiments.compare import split_cell_run_dir, write_split_tables
 from zscrgan.experiments.runfolder import view_figures
-from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells
-from zscrgan.files import write_atomic
+from zscrgan.experiments.splits import CELLS_FILE, by_split, read_cells, write_cells
 from zscrgan.runfiles import BEST_CHECKPOINT
 from zscrgan.runs import SavedRun
 
@@ -100,14 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{args.method}+{args.baseline}"
     blends = folder / "blend_cells.jsonl"
     kept = read_cells(blends) if blends.exists() else {}
-    lines = [json.dumps({"split": k, "method": m, "seed": s, "figures": f, "seconds": sec}) for (k, m, s), (f, sec)
-             in kept.items()]
     for (k, method, seed) in sorted(c for c in done if c[1] == args.method and (c[0], name, c[2]) not in kept):
         figures, weight = blend_cell(split_cell_run_dir(folder, k, method, seed), args.baseline, device)
         kept[(k, name, seed)] = (figures | {"weight": weight}, done[(k, method, seed)][1])
-        lines.append(json.dumps({"split": k, "method": name, "seed": seed, "figures": kept[(k, name, seed)][0],
-                                 "seconds": done[(k, method, seed)][1]}))
-        write_atomic(blends, "".join(line + "\n" for line in lines).encode())
+        write_cells(blends, kept)
         print(f"split {k} seed {seed}: w {weight:.1f}, unseen Prec@{DEFAULT_K} "
               f"{figures['test'][f'prec@{DEFAULT_K}']:.4f} ({method} alone "
               f"{done[(k, method, seed)][0]['test'][f'prec@{DEFAULT_K}']:.4f})", flush=True)

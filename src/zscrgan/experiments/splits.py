@@ -131,14 +131,18 @@ class Cells:
         self.write()
 
     def write(self) -> None:
-        lines = [json.dumps({"split": k, "method": m, "seed": s, "figures": f, "seconds": sec})
-                 for (k, m, s), (f, sec) in self.done.items()]
-        write_atomic(self.path, "".join(line + "\n" for line in lines).encode())
+        write_cells(self.path, self.done)
 
     def add(self, split: int, method: str, seed: int, figures: dict, seconds: float) -> None:
         self.done[(split, method, seed)] = (figures, seconds)
         self.write()
 
+
+def write_cells(path: Path, done: dict[tuple[int, str, int], tuple[dict, float]]) -> None:
+    """``done`` as a ``cells.jsonl`` (what :func:`read_cells` reads back), written atomically."""
+    lines = [json.dumps({"split": k, "method": m, "seed": s, "figures": f, "seconds": sec})
+             for (k, m, s), (f, sec) in done.items()]
+    write_atomic(path, "".join(line + "\n" for line in lines).encode())
 
 
 def read_cells(path: Path) -> dict[tuple[int, str, int], tuple[dict, float]]:
