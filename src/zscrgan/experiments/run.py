@@ -2,7 +2,7 @@
 
 :class:`Run` trains and scores round after round and writes, as upstream did plus machine-readable
 records (NAME = data set folder name, ``builtin`` for the demo data; ``NAME_seed<S>`` with --seeds;
-the file names are zscrgan.runs'):
+the file names are zscrgan.runfiles'):
     retrieved_res/NAME_res/acc<Prec@50>.pkl   retrieval lists of the selected round
     ckt_logs/NAME_logs/args.txt, config.json  the arguments of the run
     ckt_logs/NAME_logs/best.pt, last.pt       checkpoints (plain dicts, weights_only-loadable)

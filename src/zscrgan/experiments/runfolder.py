@@ -101,7 +101,7 @@ class RunFolder:
         write_atomic(self.run_dir / name, payload)
 
     def write_json(self, name: str, value, lines: bool = False) -> None:
-        """``lines``: one JSON object per line (:data:`zscrgan.runs.METRICS_FILE`), else one indented document."""
+        """``lines``: one JSON object per line (:data:`zscrgan.runfiles.METRICS_FILE`), else one indented document."""
         text = "".join(json.dumps(row) + "\n" for row in value) if lines else json.dumps(value, indent=1)
         self.write(name, text.encode())
 

@@ -5,7 +5,7 @@
     zscrgan train --dataset FLO --select val --seeds 0,1,2
 
 Each run is experiments.run.Run (its outputs are listed there); with --seeds the mean and sd over
-the runs go to ``ckt_logs/NAME_seeds.json`` (zscrgan.runs.seeds_file).
+the runs go to ``ckt_logs/NAME_seeds.json`` (zscrgan.runfiles.seeds_file).
 """
 from __future__ import annotations
 
