@@ -26,8 +26,9 @@ from zscrgan.core.embedding import QueryEmbedder
 from zscrgan.data.synthetic import make_builtin_dataset
 from zscrgan.device import pick_device
 from zscrgan.evaluation.scoring import score_views
-from zscrgan.experiments.run import load_run_data, prepare_process
+from zscrgan.experiments.run import prepare_process
 from zscrgan.experiments.trainer import EMTrainer
+from zscrgan.runs import load_run_data
 
 DEFAULT_FLO = Path(__file__).resolve().parents[2] / "shared" / "data" / "FLO"
 
