@@ -44,14 +44,14 @@ def model_from_weights(weights: dict, cfg: Config) -> ZSCRGAN:
 
     Inference weights (a shipped model: no critic, which only training uses) give a model whose
     critic is a one-unit placeholder; every other tensor must be there. Half-precision weights are
-    widened to float32."""
+    widened to float32 by loading (load_state_dict copies into the float32 parameters)."""
     text_dim = weights["encoder.fc.weight"].shape[1]
     embed_dim, image_dim = weights["csem.fc.weight"].shape
     has_critic = "critic.fc_image.weight" in weights
     model = ZSCRGAN(text_dim, image_dim, embed_dim, cfg.z_dim, weights["generator.fc1.weight"].shape[0],
                     weights["critic.fc_image.weight"].shape[0] if has_critic else 1,
                     "generator.skip.weight" in weights, "generator.text_path.weight" in weights)
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if has_critic or not k.startswith("critic.")]
     if missing or unexpected:
         raise KeyError(f"weights do not fit the networks: missing {missing[:3]}, unexpected {unexpected[:3]}")
