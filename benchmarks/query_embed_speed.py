@@ -5,9 +5,9 @@ Search wants a query's embedding not to depend on its batch, so every row gets t
 draw alone. Every row alone starts the same rng, so the batch can share one row's draws and run as
 one pass (:class:`zscrgan.core.embedding.QueryEmbedder` with ``independent_rows``). Prints rows a
 second both ways, their ratio and the largest difference between the two (float rounding only).
-An index of a run's data set embeds every text of every class for its class table: FLO_cap's 81,877
-captions at 3 draws took the per-row loop about 3 minutes on a 2-core CPU at one thread (493 rows/s;
-tens of minutes while other jobs shared the cores), the shared draws 16 s (5,174 rows/s).
+An index of a run's data set embeds every text of every class for its class table. Measured end to
+end (docs/performance.md): ``zscrgan index --run`` of a noisy flowers_cap run (81,877 captions, 3
+draws) took 1,040 s row by row and 89 s with shared draws, on a 2-core CPU shared with other jobs.
 
     python benchmarks/query_embed_speed.py --rows 2000 --samples 3
 """
